@@ -1,0 +1,286 @@
+//! The ABI shared by memtrace's kernel programs and its userspace agent:
+//! map keys and values, ring-buffer event records, and the start-up
+//! configuration the agent hands to the programs. Every type here is
+//! `#[repr(C)]` with explicit padding, because the same bytes are written
+//! by BPF code and read by userspace.
+#![no_std]
+
+/// Latency histogram buckets: bucket `b >= 1` counts durations in
+/// `[2^(b+HIST_SHIFT), 2^(b+1+HIST_SHIFT))` ns, bucket 0 everything below
+/// 1024 ns, and the last bucket everything from 2^40 ns (~18 minutes) up.
+pub const HIST_BUCKETS: usize = 32;
+pub const HIST_SHIFT: u32 = 9;
+
+/// `task_struct.flags` bit of kswapd threads (include/linux/sched.h); this
+/// value has not changed since kswapd existed.
+pub const PF_KSWAPD: u32 = 0x0002_0000;
+
+/// `do_shrink_slab()`'s "no objects at all" return value, `~0UL - 1`
+/// (include/linux/shrinker.h). Never summed as freed objects.
+pub const SHRINK_EMPTY: u64 = !0u64 - 1;
+
+/// Reclaim contexts the memcg stats are split by.
+pub const RECLAIM_DIRECT: usize = 0;
+pub const RECLAIM_MEMCG: usize = 1;
+pub const RECLAIM_CONTEXTS: usize = 2;
+
+/// Byte offsets of kernel struct fields and enum values, resolved by the
+/// agent from the running kernel's BTF (rustc emits no CO-RE relocations,
+/// so nothing may be compiled in). `valid == 0` makes every program a no-op.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_cgroups: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_flags: u32,
+    pub task_real_cred: u32,
+    pub task_signal: u32,
+    pub cred_uid: u32,
+    pub signal_oom_score_adj: u32,
+    pub css_set_subsys: u32,
+    pub memory_cgrp_id: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+    pub memcg_css: u32,
+    pub shrinkctl_memcg: u32,
+    pub shrinker_count_objects: u32,
+    pub oc_memcg: u32,
+    pub oc_chosen: u32,
+    pub oc_totalpages: u32,
+    pub oc_chosen_points: u32,
+    pub valid: u32,
+}
+
+/// What `mark_victim`'s first tracepoint argument is on this kernel: a
+/// `struct task_struct *` since 6.9, a pid before. Decided from BTF.
+pub const MARK_VICTIM_ARG_TASK: u32 = 0;
+pub const MARK_VICTIM_ARG_PID: u32 = 1;
+
+/// Run-time knobs for the programs, set once at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Charges slower than this go to the ring buffer (0 = never).
+    pub slow_charge_ns: u64,
+    /// Reclaims slower than this go to the ring buffer (0 = never).
+    pub slow_reclaim_ns: u64,
+    pub mark_victim_arg: u32,
+    /// Classic tracepoint field offsets, read from each tracepoint's
+    /// `format` file (only used when the plan falls back to them).
+    pub tp_reclaim_end_nr_reclaimed: u32,
+    pub tp_mark_victim_pid: u32,
+    pub _pad: u32,
+}
+
+/// Per-memcg counters, one per CPU, summed by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemcgStats {
+    /// `try_charge_memcg` calls: per-CPU stock refills, not page faults.
+    pub charge_calls: u64,
+    pub charge_failures: u64,
+    pub charge_ns: u64,
+    pub charge_pages: u64,
+    pub reclaim_count: [u64; RECLAIM_CONTEXTS],
+    pub reclaim_ns: [u64; RECLAIM_CONTEXTS],
+    pub reclaim_pages: [u64; RECLAIM_CONTEXTS],
+    pub shrink_slab_calls: u64,
+    pub shrink_slab_ns: u64,
+    pub shrink_slab_freed: u64,
+    /// Part of `shrink_slab_ns` spent by kswapd shrinking this memcg.
+    pub shrink_slab_kswapd_ns: u64,
+    pub do_shrink_calls: u64,
+    /// Calls whose result was 0 or `SHRINK_EMPTY` (only seen by
+    /// fentry/kprobe plans; tracepoints never fire for them).
+    pub do_shrink_zero: u64,
+    pub do_shrink_freed: u64,
+    pub do_shrink_ns: u64,
+    pub charge_hist: [u32; HIST_BUCKETS],
+    pub reclaim_hist: [u32; HIST_BUCKETS],
+}
+
+impl MemcgStats {
+    pub const ZERO: Self = Self {
+        charge_calls: 0,
+        charge_failures: 0,
+        charge_ns: 0,
+        charge_pages: 0,
+        reclaim_count: [0; RECLAIM_CONTEXTS],
+        reclaim_ns: [0; RECLAIM_CONTEXTS],
+        reclaim_pages: [0; RECLAIM_CONTEXTS],
+        shrink_slab_calls: 0,
+        shrink_slab_ns: 0,
+        shrink_slab_freed: 0,
+        shrink_slab_kswapd_ns: 0,
+        do_shrink_calls: 0,
+        do_shrink_zero: 0,
+        do_shrink_freed: 0,
+        do_shrink_ns: 0,
+        charge_hist: [0; HIST_BUCKETS],
+        reclaim_hist: [0; HIST_BUCKETS],
+    };
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShrinkerKey {
+    pub memcg_id: u64,
+    /// The `struct shrinker *` (an identity, never dereferenced by userspace).
+    pub shrinker: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShrinkerStats {
+    pub calls: u64,
+    pub zero: u64,
+    pub freed: u64,
+    pub ns: u64,
+    /// `shrinker->count_objects`, symbolized by the agent via kallsyms.
+    pub count_objects: u64,
+}
+
+/// Kernel-wide counters: one slot of a per-CPU array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SystemStats {
+    pub kswapd_wakes: u64,
+    pub kswapd_ns: u64,
+    pub ringbuf_drops: u64,
+    pub memcg_map_full: u64,
+    pub shrinker_map_full: u64,
+    pub inflight_map_full: u64,
+    /// Return probes that found no matching entry (entry missed, or the
+    /// entry was attached while the call was already running).
+    pub unmatched_returns: u64,
+}
+
+/// Key of the per-task "call in progress" map pairing entry and return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InflightKey {
+    pub tid: u32,
+    pub hook: u32,
+}
+
+pub const HOOK_CHARGE: u32 = 1;
+pub const HOOK_SHRINK_SLAB: u32 = 2;
+pub const HOOK_DO_SHRINK: u32 = 3;
+pub const HOOK_RECLAIM_DIRECT: u32 = 4;
+pub const HOOK_RECLAIM_MEMCG: u32 = 5;
+pub const HOOK_KSWAPD: u32 = 6;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Inflight {
+    pub start_ns: u64,
+    pub memcg_id: u64,
+    /// Hook-specific: the shrinker pointer, or the charge's nr_pages.
+    pub arg: u64,
+}
+
+/// Ring-buffer record kinds (first `u32` of every record).
+pub const EVENT_OOM_KILL: u32 = 1;
+pub const EVENT_SLOW: u32 = 2;
+
+/// Where an OOM record came from.
+pub const OOM_SRC_OOM_KILL_PROCESS: u32 = 1;
+pub const OOM_SRC_MARK_VICTIM: u32 = 2;
+
+/// `OomEvent.flags` bits: which optional fields were read.
+pub const OOM_HAS_OOM_MEMCG: u32 = 1;
+pub const OOM_HAS_VICTIM_TASK: u32 = 2;
+pub const OOM_HAS_TOTALPAGES: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomEvent {
+    pub kind: u32,
+    pub source: u32,
+    pub ts_ns: u64,
+    pub flags: u32,
+    pub victim_pid: u32,
+    pub victim_tgid: u32,
+    pub victim_uid: u32,
+    pub victim_oom_score_adj: i32,
+    pub trigger_pid: u32,
+    pub trigger_tgid: u32,
+    pub _pad: u32,
+    pub victim_comm: [u8; 16],
+    pub trigger_comm: [u8; 16],
+    pub victim_memcg_id: u64,
+    /// `oc->memcg`: the memcg whose limit fired; 0 = global OOM.
+    pub oom_memcg_id: u64,
+    pub totalpages: u64,
+    pub chosen_points: i64,
+}
+
+pub const SLOW_CHARGE: u32 = 1;
+pub const SLOW_RECLAIM_DIRECT: u32 = 2;
+pub const SLOW_RECLAIM_MEMCG: u32 = 3;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlowEvent {
+    pub kind: u32,
+    pub what: u32,
+    pub ts_ns: u64,
+    pub duration_ns: u64,
+    pub memcg_id: u64,
+    /// Pages asked for (charge) or reclaimed (reclaim).
+    pub pages: u64,
+    /// Return value of the charge (0 = success); 0 for reclaim.
+    pub result: i64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: [u8; 16],
+}
+
+/// Bucket index of a duration for the latency histograms.
+#[inline(always)]
+pub fn hist_bucket(ns: u64) -> usize {
+    let log2 = 63 - (ns | 1).leading_zeros();
+    let b = log2.saturating_sub(HIST_SHIFT) as usize;
+    if b >= HIST_BUCKETS { HIST_BUCKETS - 1 } else { b }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for ProbeConfig {}
+    unsafe impl aya::Pod for MemcgStats {}
+    unsafe impl aya::Pod for ShrinkerKey {}
+    unsafe impl aya::Pod for ShrinkerStats {}
+    unsafe impl aya::Pod for SystemStats {}
+    unsafe impl aya::Pod for InflightKey {}
+    unsafe impl aya::Pod for Inflight {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hist_bucket_bounds() {
+        assert_eq!(hist_bucket(0), 0);
+        assert_eq!(hist_bucket(511), 0);
+        assert_eq!(hist_bucket(512), 0);
+        assert_eq!(hist_bucket(1024), 1);
+        assert_eq!(hist_bucket(1_000_000), 10); // 2^19 <= 1e6 < 2^20
+        assert_eq!(hist_bucket(u64::MAX), HIST_BUCKETS - 1);
+    }
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        // Userspace reads these bytes as written by BPF; any implicit
+        // padding would be uninitialised memory in the ring buffer.
+        assert_eq!(core::mem::size_of::<OomEvent>(), 4 * 12 + 32 + 8 * 4);
+        assert_eq!(core::mem::size_of::<SlowEvent>(), 8 * 6 + 8 + 16);
+        assert_eq!(core::mem::size_of::<ProbeConfig>(), 32);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 22 * 4);
+    }
+}

@@ -124,6 +124,12 @@ impl MemcgStats {
     };
 }
 
+impl Default for MemcgStats {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShrinkerKey {

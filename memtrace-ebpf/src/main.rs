@@ -1,5 +1,16 @@
+//! memtrace's kernel programs. One module per hook family; every program is
+//! loaded and attached (or not) by the agent's attach plan, so each hook has
+//! variants for fentry/fexit, kprobe/kretprobe and tracepoints.
 #![no_std]
 #![no_main]
+
+mod charge;
+mod kernel;
+mod maps;
+mod oom;
+mod reclaim;
+mod shrink;
+mod stats;
 
 #[cfg(not(test))]
 #[panic_handler]

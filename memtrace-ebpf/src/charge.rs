@@ -1,0 +1,102 @@
+//! `try_charge_memcg(memcg, gfp_mask, nr_pages)`: charges that missed the
+//! per-CPU stock (batch refills, not single page faults). A nonzero return
+//! is a failed charge (after reclaim and, usually, an OOM kill).
+use aya_ebpf::{
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use memtrace_common::{EVENT_SLOW, HOOK_CHARGE, Inflight, SLOW_CHARGE, SlowEvent};
+
+use crate::{
+    kernel::{self, config},
+    maps::EVENTS,
+    stats,
+};
+
+#[inline(always)]
+fn enter(memcg: *const u8, nr_pages: u64) {
+    if !kernel::enabled() {
+        return;
+    }
+    let v = Inflight { start_ns: kernel::now_ns(), memcg_id: kernel::memcg_id(memcg), arg: nr_pages };
+    stats::begin(kernel::current_tid(), HOOK_CHARGE, &v);
+}
+
+#[inline(always)]
+fn exit(ret: i32) {
+    if !kernel::enabled() {
+        return;
+    }
+    let Some(v) = stats::end(kernel::current_tid(), HOOK_CHARGE) else {
+        return;
+    };
+    let ns = kernel::now_ns().saturating_sub(v.start_ns);
+    if let Some(s) = stats::memcg(v.memcg_id) {
+        s.charge_calls += 1;
+        s.charge_ns += ns;
+        s.charge_pages += v.arg;
+        if ret != 0 {
+            s.charge_failures += 1;
+        }
+        stats::bump_hist(&mut s.charge_hist, ns);
+    }
+    let slow = config!(slow_charge_ns);
+    if slow != 0 && ns >= slow {
+        emit_slow(ns, &v, ret);
+    }
+}
+
+#[inline(always)]
+fn emit_slow(ns: u64, v: &Inflight, ret: i32) {
+    let Some(mut e) = EVENTS.reserve::<SlowEvent>(0) else {
+        if let Some(s) = stats::system() {
+            s.ringbuf_drops += 1;
+        }
+        return;
+    };
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    e.write(SlowEvent {
+        kind: EVENT_SLOW,
+        what: SLOW_CHARGE,
+        ts_ns: kernel::now_ns(),
+        duration_ns: ns,
+        memcg_id: v.memcg_id,
+        pages: v.arg,
+        result: ret as i64,
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    e.submit(0);
+}
+
+#[fentry(function = "try_charge_memcg")]
+pub fn charge_fentry(ctx: FEntryContext) -> u32 {
+    let memcg: *const u8 = ctx.arg(0);
+    let nr_pages: u32 = ctx.arg(2);
+    enter(memcg, nr_pages as u64);
+    0
+}
+
+/// fexit's context holds the arguments followed by the return value.
+#[fexit(function = "try_charge_memcg")]
+pub fn charge_fexit(ctx: FExitContext) -> u32 {
+    let ret: i32 = ctx.arg(3);
+    exit(ret);
+    0
+}
+
+#[kprobe]
+pub fn charge_kprobe(ctx: ProbeContext) -> u32 {
+    let memcg: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    let nr_pages: u32 = ctx.arg(2).unwrap_or(0);
+    enter(memcg, nr_pages as u64);
+    0
+}
+
+#[kretprobe]
+pub fn charge_kretprobe(ctx: RetProbeContext) -> u32 {
+    let ret: i32 = ctx.ret();
+    exit(ret);
+    0
+}

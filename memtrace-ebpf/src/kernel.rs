@@ -1,0 +1,94 @@
+//! Reading kernel memory at offsets the agent resolved from BTF.
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel};
+
+use crate::maps::{CONFIG, OFFSETS};
+
+/// One field of the load-time globals. `read_volatile` keeps the compiler
+/// from folding the placeholder zeros compiled into the object.
+macro_rules! off {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const $crate::maps::OFFSETS.$field) }
+    };
+}
+pub(crate) use off;
+
+macro_rules! config {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const $crate::maps::CONFIG.$field) }
+    };
+}
+pub(crate) use config;
+
+#[inline(always)]
+pub fn enabled() -> bool {
+    let _ = (&OFFSETS, &CONFIG);
+    off!(valid) != 0
+}
+
+#[inline(always)]
+pub fn read<T>(base: *const u8, off: u32) -> Option<T> {
+    if base.is_null() {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+pub fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+#[inline(always)]
+pub fn current_task() -> *const u8 {
+    unsafe { bpf_get_current_task() as *const u8 }
+}
+
+/// `cgrp->kn->id`: the inode number of the cgroup's directory.
+#[inline(always)]
+fn cgroup_id(cgrp: *const u8) -> u64 {
+    let Some(kn) = read::<*const u8>(cgrp, off!(cgroup_kn)) else {
+        return 0;
+    };
+    read::<u64>(kn, off!(kn_id)).unwrap_or(0)
+}
+
+/// Id of a `struct mem_cgroup *`; 0 for NULL (no memcg / global).
+#[inline(always)]
+pub fn memcg_id(memcg: *const u8) -> u64 {
+    if memcg.is_null() {
+        return 0;
+    }
+    let css = memcg.wrapping_add(off!(memcg_css) as usize);
+    let Some(cgrp) = read::<*const u8>(css, off!(css_cgroup)) else {
+        return 0;
+    };
+    cgroup_id(cgrp)
+}
+
+/// Id of a task's memcg via `task->cgroups->subsys[memory_cgrp_id]`. Not
+/// `bpf_get_current_cgroup_id()`: that is the v2 tree's id, which on hybrid
+/// hosts collides with v1 memcg inode numbers.
+#[inline(always)]
+pub fn task_memcg_id(task: *const u8) -> u64 {
+    let Some(cset) = read::<*const u8>(task, off!(task_cgroups)) else {
+        return 0;
+    };
+    let slot = off!(css_set_subsys) + off!(memory_cgrp_id) * 8;
+    let Some(css) = read::<*const u8>(cset, slot) else {
+        return 0;
+    };
+    let Some(cgrp) = read::<*const u8>(css, off!(css_cgroup)) else {
+        return 0;
+    };
+    cgroup_id(cgrp)
+}
+
+#[inline(always)]
+pub fn current_is_kswapd() -> bool {
+    read::<u32>(current_task(), off!(task_flags)).unwrap_or(0) & memtrace_common::PF_KSWAPD != 0
+}

@@ -1,0 +1,70 @@
+//! The maps shared by all programs. Sizes here are defaults: the agent
+//! overrides them at load time (`--memcg-entries`, ...).
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use memtrace_common::{
+    Inflight, InflightKey, KernelOffsets, MemcgStats, ProbeConfig, ShrinkerKey, ShrinkerStats,
+    SystemStats,
+};
+
+#[map]
+pub static MEMCG_STATS: PerCpuHashMap<u64, MemcgStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static SHRINKER_STATS: PerCpuHashMap<ShrinkerKey, ShrinkerStats> =
+    PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Calls in progress, pairing entry and return (and begin/end tracepoints).
+#[map]
+pub static INFLIGHT: HashMap<InflightKey, Inflight> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static SYSTEM_STATS: PerCpuArray<SystemStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// A zeroed `MemcgStats` to insert from: the struct is too large for the
+/// 512-byte BPF stack, so new entries are copied from map memory.
+#[map]
+pub static ZERO_MEMCG_STATS: PerCpuArray<MemcgStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Notable events only: OOM kills and slow charges/reclaims.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Resolved by the agent from the running kernel's BTF before load.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets {
+    task_cgroups: 0,
+    task_pid: 0,
+    task_tgid: 0,
+    task_comm: 0,
+    task_flags: 0,
+    task_real_cred: 0,
+    task_signal: 0,
+    cred_uid: 0,
+    signal_oom_score_adj: 0,
+    css_set_subsys: 0,
+    memory_cgrp_id: 0,
+    css_cgroup: 0,
+    cgroup_kn: 0,
+    kn_id: 0,
+    memcg_css: 0,
+    shrinkctl_memcg: 0,
+    shrinker_count_objects: 0,
+    oc_memcg: 0,
+    oc_chosen: 0,
+    oc_totalpages: 0,
+    oc_chosen_points: 0,
+    valid: 0,
+};
+
+#[unsafe(no_mangle)]
+pub static CONFIG: ProbeConfig = ProbeConfig {
+    slow_charge_ns: 0,
+    slow_reclaim_ns: 0,
+    mark_victim_arg: 0,
+    tp_reclaim_end_nr_reclaimed: 0,
+    tp_mark_victim_pid: 0,
+    _pad: 0,
+};

@@ -1,0 +1,154 @@
+//! Slab shrinking: `shrink_slab(gfp, nid, memcg, priority)` per memcg and
+//! `do_shrink_slab(shrinkctl, shrinker, priority)` per (memcg, shrinker).
+//! The storm signature is do_shrink_slab calls that free nothing: only the
+//! function hooks see those; `mm_shrink_slab_start/end` fire only when the
+//! shrinker reported objects.
+use aya_ebpf::{
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use memtrace_common::{HOOK_DO_SHRINK, HOOK_SHRINK_SLAB, Inflight, SHRINK_EMPTY, ShrinkerKey};
+
+use crate::{
+    kernel::{self, off},
+    stats,
+};
+
+#[inline(always)]
+fn slab_enter(memcg: *const u8) {
+    if !kernel::enabled() {
+        return;
+    }
+    let v = Inflight { start_ns: kernel::now_ns(), memcg_id: kernel::memcg_id(memcg), arg: 0 };
+    stats::begin(kernel::current_tid(), HOOK_SHRINK_SLAB, &v);
+}
+
+#[inline(always)]
+fn slab_exit(freed: u64) {
+    if !kernel::enabled() {
+        return;
+    }
+    let Some(v) = stats::end(kernel::current_tid(), HOOK_SHRINK_SLAB) else {
+        return;
+    };
+    let ns = kernel::now_ns().saturating_sub(v.start_ns);
+    if let Some(s) = stats::memcg(v.memcg_id) {
+        s.shrink_slab_calls += 1;
+        s.shrink_slab_ns += ns;
+        s.shrink_slab_freed += freed;
+        if kernel::current_is_kswapd() {
+            s.shrink_slab_kswapd_ns += ns;
+        }
+    }
+}
+
+#[inline(always)]
+fn do_enter(shrinkctl: *const u8, shrinker: u64) {
+    if !kernel::enabled() {
+        return;
+    }
+    let memcg = kernel::read::<*const u8>(shrinkctl, off!(shrinkctl_memcg)).unwrap_or(core::ptr::null());
+    let v = Inflight { start_ns: kernel::now_ns(), memcg_id: kernel::memcg_id(memcg), arg: shrinker };
+    stats::begin(kernel::current_tid(), HOOK_DO_SHRINK, &v);
+}
+
+#[inline(always)]
+fn do_exit(ret: u64) {
+    if !kernel::enabled() {
+        return;
+    }
+    let Some(v) = stats::end(kernel::current_tid(), HOOK_DO_SHRINK) else {
+        return;
+    };
+    let ns = kernel::now_ns().saturating_sub(v.start_ns);
+    let nothing = ret == 0 || ret == SHRINK_EMPTY;
+    let freed = if ret == SHRINK_EMPTY { 0 } else { ret };
+    if let Some(s) = stats::memcg(v.memcg_id) {
+        s.do_shrink_calls += 1;
+        s.do_shrink_ns += ns;
+        s.do_shrink_freed += freed;
+        if nothing {
+            s.do_shrink_zero += 1;
+        }
+    }
+    let key = ShrinkerKey { memcg_id: v.memcg_id, shrinker: v.arg };
+    let count_objects = || {
+        kernel::read::<u64>(v.arg as *const u8, off!(shrinker_count_objects)).unwrap_or(0)
+    };
+    if let Some(s) = stats::shrinker(&key, count_objects) {
+        s.calls += 1;
+        s.ns += ns;
+        s.freed += freed;
+        if nothing {
+            s.zero += 1;
+        }
+    }
+}
+
+#[fentry(function = "shrink_slab")]
+pub fn shrink_slab_fentry(ctx: FEntryContext) -> u32 {
+    slab_enter(ctx.arg(2));
+    0
+}
+
+#[fexit(function = "shrink_slab")]
+pub fn shrink_slab_fexit(ctx: FExitContext) -> u32 {
+    slab_exit(ctx.arg(4));
+    0
+}
+
+#[kprobe]
+pub fn shrink_slab_kprobe(ctx: ProbeContext) -> u32 {
+    slab_enter(ctx.arg(2).unwrap_or(core::ptr::null()));
+    0
+}
+
+#[kretprobe]
+pub fn shrink_slab_kretprobe(ctx: RetProbeContext) -> u32 {
+    slab_exit(ctx.ret());
+    0
+}
+
+#[fentry(function = "do_shrink_slab")]
+pub fn do_shrink_fentry(ctx: FEntryContext) -> u32 {
+    let shrinker: u64 = ctx.arg(1);
+    do_enter(ctx.arg(0), shrinker);
+    0
+}
+
+#[fexit(function = "do_shrink_slab")]
+pub fn do_shrink_fexit(ctx: FExitContext) -> u32 {
+    do_exit(ctx.arg(3));
+    0
+}
+
+#[kprobe]
+pub fn do_shrink_kprobe(ctx: ProbeContext) -> u32 {
+    let shrinker: u64 = ctx.arg(1).unwrap_or(0);
+    do_enter(ctx.arg(0).unwrap_or(core::ptr::null()), shrinker);
+    0
+}
+
+#[kretprobe]
+pub fn do_shrink_kretprobe(ctx: RetProbeContext) -> u32 {
+    do_exit(ctx.ret());
+    0
+}
+
+/// `mm_shrink_slab_start(shr, sc, nr_objects_to_shrink, cache_items, delta,
+/// total_scan, priority)`: fires after count_objects found something.
+#[btf_tracepoint(function = "mm_shrink_slab_start")]
+pub fn shrink_slab_start_btf(ctx: BtfTracePointContext) -> u32 {
+    let shrinker: u64 = ctx.arg(0);
+    do_enter(ctx.arg(1), shrinker);
+    0
+}
+
+/// `mm_shrink_slab_end(shr, nid, shrinker_retval, unused_scan_cnt,
+/// new_scan_cnt, total_scan)`.
+#[btf_tracepoint(function = "mm_shrink_slab_end")]
+pub fn shrink_slab_end_btf(ctx: BtfTracePointContext) -> u32 {
+    let freed: i32 = ctx.arg(2);
+    do_exit(if freed < 0 { 0 } else { freed as u64 });
+    0
+}

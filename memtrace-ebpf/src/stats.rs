@@ -1,0 +1,83 @@
+//! Updating the per-CPU aggregate maps, and the in-flight pairing map.
+use aya_ebpf::bindings::BPF_NOEXIST;
+use memtrace_common::{Inflight, InflightKey, MemcgStats, ShrinkerKey, ShrinkerStats, SystemStats};
+
+use crate::maps::{INFLIGHT, MEMCG_STATS, SHRINKER_STATS, SYSTEM_STATS, ZERO_MEMCG_STATS};
+
+#[inline(always)]
+pub fn system() -> Option<&'static mut SystemStats> {
+    SYSTEM_STATS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// This CPU's stats slot for a memcg, created on first use. A full map is
+/// counted, never silent.
+#[inline(always)]
+pub fn memcg(id: u64) -> Option<&'static mut MemcgStats> {
+    if let Some(p) = MEMCG_STATS.get_ptr_mut(id) {
+        return Some(unsafe { &mut *p });
+    }
+    let zero = ZERO_MEMCG_STATS.get(0)?;
+    if MEMCG_STATS.insert(id, zero, BPF_NOEXIST as u64).is_err() {
+        // -EEXIST means another CPU raced us in: the lookup below finds it.
+        if MEMCG_STATS.get_ptr_mut(id).is_none() {
+            if let Some(s) = system() {
+                s.memcg_map_full += 1;
+            }
+            return None;
+        }
+    }
+    MEMCG_STATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+pub fn shrinker(key: &ShrinkerKey, count_objects: impl FnOnce() -> u64) -> Option<&'static mut ShrinkerStats> {
+    if let Some(p) = SHRINKER_STATS.get_ptr_mut(key) {
+        return Some(unsafe { &mut *p });
+    }
+    let fresh = ShrinkerStats { count_objects: count_objects(), ..ShrinkerStats::default() };
+    if SHRINKER_STATS.insert(key, &fresh, BPF_NOEXIST as u64).is_err()
+        && SHRINKER_STATS.get_ptr_mut(key).is_none()
+    {
+        if let Some(s) = system() {
+            s.shrinker_map_full += 1;
+        }
+        return None;
+    }
+    SHRINKER_STATS.get_ptr_mut(key).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+pub fn begin(tid: u32, hook: u32, value: &Inflight) {
+    let key = InflightKey { tid, hook };
+    if INFLIGHT.insert(&key, value, 0).is_err() {
+        if let Some(s) = system() {
+            s.inflight_map_full += 1;
+        }
+    }
+}
+
+/// Takes the matching entry record; a return without one is counted.
+#[inline(always)]
+pub fn end(tid: u32, hook: u32) -> Option<Inflight> {
+    let key = InflightKey { tid, hook };
+    let found = unsafe { INFLIGHT.get(&key) }.copied();
+    match found {
+        Some(v) => {
+            let _ = INFLIGHT.remove(&key);
+            Some(v)
+        }
+        None => {
+            if let Some(s) = system() {
+                s.unmatched_returns += 1;
+            }
+            None
+        }
+    }
+}
+
+#[inline(always)]
+pub fn bump_hist(hist: &mut [u32; memtrace_common::HIST_BUCKETS], ns: u64) {
+    if let Some(slot) = hist.get_mut(memtrace_common::hist_bucket(ns)) {
+        *slot = slot.wrapping_add(1);
+    }
+}

@@ -1,0 +1,169 @@
+//! Per-interval deltas of the kernel's cumulative per-memcg counters, and
+//! keeping the bounded maps from filling up with memcgs that went idle.
+use std::collections::HashMap;
+
+use memtrace_common::{MemcgStats, ShrinkerKey, ShrinkerStats};
+
+use super::counters;
+
+/// One memcg's activity over an interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemcgDelta {
+    pub id: u64,
+    pub stats: MemcgStats,
+    /// Its shrinkers with activity, busiest (by calls) first.
+    pub shrinkers: Vec<(ShrinkerKey, ShrinkerStats)>,
+}
+
+#[derive(Default)]
+pub struct IntervalAggregator {
+    prev_memcg: HashMap<u64, MemcgStats>,
+    prev_shrinker: HashMap<ShrinkerKey, ShrinkerStats>,
+    idle_polls: HashMap<u64, u32>,
+}
+
+/// Map keys the caller should delete from the kernel maps.
+#[derive(Debug, Default, PartialEq)]
+pub struct Evictions {
+    pub memcgs: Vec<u64>,
+    pub shrinkers: Vec<ShrinkerKey>,
+}
+
+impl IntervalAggregator {
+    /// Deltas since the previous call, for memcgs with any activity.
+    pub fn advance(
+        &mut self,
+        memcgs: &HashMap<u64, MemcgStats>,
+        shrinkers: &HashMap<ShrinkerKey, ShrinkerStats>,
+    ) -> Vec<MemcgDelta> {
+        let mut by_memcg: HashMap<u64, Vec<(ShrinkerKey, ShrinkerStats)>> = HashMap::new();
+        for (key, cur) in shrinkers {
+            let d = match self.prev_shrinker.get(key) {
+                Some(prev) => counters::delta_shrinker(cur, prev),
+                None => *cur,
+            };
+            if d.calls != 0 {
+                by_memcg.entry(key.memcg_id).or_default().push((*key, d));
+            }
+        }
+        self.prev_shrinker = shrinkers.clone();
+
+        let mut out = Vec::new();
+        for (&id, cur) in memcgs {
+            let d = match self.prev_memcg.get(&id) {
+                Some(prev) => counters::delta_memcg(cur, prev),
+                None => *cur,
+            };
+            let idle = self.idle_polls.entry(id).or_insert(0);
+            if counters::is_idle(&d) {
+                *idle += 1;
+                continue;
+            }
+            *idle = 0;
+            let mut sh = by_memcg.remove(&id).unwrap_or_default();
+            sh.sort_by(|a, b| b.1.calls.cmp(&a.1.calls).then(a.0.cmp(&b.0)));
+            out.push(MemcgDelta { id, stats: d, shrinkers: sh });
+        }
+        self.prev_memcg = memcgs.clone();
+        self.idle_polls.retain(|id, _| memcgs.contains_key(id));
+        out.sort_by_key(|d| d.id);
+        out
+    }
+
+    /// Entries worth deleting from the kernel maps: those of deleted memcgs
+    /// that went idle, and, when a map is nearly full, anything idle for two
+    /// polls. Forgetting them here makes a returning memcg start from zero.
+    pub fn evict(
+        &mut self,
+        is_deleted: impl Fn(u64) -> bool,
+        memcg_capacity: usize,
+        shrinker_capacity: usize,
+    ) -> Evictions {
+        let memcg_full = self.prev_memcg.len() * 10 >= memcg_capacity * 9;
+        let shrinker_full = self.prev_shrinker.len() * 10 >= shrinker_capacity * 9;
+        let mut ev = Evictions::default();
+        for (&id, &idle) in &self.idle_polls {
+            if (idle >= 1 && is_deleted(id)) || (memcg_full && idle >= 2) {
+                ev.memcgs.push(id);
+            }
+        }
+        ev.memcgs.sort_unstable();
+        for id in &ev.memcgs {
+            self.prev_memcg.remove(id);
+            self.idle_polls.remove(id);
+        }
+        let idle_memcg = |id: u64| self.idle_polls.get(&id).copied().unwrap_or(u32::MAX) >= 2;
+        for key in self.prev_shrinker.keys() {
+            if ev.memcgs.contains(&key.memcg_id) || (shrinker_full && idle_memcg(key.memcg_id)) {
+                ev.shrinkers.push(*key);
+            }
+        }
+        for key in &ev.shrinkers {
+            self.prev_shrinker.remove(key);
+        }
+        ev
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(calls: u64) -> MemcgStats {
+        MemcgStats { charge_calls: calls, ..MemcgStats::ZERO }
+    }
+
+    #[test]
+    fn first_poll_reports_totals_then_deltas() {
+        let mut agg = IntervalAggregator::default();
+        let mut m = HashMap::from([(10, stats(5)), (11, stats(0))]);
+        let d = agg.advance(&m, &HashMap::new());
+        assert_eq!(d.len(), 1, "the all-zero memcg is idle");
+        assert_eq!(d[0].stats.charge_calls, 5);
+        m.insert(10, stats(8));
+        let d = agg.advance(&m, &HashMap::new());
+        assert_eq!(d[0].stats.charge_calls, 3);
+        assert!(agg.advance(&m, &HashMap::new()).is_empty(), "no change, no record");
+    }
+
+    #[test]
+    fn shrinkers_are_grouped_and_sorted() {
+        let mut agg = IntervalAggregator::default();
+        let m = HashMap::from([(10, MemcgStats { do_shrink_calls: 30, ..MemcgStats::ZERO })]);
+        let k1 = ShrinkerKey { memcg_id: 10, shrinker: 0x1 };
+        let k2 = ShrinkerKey { memcg_id: 10, shrinker: 0x2 };
+        let s = HashMap::from([
+            (k1, ShrinkerStats { calls: 10, zero: 10, ..Default::default() }),
+            (k2, ShrinkerStats { calls: 20, freed: 5, ..Default::default() }),
+        ]);
+        let d = agg.advance(&m, &s);
+        assert_eq!(d[0].shrinkers.iter().map(|x| x.0).collect::<Vec<_>>(), [k2, k1]);
+    }
+
+    #[test]
+    fn deleted_and_idle_memcgs_are_evicted() {
+        let mut agg = IntervalAggregator::default();
+        let k = ShrinkerKey { memcg_id: 10, shrinker: 1 };
+        let m = HashMap::from([(10, stats(1)), (11, stats(1))]);
+        let s = HashMap::from([(k, ShrinkerStats { calls: 1, ..Default::default() })]);
+        agg.advance(&m, &s);
+        assert_eq!(agg.evict(|id| id == 10, 1000, 1000), Evictions::default(), "still active");
+        agg.advance(&m, &s);
+        let ev = agg.evict(|id| id == 10, 1000, 1000);
+        assert_eq!(ev, Evictions { memcgs: vec![10], shrinkers: vec![k] });
+        // A returning id starts from zero: its whole count is new activity.
+        let d = agg.advance(&HashMap::from([(10, stats(1))]), &HashMap::new());
+        assert_eq!(d[0].stats.charge_calls, 1);
+    }
+
+    #[test]
+    fn nearly_full_map_evicts_idle_entries() {
+        let mut agg = IntervalAggregator::default();
+        let m: HashMap<u64, MemcgStats> = (0..10).map(|i| (i, stats(1))).collect();
+        agg.advance(&m, &HashMap::new());
+        agg.advance(&m, &HashMap::new());
+        agg.advance(&m, &HashMap::new());
+        assert!(agg.evict(|_| false, 100, 100).memcgs.is_empty(), "room left");
+        assert_eq!(agg.evict(|_| false, 10, 100).memcgs.len(), 10);
+    }
+}

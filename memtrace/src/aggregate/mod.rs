@@ -1,0 +1,4 @@
+//! Turning kernel counters and events into records.
+pub mod counters;
+pub mod intervals;
+pub mod oom;

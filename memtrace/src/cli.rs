@@ -1,0 +1,107 @@
+//! Command-line interface.
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{kernel::plan::AttachMode, source::loader::{LoadOptions, MapSizes}};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "memtrace",
+    version,
+    about = "Where memory-cgroup pressure goes: reclaim cost, shrinker work and OOM kills per memcg",
+    after_help = "Examples:\n  memtrace doctor\n  memtrace stream --interval 1s\n  memtrace stream --interval 5s --duration 10m --output /var/log/memtrace.ndjson\n\nExit status: 0 success, 1 runtime error, 2 usage error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// NDJSON event stream: OOM kills, slow charges/reclaims, and with
+    /// --interval per-memcg summaries
+    #[command(after_help = "Examples:\n  memtrace stream                       # OOM kills and slow events as they happen\n  memtrace stream --interval 1s | jq 'select(.type==\"memcg_interval\")'\n  memtrace stream --attach tracepoint --interval 2s --duration 30s --output out.ndjson")]
+    Stream(StreamArgs),
+    /// What this kernel supports and the attach plan memtrace would use
+    #[command(after_help = "Examples:\n  memtrace doctor\n  memtrace doctor --json | jq .plan")]
+    Doctor(DoctorArgs),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 1s, 2m)"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() { Err("must be greater than zero".into()) } else { Ok(d) }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// Program family for the function hooks; reclaim tracepoints are used in every mode
+    #[arg(long, value_enum, default_value = "auto")]
+    pub attach: AttachMode,
+    /// Max memcgs tracked in the kernel at once
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..))]
+    pub memcg_entries: u32,
+    /// Max (memcg, shrinker) pairs tracked in the kernel at once
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..))]
+    pub shrinker_entries: u32,
+    /// Max calls in progress tracked at once (entry/return pairing)
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..))]
+    pub inflight_entries: u32,
+    /// Ring buffer size in KiB (power of two) for OOM and slow events
+    #[arg(long, default_value_t = 256)]
+    pub ringbuf_kib: u32,
+    /// Report charges slower than this as slow_charge records (0 = never)
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub slow_charge: Duration,
+    /// Report reclaims slower than this as slow_reclaim records (0 = never)
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub slow_reclaim: Duration,
+}
+
+impl ProbeArgs {
+    pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
+        let kib = self.ringbuf_kib;
+        if !kib.is_power_of_two() || kib < 4 {
+            anyhow::bail!("--ringbuf-kib {kib}: must be a power of two of at least 4 (the page size)");
+        }
+        Ok(LoadOptions {
+            mode: self.attach,
+            maps: MapSizes {
+                memcg_entries: self.memcg_entries,
+                shrinker_entries: self.shrinker_entries,
+                inflight_entries: self.inflight_entries,
+                ringbuf_bytes: kib * 1024,
+            },
+            slow_charge_ns: self.slow_charge.as_nanos() as u64,
+            slow_reclaim_ns: self.slow_reclaim.as_nanos() as u64,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// Write to FILE (appended, created 0600) instead of stdout
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Emit per-memcg memcg_interval records every DURATION
+    #[arg(long, value_parser = parse_positive_duration)]
+    pub interval: Option<Duration>,
+    /// Stop after DURATION (default: until SIGINT/SIGTERM)
+    #[arg(long, value_parser = parse_positive_duration)]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// One JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,201 @@
+//! `memtrace doctor`: what this kernel supports and the plan memtrace would
+//! use, found by actually loading and attaching every candidate program.
+use std::path::Path;
+
+use anyhow::Result;
+use memtrace_common::{Inflight, InflightKey, MemcgStats, ShrinkerKey, ShrinkerStats};
+use serde::Serialize;
+
+use crate::{
+    cgroup,
+    cli::DoctorArgs,
+    kernel::{
+        btf::VMLINUX_BTF,
+        caps,
+        plan::{AttachMode, Family, HOOKS},
+        tracefs,
+    },
+    output::{escape, json},
+    source::loader::{self, MapSizes, PlanEntry},
+};
+
+#[derive(Serialize)]
+struct FamilySupport {
+    available: bool,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MapMemory {
+    name: &'static str,
+    kind: &'static str,
+    max_entries: u32,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    kernel_release: String,
+    btf: serde_json::Value,
+    cgroup_mode: Option<String>,
+    cgroup_root: Option<String>,
+    cgroup_error: Option<String>,
+    tracefs: Option<String>,
+    privileges: Option<String>,
+    families: std::collections::BTreeMap<&'static str, FamilySupport>,
+    /// Kernel function each function hook resolves to (exact kallsyms name).
+    symbols: std::collections::BTreeMap<&'static str, Option<String>>,
+    /// The plan `--attach auto` picks, with every family's outcome.
+    plan: Vec<PlanEntry>,
+    unavailable: Vec<&'static str>,
+    maps: Vec<MapMemory>,
+    maps_total_bytes: u64,
+    error: Option<String>,
+}
+
+fn possible_cpus() -> u64 {
+    aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1)
+}
+
+/// Kernel memory of the maps at these sizes (hash elements carry ~48 bytes
+/// of kernel overhead; per-CPU values are replicated per possible CPU).
+fn map_memory(sizes: &MapSizes) -> Vec<MapMemory> {
+    let cpus = possible_cpus();
+    let r8 = |n: usize| (n as u64).div_ceil(8) * 8;
+    let percpu = |k: usize, v: usize, n: u32| u64::from(n) * (48 + r8(k) + r8(v) * cpus);
+    let hash = |k: usize, v: usize, n: u32| u64::from(n) * (48 + r8(k) + r8(v));
+    use std::mem::size_of;
+    vec![
+        MapMemory {
+            name: "MEMCG_STATS",
+            kind: "percpu_hash",
+            max_entries: sizes.memcg_entries,
+            bytes: percpu(8, size_of::<MemcgStats>(), sizes.memcg_entries),
+        },
+        MapMemory {
+            name: "SHRINKER_STATS",
+            kind: "percpu_hash",
+            max_entries: sizes.shrinker_entries,
+            bytes: percpu(size_of::<ShrinkerKey>(), size_of::<ShrinkerStats>(), sizes.shrinker_entries),
+        },
+        MapMemory {
+            name: "INFLIGHT",
+            kind: "hash",
+            max_entries: sizes.inflight_entries,
+            bytes: hash(size_of::<InflightKey>(), size_of::<Inflight>(), sizes.inflight_entries),
+        },
+        MapMemory { name: "EVENTS", kind: "ringbuf", max_entries: sizes.ringbuf_bytes, bytes: u64::from(sizes.ringbuf_bytes) },
+    ]
+}
+
+pub fn run(args: DoctorArgs) -> Result<()> {
+    let mut opts = args.probe.load_options()?;
+    opts.mode = AttachMode::Auto;
+    let fs = cgroup::detect();
+    let btf_present = Path::new(VMLINUX_BTF).exists();
+    let privileges = caps::check_privileges().err().map(|e| e.to_string());
+    let mut report = Report {
+        kernel_release: caps::kernel_release(),
+        btf: serde_json::json!({ "available": btf_present, "path": VMLINUX_BTF }),
+        cgroup_mode: fs.as_ref().ok().map(|f| f.mode.to_string()),
+        cgroup_root: fs.as_ref().ok().map(|f| f.root.display().to_string()),
+        cgroup_error: fs.as_ref().err().map(|e| format!("{e:#}")),
+        tracefs: tracefs::find().map(|p| p.display().to_string()),
+        privileges: privileges.clone(),
+        families: Default::default(),
+        symbols: Default::default(),
+        plan: Vec::new(),
+        unavailable: Vec::new(),
+        maps: map_memory(&opts.maps),
+        maps_total_bytes: 0,
+        error: None,
+    };
+    report.maps_total_bytes = report.maps.iter().map(|m| m.bytes).sum();
+
+    let mut ok = true;
+    match loader::load(&opts, true) {
+        Ok(loaded) => {
+            report.unavailable = loaded.unavailable_fields();
+            for spec in HOOKS.iter().filter(|s| s.is_function_hook()) {
+                let found = spec.functions.iter().find(|f| loaded.facts.kallsyms.contains(**f)).map(|f| f.to_string());
+                report.symbols.insert(spec.hook, found);
+            }
+            for family in [Family::Fentry, Family::Kprobe, Family::TpBtf, Family::Tracepoint] {
+                let outcomes = loaded.plan.iter().flat_map(|p| p.families.iter()).filter(|o| o.family == family);
+                let mut available = false;
+                let mut reason = None;
+                for o in outcomes {
+                    if o.ok {
+                        available = true;
+                    } else if reason.is_none() && !o.detail.starts_with("no ") {
+                        reason = Some(o.detail.clone());
+                    }
+                }
+                report.families.insert(family.as_str(), FamilySupport { available, reason: (!available).then_some(reason).flatten() });
+            }
+            report.plan = loaded.plan;
+            // Dropping `loaded` detaches everything doctor attached.
+        }
+        Err(e) => {
+            ok = false;
+            report.error = Some(format!("{e:#}"));
+        }
+    }
+
+    if args.json {
+        use std::io::Write;
+        std::io::stdout().write_all(&json::line(&report))?;
+    } else {
+        print_text(&report);
+    }
+    if ok { Ok(()) } else { anyhow::bail!("{}", report.error.unwrap_or_default()) }
+}
+
+fn print_text(r: &Report) {
+    let t = escape::text;
+    println!("kernel        {}", t(&r.kernel_release));
+    println!("BTF           {}", if r.btf["available"] == true { format!("yes ({VMLINUX_BTF})") } else { format!("NO: {VMLINUX_BTF} missing (CONFIG_DEBUG_INFO_BTF)") });
+    match (&r.cgroup_mode, &r.cgroup_error) {
+        (Some(m), _) => println!("cgroups       {m} (memory hierarchy at {})", t(r.cgroup_root.as_deref().unwrap_or("?"))),
+        (None, Some(e)) => println!("cgroups       NO: {}", t(e)),
+        _ => {}
+    }
+    println!("tracefs       {}", r.tracefs.as_deref().map(t).unwrap_or_else(|| "not mounted (memtrace mounts it privately when a classic tracepoint is needed)".into()));
+    if let Some(p) = &r.privileges {
+        println!("privileges    NO: {}", t(p));
+    }
+    println!();
+    println!("program families:");
+    for (name, f) in &r.families {
+        let state = if f.available { "available".to_string() } else { format!("unavailable: {}", t(f.reason.as_deref().unwrap_or("-"))) };
+        println!("  {name:<11} {state}");
+    }
+    println!();
+    println!("symbols:");
+    for (hook, sym) in &r.symbols {
+        println!("  {hook:<17} {}", sym.as_deref().map(t).unwrap_or_else(|| "not found".into()));
+    }
+    println!();
+    println!("attach plan (--attach auto):");
+    for p in &r.plan {
+        let fam = p.family.map(Family::as_str).unwrap_or("-");
+        println!("  {:<17} {:<11} {:<12} {}", p.hook, fam, p.status, t(p.target.as_deref().unwrap_or("")));
+        if let Some(l) = p.loses {
+            println!("  {:<17} cannot see: {}", "", t(l));
+        }
+    }
+    if !r.unavailable.is_empty() {
+        println!();
+        println!("fields null in records on this plan: {}", r.unavailable.join(", "));
+    }
+    println!();
+    println!("kernel map memory at these sizes ({} possible CPUs):", possible_cpus());
+    for m in &r.maps {
+        println!("  {:<15} {:<12} {:>7} entries  {:>9.1} KiB", m.name, m.kind, m.max_entries, m.bytes as f64 / 1024.0);
+    }
+    println!("  total {:.1} MiB", r.maps_total_bytes as f64 / 1048576.0);
+    if let Some(e) = &r.error {
+        println!();
+        println!("error: {}", t(e));
+    }
+}

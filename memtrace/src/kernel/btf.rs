@@ -1,0 +1,258 @@
+//! Everything memtrace needs from the running kernel's BTF: struct field
+//! offsets for the programs, function prototypes to check before hooking a
+//! function, and tracepoint prototypes (which change between kernels).
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use memtrace_common::{KernelOffsets, MARK_VICTIM_ARG_PID, MARK_VICTIM_ARG_TASK};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn load_default() -> Result<Self> {
+        Self::load(Path::new(VMLINUX_BTF))
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            bail!(
+                "kernel has no BTF: {} is missing; memtrace needs a kernel built with \
+                 CONFIG_DEBUG_INFO_BTF=y (every mainstream distribution kernel since 5.x has it)",
+                path.display()
+            );
+        }
+        let btf = Btf::from_file(path).map_err(|e| anyhow!("{e}")).with_context(|| format!("parsing BTF from {}", path.display()))?;
+        Ok(Self { btf })
+    }
+
+    /// The struct or union called `name` that has members (not a forward
+    /// declaration).
+    fn composite(&self, name: &str) -> Result<Vec<btf_rs::Member>> {
+        let types = self.btf.resolve_types_by_name(name).map_err(|_| anyhow!("type `{name}` not in kernel BTF"))?;
+        types
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) | Type::Union(s) if !s.members.is_empty() => Some(s.members),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("struct `{name}` not in kernel BTF"))
+    }
+
+    /// Skips typedefs and qualifiers.
+    fn strip(&self, mut t: Type) -> Type {
+        loop {
+            let next = match &t {
+                Type::Typedef(x) => self.btf.resolve_chained_type(x),
+                Type::Const(x) => self.btf.resolve_chained_type(x),
+                Type::Volatile(x) => self.btf.resolve_chained_type(x),
+                Type::Restrict(x) => self.btf.resolve_chained_type(x),
+                Type::TypeTag(x) => self.btf.resolve_chained_type(x),
+                _ => return t,
+            };
+            match next {
+                Ok(n) => t = n,
+                Err(_) => return t,
+            }
+        }
+    }
+
+    fn member_bits(&self, members: &[btf_rs::Member], field: &str) -> Option<u32> {
+        for m in members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            if name == field {
+                return Some(m.bit_offset());
+            }
+            if name.is_empty() {
+                // Anonymous struct/union: the kernel nests fields in these.
+                let Ok(inner) = self.btf.resolve_chained_type(m) else { continue };
+                if let Type::Struct(s) | Type::Union(s) = self.strip(inner) {
+                    if let Some(bits) = self.member_bits(&s.members, field) {
+                        return Some(m.bit_offset() + bits);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Byte offset of `strukt.field` (searching anonymous members).
+    pub fn offset_of(&self, strukt: &str, field: &str) -> Result<u32> {
+        let members = self.composite(strukt)?;
+        let bits = self
+            .member_bits(&members, field)
+            .ok_or_else(|| anyhow!("field `{strukt}.{field}` not in kernel BTF"))?;
+        if bits % 8 != 0 {
+            bail!("field `{strukt}.{field}` is a bitfield");
+        }
+        Ok(bits / 8)
+    }
+
+    pub fn enum_value(&self, enm: &str, variant: &str) -> Result<u64> {
+        for t in self.btf.resolve_types_by_name(enm).map_err(|_| anyhow!("enum `{enm}` not in kernel BTF"))? {
+            match t {
+                Type::Enum(e) => {
+                    for m in &e.members {
+                        if self.btf.resolve_name(m).ok().as_deref() == Some(variant) {
+                            return Ok(u64::from(m.val()));
+                        }
+                    }
+                }
+                Type::Enum64(e) => {
+                    for m in &e.members {
+                        if self.btf.resolve_name(m).ok().as_deref() == Some(variant) {
+                            return Ok(m.val());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        bail!("enum value `{enm}::{variant}` not in kernel BTF")
+    }
+
+    /// All offsets the programs read. A missing field fails the whole load:
+    /// reading at a guessed offset would produce garbage.
+    pub fn kernel_offsets(&self) -> Result<KernelOffsets> {
+        let memory_cgrp_id = self.enum_value("cgroup_subsys_id", "memory_cgrp_id")?;
+        let kn_id = self.offset_of("kernfs_node", "id")?;
+        // Before 5.5 `kernfs_node.id` was a union of ino/generation; the id
+        // the programs read must be the 64-bit inode-compatible one.
+        let kn_members = self.composite("kernfs_node")?;
+        if let Some(m) = kn_members.iter().find(|m| self.btf.resolve_name(*m).ok().as_deref() == Some("id")) {
+            let t = self.strip(self.btf.resolve_chained_type(m).map_err(|e| anyhow!("{e}"))?);
+            if !matches!(&t, Type::Int(i) if i.size() == 8) {
+                bail!("kernfs_node.id is not a 64-bit integer on this kernel (pre-5.5 layout is not supported)");
+            }
+        }
+        Ok(KernelOffsets {
+            task_cgroups: self.offset_of("task_struct", "cgroups")?,
+            task_pid: self.offset_of("task_struct", "pid")?,
+            task_tgid: self.offset_of("task_struct", "tgid")?,
+            task_comm: self.offset_of("task_struct", "comm")?,
+            task_flags: self.offset_of("task_struct", "flags")?,
+            task_real_cred: self.offset_of("task_struct", "real_cred")?,
+            task_signal: self.offset_of("task_struct", "signal")?,
+            cred_uid: self.offset_of("cred", "uid")?,
+            signal_oom_score_adj: self.offset_of("signal_struct", "oom_score_adj")?,
+            css_set_subsys: self.offset_of("css_set", "subsys")?,
+            memory_cgrp_id: u32::try_from(memory_cgrp_id)?,
+            css_cgroup: self.offset_of("cgroup_subsys_state", "cgroup")?,
+            cgroup_kn: self.offset_of("cgroup", "kn")?,
+            kn_id,
+            memcg_css: self.offset_of("mem_cgroup", "css")?,
+            shrinkctl_memcg: self.offset_of("shrink_control", "memcg")?,
+            shrinker_count_objects: self.offset_of("shrinker", "count_objects")?,
+            oc_memcg: self.offset_of("oom_control", "memcg")?,
+            oc_chosen: self.offset_of("oom_control", "chosen")?,
+            oc_totalpages: self.offset_of("oom_control", "totalpages")?,
+            oc_chosen_points: self.offset_of("oom_control", "chosen_points")?,
+            valid: 1,
+        })
+    }
+
+    /// Parameter names of a kernel function, if BTF has it.
+    pub fn function_params(&self, func: &str) -> Option<Vec<String>> {
+        let types = self.btf.resolve_types_by_name(func).ok()?;
+        let f = types.into_iter().find_map(|t| if let Type::Func(f) = t { Some(f) } else { None })?;
+        let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&f) else { return None };
+        Some(proto.parameters.iter().map(|p| self.btf.resolve_name(p).unwrap_or_default()).collect())
+    }
+
+    /// Argument types of a raw tracepoint (`btf_trace_<name>` typedef),
+    /// without the leading `void *` context: e.g. ["ptr task_struct", "int"].
+    pub fn tracepoint_args(&self, tp: &str) -> Option<Vec<String>> {
+        let types = self.btf.resolve_types_by_name(&format!("btf_trace_{tp}")).ok()?;
+        let td = types.into_iter().find_map(|t| if let Type::Typedef(t) = t { Some(t) } else { None })?;
+        let Type::Ptr(p) = self.strip(self.btf.resolve_chained_type(&td).ok()?) else { return None };
+        let Type::FuncProto(proto) = self.btf.resolve_chained_type(&p).ok()? else { return None };
+        let mut out = Vec::new();
+        for param in proto.parameters.iter().skip(1) {
+            out.push(self.describe(self.btf.resolve_chained_type(param).ok()?));
+        }
+        Some(out)
+    }
+
+    fn describe(&self, t: Type) -> String {
+        match self.strip(t) {
+            Type::Ptr(p) => match self.btf.resolve_chained_type(&p).map(|t| self.strip(t)) {
+                Ok(Type::Struct(s)) => format!("ptr {}", self.btf.resolve_name(&s).unwrap_or_default()),
+                _ => "ptr".to_string(),
+            },
+            Type::Int(i) => format!("int{}", i.size() * 8),
+            other => other.name().to_string(),
+        }
+    }
+
+    /// How `mark_victim` passes its victim on this kernel.
+    pub fn mark_victim_arg(&self) -> Option<u32> {
+        let args = self.tracepoint_args("mark_victim")?;
+        match args.first()?.as_str() {
+            "ptr task_struct" => Some(MARK_VICTIM_ARG_TASK),
+            "int32" => Some(MARK_VICTIM_ARG_PID),
+            _ => None,
+        }
+    }
+
+    pub fn has_tracepoint(&self, tp: &str) -> bool {
+        self.btf.resolve_ids_by_name(&format!("btf_trace_{tp}")).map(|v| !v.is_empty()).unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> KernelBtf {
+        KernelBtf::load_default().expect("these tests read the running kernel's BTF; it must have /sys/kernel/btf/vmlinux")
+    }
+
+    #[test]
+    fn offsets_resolve_on_running_kernel() {
+        let o = host().kernel_offsets().unwrap();
+        assert_eq!(o.valid, 1);
+        // css is the first member of mem_cgroup on every kernel memtrace supports.
+        assert_eq!(o.memcg_css, 0);
+        assert!(o.task_comm > o.task_pid, "comm follows pid in task_struct");
+        assert!(o.oc_chosen > o.oc_memcg);
+    }
+
+    #[test]
+    fn nested_anonymous_members_are_found() {
+        // `task_struct.pid` sits after randomized/anonymous groups on some
+        // configs; `page.lru` lives in an anonymous union of struct page.
+        let b = host();
+        assert!(b.offset_of("page", "lru").is_ok());
+    }
+
+    #[test]
+    fn missing_fields_are_errors_not_zero() {
+        let b = host();
+        let e = b.offset_of("task_struct", "no_such_field").unwrap_err().to_string();
+        assert!(e.contains("task_struct.no_such_field"), "{e}");
+        assert!(b.offset_of("no_such_struct_xyz", "x").is_err());
+        assert!(b.enum_value("cgroup_subsys_id", "nope").is_err());
+    }
+
+    #[test]
+    fn function_prototypes_have_parameter_names() {
+        let b = host();
+        let p = b.function_params("shrink_slab").expect("shrink_slab in BTF");
+        assert_eq!(p, ["gfp_mask", "nid", "memcg", "priority"]);
+        assert_eq!(b.function_params("no_such_function_xyz"), None);
+    }
+
+    #[test]
+    fn tracepoint_prototypes() {
+        let b = host();
+        let args = b.tracepoint_args("mm_shrink_slab_start").unwrap();
+        assert_eq!(args[0], "ptr shrinker");
+        assert_eq!(args[1], "ptr shrink_control");
+        assert!(b.mark_victim_arg().is_some());
+        assert!(!b.has_tracepoint("no_such_tracepoint_xyz"));
+    }
+}

@@ -1,0 +1,198 @@
+//! Building records from what the sources produced: memcg ids resolved to
+//! paths, kernel comms decoded, and fields the plan cannot see left null.
+use std::collections::HashSet;
+
+use memtrace_common::{
+    OOM_HAS_OOM_MEMCG, OOM_HAS_TOTALPAGES, OOM_HAS_VICTIM_TASK, ShrinkerKey, ShrinkerStats, SLOW_CHARGE,
+    SLOW_RECLAIM_DIRECT, SlowEvent,
+};
+
+use super::{escape::comm, records::*};
+use crate::{
+    aggregate::{counters::percentile, intervals::MemcgDelta, oom::JoinedOom},
+    cgroup::Resolver,
+    clock::Clock,
+    kernel::symbols::Kallsyms,
+};
+
+pub fn memcg(resolver: &mut Resolver, id: u64) -> Memcg {
+    if id == 0 {
+        return Memcg { id, path: None, deleted: false };
+    }
+    match resolver.resolve(id) {
+        Some(n) => Memcg { id, path: Some(n.path), deleted: n.deleted },
+        None => Memcg { id, path: None, deleted: false },
+    }
+}
+
+/// A memcg named by the kernel log (a path); its id if it still exists.
+fn memcg_by_path(resolver: &mut Resolver, path: &str) -> Memcg {
+    match resolver.resolve_path(path) {
+        Some(n) => Memcg { id: n.id, path: Some(n.path), deleted: n.deleted },
+        None => Memcg { id: 0, path: Some(path.to_string()), deleted: true },
+    }
+}
+
+fn constraint(kernel: &str) -> String {
+    match kernel {
+        "CONSTRAINT_MEMCG" => "memcg",
+        "CONSTRAINT_NONE" => "global",
+        "CONSTRAINT_CPUSET" => "cpuset",
+        "CONSTRAINT_MEMORY_POLICY" => "mempolicy",
+        other => other,
+    }
+    .to_string()
+}
+
+pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
+    let bpf = j.bpf.or(j.mark);
+    let k = j.kmsg.as_ref();
+    let mut sources = Vec::new();
+    if j.bpf.is_some() {
+        sources.push("oom_kill_process");
+    }
+    if j.mark.is_some() {
+        sources.push("mark_victim");
+    }
+    if k.is_some() {
+        sources.push("kmsg");
+    }
+    let task = bpf.filter(|b| b.flags & OOM_HAS_VICTIM_TASK != 0);
+    let victim = Victim {
+        pid: j.pid(),
+        tgid: task.map(|b| b.victim_tgid),
+        comm: task.map(|b| comm(&b.victim_comm)).or(k.map(|k| k.comm.clone())).unwrap_or_default(),
+        uid: task.map(|b| b.victim_uid).filter(|&u| u != u32::MAX).or(k.and_then(|k| k.uid)),
+        oom_score_adj: task.map(|b| b.victim_oom_score_adj).filter(|&a| a != i32::MIN).or(k.and_then(|k| k.oom_score_adj)),
+        total_vm_kb: k.and_then(|k| k.total_vm_kb),
+        rss_anon_kb: k.and_then(|k| k.anon_rss_kb),
+        rss_file_kb: k.and_then(|k| k.file_rss_kb),
+        rss_shmem_kb: k.and_then(|k| k.shmem_rss_kb),
+        pgtables_kb: k.and_then(|k| k.pgtables_kb),
+    };
+    let victim_memcg = match (task, k.and_then(|k| k.task_memcg.as_deref())) {
+        (Some(b), _) if b.victim_memcg_id != 0 => Some(memcg(resolver, b.victim_memcg_id)),
+        (_, Some(p)) => Some(memcg_by_path(resolver, p)),
+        _ => None,
+    };
+    let with_oc = j.bpf.filter(|b| b.flags & OOM_HAS_OOM_MEMCG != 0);
+    let oom_memcg = match (with_oc, k) {
+        (Some(b), _) if b.oom_memcg_id != 0 => Some(memcg(resolver, b.oom_memcg_id)),
+        (_, Some(k)) => k.oom_memcg.as_deref().map(|p| memcg_by_path(resolver, p)),
+        _ => None,
+    };
+    let constraint = k.and_then(|k| k.constraint.as_deref()).map(constraint).or_else(|| {
+        with_oc.and_then(|b| (b.oom_memcg_id != 0).then(|| "memcg".to_string()))
+    });
+    let ts_ns = bpf.map(|b| b.ts_ns).or(k.map(|k| k.ts_usec * 1000)).unwrap_or(0);
+    let totals = j.bpf.filter(|b| b.flags & OOM_HAS_TOTALPAGES != 0);
+    OomKill {
+        kind: "oom_kill",
+        ts: clock.rfc3339(ts_ns),
+        ts_ns,
+        before_start: j.before_start,
+        constraint,
+        victim,
+        victim_memcg,
+        oom_memcg,
+        trigger: j
+            .bpf
+            .map(|b| Task { pid: Some(b.trigger_pid), tgid: Some(b.trigger_tgid), comm: comm(&b.trigger_comm) })
+            .or_else(|| k.and_then(|k| k.trigger_comm.clone()).map(|c| Task { pid: None, tgid: None, comm: c })),
+        totalpages: totals.map(|b| b.totalpages),
+        chosen_points: totals.map(|b| b.chosen_points),
+        sources,
+    }
+}
+
+pub fn slow(e: &SlowEvent, resolver: &mut Resolver, clock: &Clock) -> Slow {
+    Slow {
+        kind: if e.what == SLOW_CHARGE { "slow_charge" } else { "slow_reclaim" },
+        ts: clock.rfc3339(e.ts_ns),
+        ts_ns: e.ts_ns,
+        what: match e.what {
+            SLOW_CHARGE => "charge",
+            SLOW_RECLAIM_DIRECT => "direct_reclaim",
+            _ => "memcg_reclaim",
+        },
+        duration_ns: e.duration_ns,
+        memcg: memcg(resolver, e.memcg_id),
+        pages: e.pages,
+        result: (e.what == SLOW_CHARGE).then_some(e.result),
+        task: Task { pid: Some(e.pid), tgid: Some(e.tgid), comm: comm(&e.comm) },
+    }
+}
+
+/// Fields the plan can see; everything else is null in records.
+pub struct Visible {
+    unavailable: HashSet<&'static str>,
+}
+
+impl Visible {
+    pub fn new(unavailable: &[&'static str]) -> Self {
+        Self { unavailable: unavailable.iter().copied().collect() }
+    }
+
+    fn get(&self, field: &str, value: u64) -> Option<u64> {
+        (!self.unavailable.contains(field)).then_some(value)
+    }
+}
+
+fn shrinker_row(key: &ShrinkerKey, s: &ShrinkerStats, zero_visible: bool, syms: &Kallsyms) -> ShrinkerRow {
+    ShrinkerRow {
+        shrinker: format!("{:#x}", key.shrinker),
+        count_objects: syms.name_at(s.count_objects).map(str::to_string),
+        calls: s.calls,
+        zero: zero_visible.then_some(s.zero),
+        freed: s.freed,
+        ns: s.ns,
+    }
+}
+
+pub struct IntervalContext<'a> {
+    pub clock: &'a Clock,
+    pub ts_ns: u64,
+    pub interval_ns: u64,
+    pub visible: &'a Visible,
+    pub kallsyms: &'a Kallsyms,
+}
+
+pub fn interval(d: &MemcgDelta, memcg: Memcg, limit_hits: Option<u64>, cx: &IntervalContext) -> MemcgInterval {
+    let s = &d.stats;
+    let v = cx.visible;
+    let zero_visible = v.get("do_shrink_slab_zero", 0).is_some();
+    let p = |hist, q, field| percentile(hist, q).and_then(|x| v.get(field, x));
+    MemcgInterval {
+        kind: "memcg_interval",
+        ts: cx.clock.rfc3339(cx.ts_ns),
+        ts_ns: cx.ts_ns,
+        interval_ns: cx.interval_ns,
+        memcg,
+        charge_calls: v.get("charge_calls", s.charge_calls),
+        charge_failures: v.get("charge_failures", s.charge_failures),
+        charge_ns: v.get("charge_ns", s.charge_ns),
+        charge_pages: v.get("charge_pages", s.charge_pages),
+        charge_p50_ns: p(&s.charge_hist, 50.0, "charge_p50_ns"),
+        charge_p99_ns: p(&s.charge_hist, 99.0, "charge_p99_ns"),
+        reclaim_direct_count: v.get("reclaim_direct_count", s.reclaim_count[0]),
+        reclaim_direct_ns: v.get("reclaim_direct_ns", s.reclaim_ns[0]),
+        reclaim_direct_pages: v.get("reclaim_direct_pages", s.reclaim_pages[0]),
+        reclaim_memcg_count: v.get("reclaim_memcg_count", s.reclaim_count[1]),
+        reclaim_memcg_ns: v.get("reclaim_memcg_ns", s.reclaim_ns[1]),
+        reclaim_memcg_pages: v.get("reclaim_memcg_pages", s.reclaim_pages[1]),
+        reclaim_p50_ns: p(&s.reclaim_hist, 50.0, "reclaim_p50_ns"),
+        reclaim_p99_ns: p(&s.reclaim_hist, 99.0, "reclaim_p99_ns"),
+        shrink_slab_calls: v.get("shrink_slab_calls", s.shrink_slab_calls),
+        shrink_slab_ns: v.get("shrink_slab_ns", s.shrink_slab_ns),
+        shrink_slab_freed: v.get("shrink_slab_freed", s.shrink_slab_freed),
+        shrink_slab_kswapd_ns: v.get("shrink_slab_kswapd_ns", s.shrink_slab_kswapd_ns),
+        do_shrink_slab_calls: v.get("do_shrink_slab_calls", s.do_shrink_calls),
+        do_shrink_slab_zero: v.get("do_shrink_slab_zero", s.do_shrink_zero),
+        do_shrink_slab_freed: v.get("do_shrink_slab_freed", s.do_shrink_freed),
+        do_shrink_slab_ns: v.get("do_shrink_slab_ns", s.do_shrink_ns),
+        limit_hits,
+        shrinkers: v.get("shrinkers", 0).map(|_| {
+            d.shrinkers.iter().take(10).map(|(k, s)| shrinker_row(k, s, zero_visible, cx.kallsyms)).collect()
+        }),
+    }
+}

@@ -1,0 +1,6 @@
+//! Sinks and the record schema they share.
+pub mod build;
+pub mod escape;
+pub mod json;
+pub mod records;
+pub mod writer;

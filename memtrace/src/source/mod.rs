@@ -1,0 +1,5 @@
+//! Where events come from: the kernel programs (`live`, via `loader`) and
+//! the kernel log (`kmsg`).
+pub mod kmsg;
+pub mod live;
+pub mod loader;

@@ -6,7 +6,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=MEMTRACE_EBPF_OBJ");
     let path = match std::env::var_os("MEMTRACE_EBPF_OBJ") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ebpf/bpfel-unknown-none/release/memtrace-ebpf"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/ebpf/bpfel-unknown-none/release/memtrace-ebpf"),
     };
     if !path.exists() {
         panic!(

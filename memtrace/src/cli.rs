@@ -3,7 +3,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{kernel::plan::AttachMode, source::loader::{LoadOptions, MapSizes}};
+use crate::{
+    kernel::plan::AttachMode,
+    source::loader::{LoadOptions, MapSizes},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,7 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// NDJSON event stream: OOM kills, slow charges/reclaims, and with
     /// --interval per-memcg summaries
-    #[command(after_help = "Examples:\n  memtrace stream                       # OOM kills and slow events as they happen\n  memtrace stream --interval 1s | jq 'select(.type==\"memcg_interval\")'\n  memtrace stream --attach tracepoint --interval 2s --duration 30s --output out.ndjson")]
+    #[command(
+        after_help = "Examples:\n  memtrace stream                       # OOM kills and slow events as they happen\n  memtrace stream --interval 1s | jq 'select(.type==\"memcg_interval\")'\n  memtrace stream --attach tracepoint --interval 2s --duration 30s --output out.ndjson"
+    )]
     Stream(StreamArgs),
     /// What this kernel supports and the attach plan memtrace would use
     #[command(after_help = "Examples:\n  memtrace doctor\n  memtrace doctor --json | jq .plan")]
@@ -34,7 +39,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
-    if d.is_zero() { Err("must be greater than zero".into()) } else { Ok(d) }
+    if d.is_zero() {
+        Err("must be greater than zero".into())
+    } else {
+        Ok(d)
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -66,7 +75,9 @@ impl ProbeArgs {
     pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
         let kib = self.ringbuf_kib;
         if !kib.is_power_of_two() || kib < 4 {
-            anyhow::bail!("--ringbuf-kib {kib}: must be a power of two of at least 4 (the page size)");
+            anyhow::bail!(
+                "--ringbuf-kib {kib}: must be a power of two of at least 4 (the page size)"
+            );
         }
         Ok(LoadOptions {
             mode: self.attach,

@@ -9,14 +9,19 @@ pub struct Clock {
 }
 
 fn clock_ns(id: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(id, &mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
 impl Clock {
     pub fn new() -> Self {
-        Self { offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC) }
+        Self {
+            offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+        }
     }
 
     pub fn now_ns(&self) -> u64 {
@@ -43,7 +48,9 @@ mod tests {
         let c = Clock::new();
         let s = c.rfc3339(c.now_ns());
         let parsed = humantime::parse_rfc3339(&s).unwrap();
-        let diff = parsed.duration_since(SystemTime::now()).unwrap_or_else(|e| e.duration());
+        let diff = parsed
+            .duration_since(SystemTime::now())
+            .unwrap_or_else(|e| e.duration());
         assert!(diff < Duration::from_secs(2), "{s}");
         assert!(s.ends_with('Z'));
     }

@@ -16,7 +16,10 @@ fn main() -> std::process::ExitCode {
     match commands::dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("memtrace: error: {}", output::escape::text(&format!("{e:#}")));
+            eprintln!(
+                "memtrace: error: {}",
+                output::escape::text(&format!("{e:#}"))
+            );
             std::process::ExitCode::from(1)
         }
     }

@@ -62,7 +62,11 @@ impl IntervalAggregator {
             *idle = 0;
             let mut sh = by_memcg.remove(&id).unwrap_or_default();
             sh.sort_by(|a, b| b.1.calls.cmp(&a.1.calls).then(a.0.cmp(&b.0)));
-            out.push(MemcgDelta { id, stats: d, shrinkers: sh });
+            out.push(MemcgDelta {
+                id,
+                stats: d,
+                shrinkers: sh,
+            });
         }
         self.prev_memcg = memcgs.clone();
         self.idle_polls.retain(|id, _| memcgs.contains_key(id));
@@ -110,7 +114,10 @@ mod tests {
     use super::*;
 
     fn stats(calls: u64) -> MemcgStats {
-        MemcgStats { charge_calls: calls, ..MemcgStats::ZERO }
+        MemcgStats {
+            charge_calls: calls,
+            ..MemcgStats::ZERO
+        }
     }
 
     #[test]
@@ -123,34 +130,85 @@ mod tests {
         m.insert(10, stats(8));
         let d = agg.advance(&m, &HashMap::new());
         assert_eq!(d[0].stats.charge_calls, 3);
-        assert!(agg.advance(&m, &HashMap::new()).is_empty(), "no change, no record");
+        assert!(
+            agg.advance(&m, &HashMap::new()).is_empty(),
+            "no change, no record"
+        );
     }
 
     #[test]
     fn shrinkers_are_grouped_and_sorted() {
         let mut agg = IntervalAggregator::default();
-        let m = HashMap::from([(10, MemcgStats { do_shrink_calls: 30, ..MemcgStats::ZERO })]);
-        let k1 = ShrinkerKey { memcg_id: 10, shrinker: 0x1 };
-        let k2 = ShrinkerKey { memcg_id: 10, shrinker: 0x2 };
+        let m = HashMap::from([(
+            10,
+            MemcgStats {
+                do_shrink_calls: 30,
+                ..MemcgStats::ZERO
+            },
+        )]);
+        let k1 = ShrinkerKey {
+            memcg_id: 10,
+            shrinker: 0x1,
+        };
+        let k2 = ShrinkerKey {
+            memcg_id: 10,
+            shrinker: 0x2,
+        };
         let s = HashMap::from([
-            (k1, ShrinkerStats { calls: 10, zero: 10, ..Default::default() }),
-            (k2, ShrinkerStats { calls: 20, freed: 5, ..Default::default() }),
+            (
+                k1,
+                ShrinkerStats {
+                    calls: 10,
+                    zero: 10,
+                    ..Default::default()
+                },
+            ),
+            (
+                k2,
+                ShrinkerStats {
+                    calls: 20,
+                    freed: 5,
+                    ..Default::default()
+                },
+            ),
         ]);
         let d = agg.advance(&m, &s);
-        assert_eq!(d[0].shrinkers.iter().map(|x| x.0).collect::<Vec<_>>(), [k2, k1]);
+        assert_eq!(
+            d[0].shrinkers.iter().map(|x| x.0).collect::<Vec<_>>(),
+            [k2, k1]
+        );
     }
 
     #[test]
     fn deleted_and_idle_memcgs_are_evicted() {
         let mut agg = IntervalAggregator::default();
-        let k = ShrinkerKey { memcg_id: 10, shrinker: 1 };
+        let k = ShrinkerKey {
+            memcg_id: 10,
+            shrinker: 1,
+        };
         let m = HashMap::from([(10, stats(1)), (11, stats(1))]);
-        let s = HashMap::from([(k, ShrinkerStats { calls: 1, ..Default::default() })]);
+        let s = HashMap::from([(
+            k,
+            ShrinkerStats {
+                calls: 1,
+                ..Default::default()
+            },
+        )]);
         agg.advance(&m, &s);
-        assert_eq!(agg.evict(|id| id == 10, 1000, 1000), Evictions::default(), "still active");
+        assert_eq!(
+            agg.evict(|id| id == 10, 1000, 1000),
+            Evictions::default(),
+            "still active"
+        );
         agg.advance(&m, &s);
         let ev = agg.evict(|id| id == 10, 1000, 1000);
-        assert_eq!(ev, Evictions { memcgs: vec![10], shrinkers: vec![k] });
+        assert_eq!(
+            ev,
+            Evictions {
+                memcgs: vec![10],
+                shrinkers: vec![k]
+            }
+        );
         // A returning id starts from zero: its whole count is new activity.
         let d = agg.advance(&HashMap::from([(10, stats(1))]), &HashMap::new());
         assert_eq!(d[0].stats.charge_calls, 1);
@@ -163,7 +221,10 @@ mod tests {
         agg.advance(&m, &HashMap::new());
         agg.advance(&m, &HashMap::new());
         agg.advance(&m, &HashMap::new());
-        assert!(agg.evict(|_| false, 100, 100).memcgs.is_empty(), "room left");
+        assert!(
+            agg.evict(|_| false, 100, 100).memcgs.is_empty(),
+            "room left"
+        );
         assert_eq!(agg.evict(|_| false, 10, 100).memcgs.len(), 10);
     }
 }

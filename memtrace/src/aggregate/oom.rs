@@ -26,7 +26,12 @@ pub struct JoinedOom {
 
 impl JoinedOom {
     pub fn pid(&self) -> u32 {
-        self.kmsg.as_ref().map(|k| k.pid).or(self.bpf.map(|b| b.victim_pid)).or(self.mark.map(|m| m.victim_pid)).unwrap_or(0)
+        self.kmsg
+            .as_ref()
+            .map(|k| k.pid)
+            .or(self.bpf.map(|b| b.victim_pid))
+            .or(self.mark.map(|m| m.victim_pid))
+            .unwrap_or(0)
     }
 }
 
@@ -46,7 +51,12 @@ pub struct OomJoiner {
 
 impl OomJoiner {
     pub fn new(kmsg_available: bool, expects_bpf: bool, expects_mark: bool) -> Self {
-        Self { kmsg_available, expects_bpf, expects_mark, pending: Vec::new() }
+        Self {
+            kmsg_available,
+            expects_bpf,
+            expects_mark,
+            pending: Vec::new(),
+        }
     }
 
     fn slot(&mut self, pid: u32, now: Instant) -> &mut JoinedOom {
@@ -57,7 +67,10 @@ impl OomJoiner {
                 if self.pending.len() >= 1024 {
                     self.pending.remove(0);
                 }
-                self.pending.push(Pending { since: now, joined: JoinedOom::default() });
+                self.pending.push(Pending {
+                    since: now,
+                    joined: JoinedOom::default(),
+                });
                 self.pending.len() - 1
             }
         };
@@ -81,7 +94,8 @@ impl OomJoiner {
     /// Kills that are complete, or waited long enough.
     pub fn poll(&mut self, now: Instant) -> Vec<JoinedOom> {
         let mut out = Vec::new();
-        let (kmsg_available, expects_bpf, expects_mark) = (self.kmsg_available, self.expects_bpf, self.expects_mark);
+        let (kmsg_available, expects_bpf, expects_mark) =
+            (self.kmsg_available, self.expects_bpf, self.expects_mark);
         self.pending.retain(|p| {
             let j = &p.joined;
             let age = now.saturating_duration_since(p.since);
@@ -152,7 +166,11 @@ mod tests {
     }
 
     fn report(pid: u32) -> OomReport {
-        OomReport { pid, comm: "tail".into(), ..Default::default() }
+        OomReport {
+            pid,
+            comm: "tail".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -174,7 +192,10 @@ mod tests {
         let mut j = OomJoiner::new(true, true, false);
         j.on_kmsg(report(7), t0);
         assert!(j.poll(t0).is_empty());
-        j.on_bpf(ev(OOM_SRC_OOM_KILL_PROCESS, 7), t0 + Duration::from_millis(100));
+        j.on_bpf(
+            ev(OOM_SRC_OOM_KILL_PROCESS, 7),
+            t0 + Duration::from_millis(100),
+        );
         assert_eq!(j.poll(t0 + Duration::from_millis(100)).len(), 1);
     }
 

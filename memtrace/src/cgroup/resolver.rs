@@ -149,6 +149,19 @@ impl Resolver {
         }
     }
 
+    /// Every memcg currently known to exist (after a [`Self::rescan`]).
+    pub fn live(&self) -> Vec<MemcgName> {
+        self.by_id
+            .iter()
+            .filter(|(_, e)| !e.deleted)
+            .map(|(&id, e)| MemcgName {
+                id,
+                path: e.path.to_string(),
+                deleted: false,
+            })
+            .collect()
+    }
+
     /// Walks the hierarchy now, regardless of the rate limit: ids found are
     /// cached; cached ids no longer found are marked deleted (unless the walk
     /// hit errors other than directories vanishing under it).

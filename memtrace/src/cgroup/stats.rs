@@ -4,19 +4,24 @@ use std::path::Path;
 
 use super::mounts::MemcgFs;
 
-/// How many times the memcg at `dir` hit its memory limit: v1
-/// `memory.failcnt`, v2 the `max` line of `memory.events`. None when
-/// unreadable (the memcg was deleted, or it is the v2 root, which has no
-/// such file).
+/// How many times the memcg at `dir` hit its memory limit: v2 the `max`
+/// line of `memory.events`; v1 `memory.failcnt` plus `memory.memsw.failcnt`
+/// (a v1 charge tries memory+swap first, and a failure there is counted
+/// only in the memsw counter). None when unreadable (the memcg was deleted,
+/// or it is the v2 root, which has no such file).
 pub fn limit_hits(fs: &MemcgFs, dir: &Path) -> Option<u64> {
-    if fs.v2 {
-        events_max(&std::fs::read_to_string(dir.join("memory.events")).ok()?)
-    } else {
-        std::fs::read_to_string(dir.join("memory.failcnt"))
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(name))
             .ok()?
             .trim()
             .parse()
             .ok()
+    };
+    if fs.v2 {
+        events_max(&std::fs::read_to_string(dir.join("memory.events")).ok()?)
+    } else {
+        let memory = read("memory.failcnt")?;
+        Some(memory + read("memory.memsw.failcnt").unwrap_or(0))
     }
 }
 

@@ -76,15 +76,28 @@ fn map_memory(sizes: &MapSizes) -> Vec<MapMemory> {
             name: "SHRINKER_STATS",
             kind: "percpu_hash",
             max_entries: sizes.shrinker_entries,
-            bytes: percpu(size_of::<ShrinkerKey>(), size_of::<ShrinkerStats>(), sizes.shrinker_entries),
+            bytes: percpu(
+                size_of::<ShrinkerKey>(),
+                size_of::<ShrinkerStats>(),
+                sizes.shrinker_entries,
+            ),
         },
         MapMemory {
             name: "INFLIGHT",
             kind: "hash",
             max_entries: sizes.inflight_entries,
-            bytes: hash(size_of::<InflightKey>(), size_of::<Inflight>(), sizes.inflight_entries),
+            bytes: hash(
+                size_of::<InflightKey>(),
+                size_of::<Inflight>(),
+                sizes.inflight_entries,
+            ),
         },
-        MapMemory { name: "EVENTS", kind: "ringbuf", max_entries: sizes.ringbuf_bytes, bytes: u64::from(sizes.ringbuf_bytes) },
+        MapMemory {
+            name: "EVENTS",
+            kind: "ringbuf",
+            max_entries: sizes.ringbuf_bytes,
+            bytes: u64::from(sizes.ringbuf_bytes),
+        },
     ]
 }
 
@@ -117,11 +130,24 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         Ok(loaded) => {
             report.unavailable = loaded.unavailable_fields();
             for spec in HOOKS.iter().filter(|s| s.is_function_hook()) {
-                let found = spec.functions.iter().find(|f| loaded.facts.kallsyms.contains(**f)).map(|f| f.to_string());
+                let found = spec
+                    .functions
+                    .iter()
+                    .find(|f| loaded.facts.kallsyms.contains(**f))
+                    .map(|f| f.to_string());
                 report.symbols.insert(spec.hook, found);
             }
-            for family in [Family::Fentry, Family::Kprobe, Family::TpBtf, Family::Tracepoint] {
-                let outcomes = loaded.plan.iter().flat_map(|p| p.families.iter()).filter(|o| o.family == family);
+            for family in [
+                Family::Fentry,
+                Family::Kprobe,
+                Family::TpBtf,
+                Family::Tracepoint,
+            ] {
+                let outcomes = loaded
+                    .plan
+                    .iter()
+                    .flat_map(|p| p.families.iter())
+                    .filter(|o| o.family == family);
                 let mut available = false;
                 let mut reason = None;
                 for o in outcomes {
@@ -131,7 +157,13 @@ pub fn run(args: DoctorArgs) -> Result<()> {
                         reason = Some(o.detail.clone());
                     }
                 }
-                report.families.insert(family.as_str(), FamilySupport { available, reason: (!available).then_some(reason).flatten() });
+                report.families.insert(
+                    family.as_str(),
+                    FamilySupport {
+                        available,
+                        reason: (!available).then_some(reason).flatten(),
+                    },
+                );
             }
             report.plan = loaded.plan;
             // Dropping `loaded` detaches everything doctor attached.
@@ -148,50 +180,94 @@ pub fn run(args: DoctorArgs) -> Result<()> {
     } else {
         print_text(&report);
     }
-    if ok { Ok(()) } else { anyhow::bail!("{}", report.error.unwrap_or_default()) }
+    if ok {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", report.error.unwrap_or_default())
+    }
 }
 
 fn print_text(r: &Report) {
     let t = escape::text;
     println!("kernel        {}", t(&r.kernel_release));
-    println!("BTF           {}", if r.btf["available"] == true { format!("yes ({VMLINUX_BTF})") } else { format!("NO: {VMLINUX_BTF} missing (CONFIG_DEBUG_INFO_BTF)") });
+    println!(
+        "BTF           {}",
+        if r.btf["available"] == true {
+            format!("yes ({VMLINUX_BTF})")
+        } else {
+            format!("NO: {VMLINUX_BTF} missing (CONFIG_DEBUG_INFO_BTF)")
+        }
+    );
     match (&r.cgroup_mode, &r.cgroup_error) {
-        (Some(m), _) => println!("cgroups       {m} (memory hierarchy at {})", t(r.cgroup_root.as_deref().unwrap_or("?"))),
+        (Some(m), _) => println!(
+            "cgroups       {m} (memory hierarchy at {})",
+            t(r.cgroup_root.as_deref().unwrap_or("?"))
+        ),
         (None, Some(e)) => println!("cgroups       NO: {}", t(e)),
         _ => {}
     }
-    println!("tracefs       {}", r.tracefs.as_deref().map(t).unwrap_or_else(|| "not mounted (memtrace mounts it privately when a classic tracepoint is needed)".into()));
+    println!(
+        "tracefs       {}",
+        r.tracefs.as_deref().map(t).unwrap_or_else(|| {
+            "not mounted (memtrace mounts it privately when a classic tracepoint is needed)".into()
+        })
+    );
     if let Some(p) = &r.privileges {
         println!("privileges    NO: {}", t(p));
     }
     println!();
     println!("program families:");
     for (name, f) in &r.families {
-        let state = if f.available { "available".to_string() } else { format!("unavailable: {}", t(f.reason.as_deref().unwrap_or("-"))) };
+        let state = if f.available {
+            "available".to_string()
+        } else {
+            format!("unavailable: {}", t(f.reason.as_deref().unwrap_or("-")))
+        };
         println!("  {name:<11} {state}");
     }
     println!();
     println!("symbols:");
     for (hook, sym) in &r.symbols {
-        println!("  {hook:<17} {}", sym.as_deref().map(t).unwrap_or_else(|| "not found".into()));
+        println!(
+            "  {hook:<17} {}",
+            sym.as_deref().map(t).unwrap_or_else(|| "not found".into())
+        );
     }
     println!();
     println!("attach plan (--attach auto):");
     for p in &r.plan {
         let fam = p.family.map(Family::as_str).unwrap_or("-");
-        println!("  {:<17} {:<11} {:<12} {}", p.hook, fam, p.status, t(p.target.as_deref().unwrap_or("")));
+        println!(
+            "  {:<17} {:<11} {:<12} {}",
+            p.hook,
+            fam,
+            p.status,
+            t(p.target.as_deref().unwrap_or(""))
+        );
         if let Some(l) = p.loses {
             println!("  {:<17} cannot see: {}", "", t(l));
         }
     }
     if !r.unavailable.is_empty() {
         println!();
-        println!("fields null in records on this plan: {}", r.unavailable.join(", "));
+        println!(
+            "fields null in records on this plan: {}",
+            r.unavailable.join(", ")
+        );
     }
     println!();
-    println!("kernel map memory at these sizes ({} possible CPUs):", possible_cpus());
+    println!(
+        "kernel map memory at these sizes ({} possible CPUs):",
+        possible_cpus()
+    );
     for m in &r.maps {
-        println!("  {:<15} {:<12} {:>7} entries  {:>9.1} KiB", m.name, m.kind, m.max_entries, m.bytes as f64 / 1024.0);
+        println!(
+            "  {:<15} {:<12} {:>7} entries  {:>9.1} KiB",
+            m.name,
+            m.kind,
+            m.max_entries,
+            m.bytes as f64 / 1024.0
+        );
     }
     println!("  total {:.1} MiB", r.maps_total_bytes as f64 / 1048576.0);
     if let Some(e) = &r.error {

@@ -9,7 +9,9 @@ use crate::cli::{Cli, Command};
 pub fn dispatch(cli: Cli) -> Result<()> {
     // One thread: the programs do the heavy lifting, and a single-threaded
     // process can still set up a private mount namespace for tracefs.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Stream(args) => rt.block_on(stream::run(args)),
         Command::Doctor(args) => doctor::run(args),

@@ -90,10 +90,15 @@ impl Pipeline {
 
     fn limit_hits(&mut self, id: u64, memcg: &crate::output::records::Memcg) -> Option<u64> {
         let path = memcg.path.as_ref().filter(|_| !memcg.deleted)?;
-        let name = cgroup::MemcgName { id, path: path.clone(), deleted: false };
+        let name = cgroup::MemcgName {
+            id,
+            path: path.clone(),
+            deleted: false,
+        };
         let now = cgroup::limit_hits(&self.fs, &self.resolver.path_of(&name))?;
-        // First sight: no baseline yet, so the delta is unknown, not 0.
-        let prev = self.limit_counts.insert(id, now)?;
+        // Memcgs that existed at start have a baseline; any other was created
+        // since, and its counter started at 0.
+        let prev = self.limit_counts.insert(id, now).unwrap_or(0);
         Some(now.saturating_sub(prev))
     }
 
@@ -109,7 +114,13 @@ impl Pipeline {
             let memcg = build::memcg(&mut self.resolver, d.id);
             let hits = self.limit_hits(d.id, &memcg);
             let kallsyms = &self.live.loaded.kallsyms;
-            let cx = IntervalContext { clock: &self.clock, ts_ns, interval_ns, visible: &self.visible, kallsyms };
+            let cx = IntervalContext {
+                clock: &self.clock,
+                ts_ns,
+                interval_ns,
+                visible: &self.visible,
+                kallsyms,
+            };
             records.push(build::interval(d, memcg, hits, &cx));
         }
         for r in &records {
@@ -154,12 +165,25 @@ impl Pipeline {
             prog_recursion_misses: self.live.recursion_misses(),
             memcg_entries: memcg_entries as u64,
             shrinker_entries: shrinker_entries as u64,
-            events_lost_kmsg: 0,
         }
     }
 }
 
+/// Limit-hit counters of every memcg that exists now, so the first interval
+/// a memcg shows up in has a true delta.
+fn limit_baseline(fs: &cgroup::MemcgFs, resolver: &mut Resolver) -> HashMap<u64, u64> {
+    resolver.rescan();
+    resolver
+        .live()
+        .into_iter()
+        .filter_map(|n| cgroup::limit_hits(fs, &resolver.path_of(&n)).map(|v| (n.id, v)))
+        .collect()
+}
+
 pub async fn run(args: StreamArgs) -> Result<()> {
+    // First, so a SIGTERM during start-up still ends in a clean exit.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     let opts = args.probe.load_options()?;
     // Open the output first: a bad path should fail before any probing.
     let out = match &args.output {
@@ -168,14 +192,17 @@ pub async fn run(args: StreamArgs) -> Result<()> {
     };
     let clock = Clock::new();
     let fs = cgroup::detect()?;
-    let resolver = Resolver::new(&fs);
+    let mut resolver = Resolver::new(&fs);
+    let limit_counts = limit_baseline(&fs, &mut resolver);
     let loaded = loader::load(&opts, false)?;
     let unavailable = loaded.unavailable_fields();
     let oom_family = loaded.family_of("oom_kill_process");
     let mut kmsg = match KmsgReader::open() {
         Ok(k) => Some(k),
         Err(e) => {
-            log::warn!("cannot read /dev/kmsg ({e}): OOM records lose the limiting memcg and rss, and past kills are not reported");
+            log::warn!(
+                "cannot read /dev/kmsg ({e}): OOM records lose the limiting memcg and rss, and past kills are not reported"
+            );
             None
         }
     };
@@ -216,7 +243,7 @@ pub async fn run(args: StreamArgs) -> Result<()> {
             matches!(oom_family, Some(Family::Fentry | Family::Kprobe)),
             matches!(oom_family, Some(Family::TpBtf | Family::Tracepoint)),
         ),
-        limit_counts: HashMap::new(),
+        limit_counts,
         evictions: 0,
         last_interval_ns: header_ts,
         memcg_capacity,
@@ -231,7 +258,11 @@ pub async fn run(args: StreamArgs) -> Result<()> {
         let mut asm = OomAssembler::new();
         for rec in k.read_backlog() {
             if let Some(report) = asm.push(&rec) {
-                let j = crate::aggregate::oom::JoinedOom { kmsg: Some(report), before_start: true, ..Default::default() };
+                let j = crate::aggregate::oom::JoinedOom {
+                    kmsg: Some(report),
+                    before_start: true,
+                    ..Default::default()
+                };
                 let r = build::oom(&j, &mut p.resolver, &p.clock);
                 if !write_ok(p.out.write(&r))? {
                     return Ok(());
@@ -241,8 +272,6 @@ pub async fn run(args: StreamArgs) -> Result<()> {
     }
     let mut assembler = OomAssembler::new();
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let sleep_until_deadline = async {
         match deadline {

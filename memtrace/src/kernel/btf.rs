@@ -26,14 +26,19 @@ impl KernelBtf {
                 path.display()
             );
         }
-        let btf = Btf::from_file(path).map_err(|e| anyhow!("{e}")).with_context(|| format!("parsing BTF from {}", path.display()))?;
+        let btf = Btf::from_file(path)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("parsing BTF from {}", path.display()))?;
         Ok(Self { btf })
     }
 
     /// The struct or union called `name` that has members (not a forward
     /// declaration).
     fn composite(&self, name: &str) -> Result<Vec<btf_rs::Member>> {
-        let types = self.btf.resolve_types_by_name(name).map_err(|_| anyhow!("type `{name}` not in kernel BTF"))?;
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|_| anyhow!("type `{name}` not in kernel BTF"))?;
         types
             .into_iter()
             .find_map(|t| match t {
@@ -69,7 +74,9 @@ impl KernelBtf {
             }
             if name.is_empty() {
                 // Anonymous struct/union: the kernel nests fields in these.
-                let Ok(inner) = self.btf.resolve_chained_type(m) else { continue };
+                let Ok(inner) = self.btf.resolve_chained_type(m) else {
+                    continue;
+                };
                 if let Type::Struct(s) | Type::Union(s) = self.strip(inner) {
                     if let Some(bits) = self.member_bits(&s.members, field) {
                         return Some(m.bit_offset() + bits);
@@ -93,7 +100,11 @@ impl KernelBtf {
     }
 
     pub fn enum_value(&self, enm: &str, variant: &str) -> Result<u64> {
-        for t in self.btf.resolve_types_by_name(enm).map_err(|_| anyhow!("enum `{enm}` not in kernel BTF"))? {
+        for t in self
+            .btf
+            .resolve_types_by_name(enm)
+            .map_err(|_| anyhow!("enum `{enm}` not in kernel BTF"))?
+        {
             match t {
                 Type::Enum(e) => {
                     for m in &e.members {
@@ -123,10 +134,19 @@ impl KernelBtf {
         // Before 5.5 `kernfs_node.id` was a union of ino/generation; the id
         // the programs read must be the 64-bit inode-compatible one.
         let kn_members = self.composite("kernfs_node")?;
-        if let Some(m) = kn_members.iter().find(|m| self.btf.resolve_name(*m).ok().as_deref() == Some("id")) {
-            let t = self.strip(self.btf.resolve_chained_type(m).map_err(|e| anyhow!("{e}"))?);
+        if let Some(m) = kn_members
+            .iter()
+            .find(|m| self.btf.resolve_name(*m).ok().as_deref() == Some("id"))
+        {
+            let t = self.strip(
+                self.btf
+                    .resolve_chained_type(m)
+                    .map_err(|e| anyhow!("{e}"))?,
+            );
             if !matches!(&t, Type::Int(i) if i.size() == 8) {
-                bail!("kernfs_node.id is not a 64-bit integer on this kernel (pre-5.5 layout is not supported)");
+                bail!(
+                    "kernfs_node.id is not a 64-bit integer on this kernel (pre-5.5 layout is not supported)"
+                );
             }
         }
         Ok(KernelOffsets {
@@ -158,18 +178,41 @@ impl KernelBtf {
     /// Parameter names of a kernel function, if BTF has it.
     pub fn function_params(&self, func: &str) -> Option<Vec<String>> {
         let types = self.btf.resolve_types_by_name(func).ok()?;
-        let f = types.into_iter().find_map(|t| if let Type::Func(f) = t { Some(f) } else { None })?;
-        let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&f) else { return None };
-        Some(proto.parameters.iter().map(|p| self.btf.resolve_name(p).unwrap_or_default()).collect())
+        let f = types
+            .into_iter()
+            .find_map(|t| if let Type::Func(f) = t { Some(f) } else { None })?;
+        let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&f) else {
+            return None;
+        };
+        Some(
+            proto
+                .parameters
+                .iter()
+                .map(|p| self.btf.resolve_name(p).unwrap_or_default())
+                .collect(),
+        )
     }
 
     /// Argument types of a raw tracepoint (`btf_trace_<name>` typedef),
     /// without the leading `void *` context: e.g. ["ptr task_struct", "int"].
     pub fn tracepoint_args(&self, tp: &str) -> Option<Vec<String>> {
-        let types = self.btf.resolve_types_by_name(&format!("btf_trace_{tp}")).ok()?;
-        let td = types.into_iter().find_map(|t| if let Type::Typedef(t) = t { Some(t) } else { None })?;
-        let Type::Ptr(p) = self.strip(self.btf.resolve_chained_type(&td).ok()?) else { return None };
-        let Type::FuncProto(proto) = self.btf.resolve_chained_type(&p).ok()? else { return None };
+        let types = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{tp}"))
+            .ok()?;
+        let td = types.into_iter().find_map(|t| {
+            if let Type::Typedef(t) = t {
+                Some(t)
+            } else {
+                None
+            }
+        })?;
+        let Type::Ptr(p) = self.strip(self.btf.resolve_chained_type(&td).ok()?) else {
+            return None;
+        };
+        let Type::FuncProto(proto) = self.btf.resolve_chained_type(&p).ok()? else {
+            return None;
+        };
         let mut out = Vec::new();
         for param in proto.parameters.iter().skip(1) {
             out.push(self.describe(self.btf.resolve_chained_type(param).ok()?));
@@ -180,7 +223,9 @@ impl KernelBtf {
     fn describe(&self, t: Type) -> String {
         match self.strip(t) {
             Type::Ptr(p) => match self.btf.resolve_chained_type(&p).map(|t| self.strip(t)) {
-                Ok(Type::Struct(s)) => format!("ptr {}", self.btf.resolve_name(&s).unwrap_or_default()),
+                Ok(Type::Struct(s)) => {
+                    format!("ptr {}", self.btf.resolve_name(&s).unwrap_or_default())
+                }
                 _ => "ptr".to_string(),
             },
             Type::Int(i) => format!("int{}", i.size() * 8),
@@ -199,7 +244,10 @@ impl KernelBtf {
     }
 
     pub fn has_tracepoint(&self, tp: &str) -> bool {
-        self.btf.resolve_ids_by_name(&format!("btf_trace_{tp}")).map(|v| !v.is_empty()).unwrap_or(false)
+        self.btf
+            .resolve_ids_by_name(&format!("btf_trace_{tp}"))
+            .map(|v| !v.is_empty())
+            .unwrap_or(false)
     }
 }
 
@@ -208,7 +256,9 @@ mod tests {
     use super::*;
 
     fn host() -> KernelBtf {
-        KernelBtf::load_default().expect("these tests read the running kernel's BTF; it must have /sys/kernel/btf/vmlinux")
+        KernelBtf::load_default().expect(
+            "these tests read the running kernel's BTF; it must have /sys/kernel/btf/vmlinux",
+        )
     }
 
     #[test]
@@ -232,7 +282,10 @@ mod tests {
     #[test]
     fn missing_fields_are_errors_not_zero() {
         let b = host();
-        let e = b.offset_of("task_struct", "no_such_field").unwrap_err().to_string();
+        let e = b
+            .offset_of("task_struct", "no_such_field")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("task_struct.no_such_field"), "{e}");
         assert!(b.offset_of("no_such_struct_xyz", "x").is_err());
         assert!(b.enum_value("cgroup_subsys_id", "nope").is_err());
@@ -241,7 +294,9 @@ mod tests {
     #[test]
     fn function_prototypes_have_parameter_names() {
         let b = host();
-        let p = b.function_params("shrink_slab").expect("shrink_slab in BTF");
+        let p = b
+            .function_params("shrink_slab")
+            .expect("shrink_slab in BTF");
         assert_eq!(p, ["gfp_mask", "nid", "memcg", "priority"]);
         assert_eq!(b.function_params("no_such_function_xyz"), None);
     }

@@ -3,7 +3,12 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
-use super::{btf::KernelBtf, plan::{HOOKS, KernelFacts}, symbols::Kallsyms, tracefs};
+use super::{
+    btf::KernelBtf,
+    plan::{HOOKS, KernelFacts},
+    symbols::Kallsyms,
+    tracefs,
+};
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -36,11 +41,15 @@ pub fn check_privileges() -> Result<()> {
 }
 
 pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 pub fn kprobe_pmu() -> bool {

@@ -74,11 +74,24 @@ pub const HOOKS: &[HookSpec] = &[
         hook: "try_charge_memcg",
         functions: &["try_charge_memcg", "try_charge"],
         params: &[(0, "memcg"), (2, "nr_pages")],
-        fentry: Some(FnProgs { entry: "charge_fentry", exit: Some("charge_fexit") }),
-        kprobe: Some(FnProgs { entry: "charge_kprobe", exit: Some("charge_kretprobe") }),
+        fentry: Some(FnProgs {
+            entry: "charge_fentry",
+            exit: Some("charge_fexit"),
+        }),
+        kprobe: Some(FnProgs {
+            entry: "charge_kprobe",
+            exit: Some("charge_kretprobe"),
+        }),
         tp_btf: &[],
         tracepoint: &[],
-        fields: &["charge_calls", "charge_failures", "charge_ns", "charge_pages", "charge_p50_ns", "charge_p99_ns"],
+        fields: &[
+            "charge_calls",
+            "charge_failures",
+            "charge_ns",
+            "charge_pages",
+            "charge_p50_ns",
+            "charge_p99_ns",
+        ],
         tracepoint_loses: &[],
         tracepoint_note: "no tracepoint equivalent: charge calls, failures and latency are not seen (limit hits still come from cgroupfs)",
     },
@@ -86,11 +99,22 @@ pub const HOOKS: &[HookSpec] = &[
         hook: "shrink_slab",
         functions: &["shrink_slab"],
         params: &[(2, "memcg")],
-        fentry: Some(FnProgs { entry: "shrink_slab_fentry", exit: Some("shrink_slab_fexit") }),
-        kprobe: Some(FnProgs { entry: "shrink_slab_kprobe", exit: Some("shrink_slab_kretprobe") }),
+        fentry: Some(FnProgs {
+            entry: "shrink_slab_fentry",
+            exit: Some("shrink_slab_fexit"),
+        }),
+        kprobe: Some(FnProgs {
+            entry: "shrink_slab_kprobe",
+            exit: Some("shrink_slab_kretprobe"),
+        }),
         tp_btf: &[],
         tracepoint: &[],
-        fields: &["shrink_slab_calls", "shrink_slab_ns", "shrink_slab_freed", "shrink_slab_kswapd_ns"],
+        fields: &[
+            "shrink_slab_calls",
+            "shrink_slab_ns",
+            "shrink_slab_freed",
+            "shrink_slab_kswapd_ns",
+        ],
         tracepoint_loses: &[],
         tracepoint_note: "no tracepoint equivalent: per-memcg shrink_slab passes and their time are not seen",
     },
@@ -98,11 +122,26 @@ pub const HOOKS: &[HookSpec] = &[
         hook: "do_shrink_slab",
         functions: &["do_shrink_slab"],
         params: &[(0, "shrinkctl"), (1, "shrinker")],
-        fentry: Some(FnProgs { entry: "do_shrink_fentry", exit: Some("do_shrink_fexit") }),
-        kprobe: Some(FnProgs { entry: "do_shrink_kprobe", exit: Some("do_shrink_kretprobe") }),
-        tp_btf: &[("shrink_slab_start_btf", "mm_shrink_slab_start"), ("shrink_slab_end_btf", "mm_shrink_slab_end")],
+        fentry: Some(FnProgs {
+            entry: "do_shrink_fentry",
+            exit: Some("do_shrink_fexit"),
+        }),
+        kprobe: Some(FnProgs {
+            entry: "do_shrink_kprobe",
+            exit: Some("do_shrink_kretprobe"),
+        }),
+        tp_btf: &[
+            ("shrink_slab_start_btf", "mm_shrink_slab_start"),
+            ("shrink_slab_end_btf", "mm_shrink_slab_end"),
+        ],
         tracepoint: &[],
-        fields: &["do_shrink_slab_calls", "do_shrink_slab_zero", "do_shrink_slab_freed", "do_shrink_slab_ns", "shrinkers"],
+        fields: &[
+            "do_shrink_slab_calls",
+            "do_shrink_slab_zero",
+            "do_shrink_slab_freed",
+            "do_shrink_slab_ns",
+            "shrinkers",
+        ],
         tracepoint_loses: &["do_shrink_slab_zero"],
         tracepoint_note: "mm_shrink_slab_start/end fire only when a shrinker reported objects: calls that found nothing (the shrink_slab storm signature) are invisible, so do_shrink_slab_zero is null and do_shrink_slab_calls counts only calls that found objects",
     },
@@ -110,12 +149,26 @@ pub const HOOKS: &[HookSpec] = &[
         hook: "oom_kill_process",
         functions: &["oom_kill_process"],
         params: &[(0, "oc")],
-        fentry: Some(FnProgs { entry: "oom_kill_fentry", exit: None }),
-        kprobe: Some(FnProgs { entry: "oom_kill_kprobe", exit: None }),
+        fentry: Some(FnProgs {
+            entry: "oom_kill_fentry",
+            exit: None,
+        }),
+        kprobe: Some(FnProgs {
+            entry: "oom_kill_kprobe",
+            exit: None,
+        }),
         tp_btf: &[("mark_victim_btf", "mark_victim")],
         tracepoint: &[("mark_victim_tp", "oom", "mark_victim")],
-        fields: &["oom_kill.totalpages", "oom_kill.chosen_points", "oom_kill.trigger.pid"],
-        tracepoint_loses: &["oom_kill.totalpages", "oom_kill.chosen_points", "oom_kill.trigger.pid"],
+        fields: &[
+            "oom_kill.totalpages",
+            "oom_kill.chosen_points",
+            "oom_kill.trigger.pid",
+        ],
+        tracepoint_loses: &[
+            "oom_kill.totalpages",
+            "oom_kill.chosen_points",
+            "oom_kill.trigger.pid",
+        ],
         tracepoint_note: "mark_victim has no oom_control: the memcg whose limit fired and the triggering comm come from the kernel log only; totalpages, chosen_points and the trigger's pid are null",
     },
     HookSpec {
@@ -124,12 +177,23 @@ pub const HOOKS: &[HookSpec] = &[
         params: &[],
         fentry: None,
         kprobe: None,
-        tp_btf: &[("direct_begin_btf", "mm_vmscan_direct_reclaim_begin"), ("direct_end_btf", "mm_vmscan_direct_reclaim_end")],
+        tp_btf: &[
+            ("direct_begin_btf", "mm_vmscan_direct_reclaim_begin"),
+            ("direct_end_btf", "mm_vmscan_direct_reclaim_end"),
+        ],
         tracepoint: &[
-            ("direct_begin_tp", "vmscan", "mm_vmscan_direct_reclaim_begin"),
+            (
+                "direct_begin_tp",
+                "vmscan",
+                "mm_vmscan_direct_reclaim_begin",
+            ),
             ("direct_end_tp", "vmscan", "mm_vmscan_direct_reclaim_end"),
         ],
-        fields: &["reclaim_direct_count", "reclaim_direct_ns", "reclaim_direct_pages"],
+        fields: &[
+            "reclaim_direct_count",
+            "reclaim_direct_ns",
+            "reclaim_direct_pages",
+        ],
         tracepoint_loses: &[],
         tracepoint_note: "",
     },
@@ -139,12 +203,19 @@ pub const HOOKS: &[HookSpec] = &[
         params: &[],
         fentry: None,
         kprobe: None,
-        tp_btf: &[("memcg_begin_btf", "mm_vmscan_memcg_reclaim_begin"), ("memcg_end_btf", "mm_vmscan_memcg_reclaim_end")],
+        tp_btf: &[
+            ("memcg_begin_btf", "mm_vmscan_memcg_reclaim_begin"),
+            ("memcg_end_btf", "mm_vmscan_memcg_reclaim_end"),
+        ],
         tracepoint: &[
             ("memcg_begin_tp", "vmscan", "mm_vmscan_memcg_reclaim_begin"),
             ("memcg_end_tp", "vmscan", "mm_vmscan_memcg_reclaim_end"),
         ],
-        fields: &["reclaim_memcg_count", "reclaim_memcg_ns", "reclaim_memcg_pages"],
+        fields: &[
+            "reclaim_memcg_count",
+            "reclaim_memcg_ns",
+            "reclaim_memcg_pages",
+        ],
         tracepoint_loses: &[],
         tracepoint_note: "",
     },
@@ -154,7 +225,10 @@ pub const HOOKS: &[HookSpec] = &[
         params: &[],
         fentry: None,
         kprobe: None,
-        tp_btf: &[("kswapd_wake_btf", "mm_vmscan_kswapd_wake"), ("kswapd_sleep_btf", "mm_vmscan_kswapd_sleep")],
+        tp_btf: &[
+            ("kswapd_wake_btf", "mm_vmscan_kswapd_wake"),
+            ("kswapd_sleep_btf", "mm_vmscan_kswapd_sleep"),
+        ],
         tracepoint: &[
             ("kswapd_wake_tp", "vmscan", "mm_vmscan_kswapd_wake"),
             ("kswapd_sleep_tp", "vmscan", "mm_vmscan_kswapd_sleep"),
@@ -204,7 +278,12 @@ pub fn families(mode: AttachMode, spec: &HookSpec) -> &'static [Family] {
         return &[Family::TpBtf, Family::Tracepoint];
     }
     match mode {
-        AttachMode::Auto => &[Family::Fentry, Family::Kprobe, Family::TpBtf, Family::Tracepoint],
+        AttachMode::Auto => &[
+            Family::Fentry,
+            Family::Kprobe,
+            Family::TpBtf,
+            Family::Tracepoint,
+        ],
         AttachMode::Fentry => &[Family::Fentry],
         AttachMode::Kprobe => &[Family::Kprobe],
         AttachMode::Tracepoint => &[Family::TpBtf, Family::Tracepoint],
@@ -221,12 +300,20 @@ fn pick_function(spec: &HookSpec, facts: &KernelFacts) -> Result<String, String>
             continue;
         }
         let Some(params) = facts.btf_functions.get(*f) else {
-            why.push(format!("{f}: no BTF prototype to check its arguments against"));
+            why.push(format!(
+                "{f}: no BTF prototype to check its arguments against"
+            ));
             continue;
         };
-        let bad = spec.params.iter().find(|(i, name)| params.get(*i).map(String::as_str) != Some(*name));
+        let bad = spec
+            .params
+            .iter()
+            .find(|(i, name)| params.get(*i).map(String::as_str) != Some(*name));
         if let Some((i, name)) = bad {
-            why.push(format!("{f}: argument {i} is not `{name}` on this kernel ({})", params.join(", ")));
+            why.push(format!(
+                "{f}: argument {i} is not `{name}` on this kernel ({})",
+                params.join(", ")
+            ));
             continue;
         }
         return Ok(f.to_string());
@@ -236,26 +323,45 @@ fn pick_function(spec: &HookSpec, facts: &KernelFacts) -> Result<String, String>
 
 pub fn candidates(spec: &HookSpec, mode: AttachMode, facts: &KernelFacts) -> HookCandidates {
     let mut out = HookCandidates::default();
-    let function = if spec.is_function_hook() { Some(pick_function(spec, facts)) } else { None };
+    let function = if spec.is_function_hook() {
+        Some(pick_function(spec, facts))
+    } else {
+        None
+    };
     for &family in families(mode, spec) {
         let verdict: Result<String, String> = match family {
             Family::Fentry | Family::Kprobe => {
-                let has_progs = if family == Family::Fentry { spec.fentry.is_some() } else { spec.kprobe.is_some() };
+                let has_progs = if family == Family::Fentry {
+                    spec.fentry.is_some()
+                } else {
+                    spec.kprobe.is_some()
+                };
                 if !has_progs {
                     Err("no program of this family".into())
                 } else if family == Family::Kprobe && !facts.kprobe_pmu {
                     Err("kernel has no kprobe support (/sys/bus/event_source/devices/kprobe is missing: CONFIG_KPROBES/CONFIG_KPROBE_EVENTS unset)".into())
                 } else {
-                    function.clone().unwrap_or_else(|| Err("not a function hook".into()))
+                    function
+                        .clone()
+                        .unwrap_or_else(|| Err("not a function hook".into()))
                 }
             }
             Family::TpBtf => {
                 if spec.tp_btf.is_empty() {
                     Err("no tracepoint equivalent".into())
-                } else if let Some((_, tp)) = spec.tp_btf.iter().find(|(_, tp)| !facts.btf_tracepoints.contains(*tp)) {
+                } else if let Some((_, tp)) = spec
+                    .tp_btf
+                    .iter()
+                    .find(|(_, tp)| !facts.btf_tracepoints.contains(*tp))
+                {
                     Err(format!("raw tracepoint {tp} not in kernel BTF"))
                 } else {
-                    Ok(spec.tp_btf.iter().map(|(_, tp)| *tp).collect::<Vec<_>>().join(","))
+                    Ok(spec
+                        .tp_btf
+                        .iter()
+                        .map(|(_, tp)| *tp)
+                        .collect::<Vec<_>>()
+                        .join(","))
                 }
             }
             Family::Tracepoint => {
@@ -264,7 +370,12 @@ pub fn candidates(spec: &HookSpec, mode: AttachMode, facts: &KernelFacts) -> Hoo
                 } else if !facts.tracefs {
                     Err("tracefs is not available".into())
                 } else {
-                    Ok(spec.tracepoint.iter().map(|(_, c, n)| format!("{c}:{n}")).collect::<Vec<_>>().join(","))
+                    Ok(spec
+                        .tracepoint
+                        .iter()
+                        .map(|(_, c, n)| format!("{c}:{n}"))
+                        .collect::<Vec<_>>()
+                        .join(","))
                 }
             }
         };
@@ -283,11 +394,15 @@ pub fn unavailable_fields(chosen: &[(&HookSpec, Option<Family>)]) -> Vec<&'stati
     for (spec, family) in chosen {
         match family {
             None => out.extend_from_slice(spec.fields),
-            Some(Family::TpBtf | Family::Tracepoint) => out.extend_from_slice(spec.tracepoint_loses),
+            Some(Family::TpBtf | Family::Tracepoint) => {
+                out.extend_from_slice(spec.tracepoint_loses)
+            }
             Some(_) => {}
         }
     }
-    let reclaim_seen = chosen.iter().any(|(s, f)| s.hook.starts_with("reclaim_") && f.is_some());
+    let reclaim_seen = chosen
+        .iter()
+        .any(|(s, f)| s.hook.starts_with("reclaim_") && f.is_some());
     if !reclaim_seen {
         out.extend_from_slice(RECLAIM_PERCENTILE_FIELDS);
     }
@@ -303,14 +418,19 @@ mod tests {
     use super::*;
 
     fn facts_full() -> KernelFacts {
-        let mut f = KernelFacts { kprobe_pmu: true, tracefs: true, ..Default::default() };
+        let mut f = KernelFacts {
+            kprobe_pmu: true,
+            tracefs: true,
+            ..Default::default()
+        };
         for (name, params) in [
             ("try_charge_memcg", vec!["memcg", "gfp_mask", "nr_pages"]),
             ("shrink_slab", vec!["gfp_mask", "nid", "memcg", "priority"]),
             ("do_shrink_slab", vec!["shrinkctl", "shrinker", "priority"]),
             ("oom_kill_process", vec!["oc", "message"]),
         ] {
-            f.btf_functions.insert(name.into(), params.into_iter().map(String::from).collect());
+            f.btf_functions
+                .insert(name.into(), params.into_iter().map(String::from).collect());
             f.kallsyms.insert(name.into());
         }
         for s in HOOKS {
@@ -327,7 +447,11 @@ mod tests {
 
     #[test]
     fn auto_tries_fentry_then_kprobe_then_tracepoints() {
-        let c = candidates(spec("do_shrink_slab").unwrap(), AttachMode::Auto, &facts_full());
+        let c = candidates(
+            spec("do_shrink_slab").unwrap(),
+            AttachMode::Auto,
+            &facts_full(),
+        );
         assert_eq!(fams(&c), [Family::Fentry, Family::Kprobe, Family::TpBtf]);
         assert_eq!(c.attempts[0].target, "do_shrink_slab");
         assert_eq!(c.ruled_out[0].0, Family::Tracepoint);
@@ -339,7 +463,11 @@ mod tests {
         f.kprobe_pmu = false;
         let c = candidates(spec("try_charge_memcg").unwrap(), AttachMode::Kprobe, &f);
         assert!(c.attempts.is_empty());
-        assert!(c.ruled_out[0].1.contains("no kprobe support"), "{:?}", c.ruled_out);
+        assert!(
+            c.ruled_out[0].1.contains("no kprobe support"),
+            "{:?}",
+            c.ruled_out
+        );
         let c = candidates(spec("try_charge_memcg").unwrap(), AttachMode::Auto, &f);
         assert_eq!(fams(&c), [Family::Fentry]);
     }
@@ -350,7 +478,10 @@ mod tests {
         f.kallsyms.remove("try_charge_memcg");
         f.btf_functions.remove("try_charge_memcg");
         f.kallsyms.insert("try_charge".into());
-        f.btf_functions.insert("try_charge".into(), vec!["memcg".into(), "gfp_mask".into(), "nr_pages".into()]);
+        f.btf_functions.insert(
+            "try_charge".into(),
+            vec!["memcg".into(), "gfp_mask".into(), "nr_pages".into()],
+        );
         let c = candidates(spec("try_charge_memcg").unwrap(), AttachMode::Auto, &f);
         assert_eq!(c.attempts[0].target, "try_charge");
     }
@@ -358,10 +489,19 @@ mod tests {
     #[test]
     fn changed_prototype_is_refused() {
         let mut f = facts_full();
-        f.btf_functions.insert("shrink_slab".into(), vec!["gfp_mask".into(), "nid".into(), "sc".into()]);
+        f.btf_functions.insert(
+            "shrink_slab".into(),
+            vec!["gfp_mask".into(), "nid".into(), "sc".into()],
+        );
         let c = candidates(spec("shrink_slab").unwrap(), AttachMode::Auto, &f);
         assert!(c.attempts.is_empty());
-        assert!(c.ruled_out.iter().any(|(_, w)| w.contains("argument 2 is not `memcg`")), "{:?}", c.ruled_out);
+        assert!(
+            c.ruled_out
+                .iter()
+                .any(|(_, w)| w.contains("argument 2 is not `memcg`")),
+            "{:?}",
+            c.ruled_out
+        );
     }
 
     #[test]
@@ -376,9 +516,17 @@ mod tests {
     #[test]
     fn tracepoint_mode_and_tracepoint_only_hooks() {
         let f = facts_full();
-        let c = candidates(spec("oom_kill_process").unwrap(), AttachMode::Tracepoint, &f);
+        let c = candidates(
+            spec("oom_kill_process").unwrap(),
+            AttachMode::Tracepoint,
+            &f,
+        );
         assert_eq!(fams(&c), [Family::TpBtf, Family::Tracepoint]);
-        let c = candidates(spec("try_charge_memcg").unwrap(), AttachMode::Tracepoint, &f);
+        let c = candidates(
+            spec("try_charge_memcg").unwrap(),
+            AttachMode::Tracepoint,
+            &f,
+        );
         assert!(c.attempts.is_empty());
         // Reclaim hooks are tracepoints in every mode, even forced kprobe.
         let c = candidates(spec("reclaim_memcg").unwrap(), AttachMode::Kprobe, &f);

@@ -22,9 +22,13 @@ impl Kallsyms {
         let mut by_addr = Vec::new();
         for line in text.lines() {
             let mut it = line.split_ascii_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else { continue };
+            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
             // Module symbols carry a trailing "[module]"; keep the name.
-            let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
             if !matches!(kind, "t" | "T" | "w" | "W") {
                 continue;
             }
@@ -82,7 +86,10 @@ ffffffff81800000 D some_data
         let k = Kallsyms::parse(SAMPLE);
         assert_eq!(k.name_at(0xffffffff81700000), Some("super_cache_count"));
         assert_eq!(k.name_at(0xffffffff81700001), None);
-        assert_eq!(k.name_at(0xffffffffc0001000), Some("xfs_fs_nr_cached_objects"));
+        assert_eq!(
+            k.name_at(0xffffffffc0001000),
+            Some("xfs_fs_nr_cached_objects")
+        );
         assert_eq!(k.name_at(1), None);
     }
 

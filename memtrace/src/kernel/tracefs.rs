@@ -8,7 +8,10 @@ const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing
 
 /// Where tracefs is mounted, if it is.
 pub fn find() -> Option<PathBuf> {
-    CANDIDATES.iter().map(PathBuf::from).find(|p| p.join("events").is_dir())
+    CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("events").is_dir())
 }
 
 /// Makes tracefs available, mounting it if nobody has. The mount is made
@@ -21,15 +24,35 @@ pub fn ensure() -> Result<PathBuf> {
     let target = Path::new(CANDIDATES[0]);
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            bail!("tracefs is not mounted and creating a private mount namespace failed: {}", std::io::Error::last_os_error());
+            bail!(
+                "tracefs is not mounted and creating a private mount namespace failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
         let root = c"/";
-        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
-            bail!("making the private mount namespace private failed: {}", std::io::Error::last_os_error());
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            bail!(
+                "making the private mount namespace private failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
         let src = c"tracefs";
         let dst = c"/sys/kernel/tracing";
-        if libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) != 0 {
+        if libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
             bail!(
                 "tracefs is not mounted and mounting it at {} failed: {} (mount it with `mount -t tracefs nodev /sys/kernel/tracing`)",
                 target.display(),
@@ -52,7 +75,9 @@ pub fn parse_format(text: &str) -> Vec<Field> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.trim();
-        let Some(rest) = line.strip_prefix("field:") else { continue };
+        let Some(rest) = line.strip_prefix("field:") else {
+            continue;
+        };
         let mut decl = None;
         let mut offset = None;
         let mut size = None;
@@ -66,9 +91,13 @@ pub fn parse_format(text: &str) -> Vec<Field> {
                 decl = Some(part);
             }
         }
-        let (Some(decl), Some(offset), Some(size)) = (decl, offset, size) else { continue };
+        let (Some(decl), Some(offset), Some(size)) = (decl, offset, size) else {
+            continue;
+        };
         // "unsigned long nr_reclaimed", "char comm[16]", "__data_loc char[] comm"
-        let Some(name) = decl.split_whitespace().last() else { continue };
+        let Some(name) = decl.split_whitespace().last() else {
+            continue;
+        };
         let name = name.split('[').next().unwrap_or(name).to_string();
         out.push(Field { name, offset, size });
     }
@@ -76,15 +105,27 @@ pub fn parse_format(text: &str) -> Vec<Field> {
 }
 
 /// Offset of `field` in tracepoint `category/name`, checking its size.
-pub fn field_offset(root: &Path, category: &str, name: &str, field: &str, size: u32) -> Result<u32> {
+pub fn field_offset(
+    root: &Path,
+    category: &str,
+    name: &str,
+    field: &str,
+    size: u32,
+) -> Result<u32> {
     let path = root.join("events").join(category).join(name).join("format");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let f = parse_format(&text)
         .into_iter()
         .find(|f| f.name == field)
-        .ok_or_else(|| anyhow!("tracepoint {category}/{name} has no field `{field}` on this kernel"))?;
+        .ok_or_else(|| {
+            anyhow!("tracepoint {category}/{name} has no field `{field}` on this kernel")
+        })?;
     if f.size != size {
-        bail!("tracepoint {category}/{name} field `{field}` is {} bytes, expected {size}", f.size);
+        bail!(
+            "tracepoint {category}/{name} field `{field}` is {} bytes, expected {size}",
+            f.size
+        );
     }
     Ok(f.offset)
 }
@@ -116,9 +157,23 @@ print fmt: \"pid=%d comm=%s\", REC->pid, __get_str(comm)
     fn parses_fields() {
         let f = parse_format(MARK_VICTIM);
         let get = |n: &str| f.iter().find(|x| x.name == n).cloned().unwrap();
-        assert_eq!(get("pid"), Field { name: "pid".into(), offset: 8, size: 4 });
+        assert_eq!(
+            get("pid"),
+            Field {
+                name: "pid".into(),
+                offset: 8,
+                size: 4
+            }
+        );
         assert_eq!(get("comm").offset, 12);
-        assert_eq!(get("anon_rss"), Field { name: "anon_rss".into(), offset: 24, size: 8 });
+        assert_eq!(
+            get("anon_rss"),
+            Field {
+                name: "anon_rss".into(),
+                offset: 24,
+                size: 8
+            }
+        );
         assert_eq!(get("oom_score_adj").size, 2);
         assert_eq!(get("common_pid").offset, 4);
     }

@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 
 use memtrace_common::{
-    OOM_HAS_OOM_MEMCG, OOM_HAS_TOTALPAGES, OOM_HAS_VICTIM_TASK, ShrinkerKey, ShrinkerStats, SLOW_CHARGE,
-    SLOW_RECLAIM_DIRECT, SlowEvent,
+    OOM_HAS_OOM_MEMCG, OOM_HAS_TOTALPAGES, OOM_HAS_VICTIM_TASK, SLOW_CHARGE, SLOW_RECLAIM_DIRECT,
+    ShrinkerKey, ShrinkerStats, SlowEvent,
 };
 
 use super::{escape::comm, records::*};
@@ -17,19 +17,41 @@ use crate::{
 
 pub fn memcg(resolver: &mut Resolver, id: u64) -> Memcg {
     if id == 0 {
-        return Memcg { id, path: None, deleted: false };
+        return Memcg {
+            id,
+            path: None,
+            deleted: false,
+        };
     }
     match resolver.resolve(id) {
-        Some(n) => Memcg { id, path: Some(n.path), deleted: n.deleted },
-        None => Memcg { id, path: None, deleted: false },
+        Some(n) => Memcg {
+            id,
+            path: Some(n.path),
+            deleted: n.deleted,
+        },
+        None => Memcg {
+            id,
+            path: None,
+            deleted: false,
+        },
     }
 }
 
-/// A memcg named by the kernel log (a path); its id if it still exists.
-fn memcg_by_path(resolver: &mut Resolver, path: &str) -> Memcg {
-    match resolver.resolve_path(path) {
-        Some(n) => Memcg { id: n.id, path: Some(n.path), deleted: n.deleted },
-        None => Memcg { id: 0, path: Some(path.to_string()), deleted: true },
+/// A memcg named by the kernel log, which escapes control bytes in paths
+/// as `\xNN`; its id if it still exists.
+fn memcg_by_path(resolver: &mut Resolver, escaped: &str) -> Memcg {
+    let path = String::from_utf8_lossy(&crate::source::kmsg::unescape(escaped)).into_owned();
+    match resolver.resolve_path(&path) {
+        Some(n) => Memcg {
+            id: n.id,
+            path: Some(n.path),
+            deleted: n.deleted,
+        },
+        None => Memcg {
+            id: 0,
+            path: Some(path),
+            deleted: true,
+        },
     }
 }
 
@@ -61,9 +83,18 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
     let victim = Victim {
         pid: j.pid(),
         tgid: task.map(|b| b.victim_tgid),
-        comm: task.map(|b| comm(&b.victim_comm)).or(k.map(|k| k.comm.clone())).unwrap_or_default(),
-        uid: task.map(|b| b.victim_uid).filter(|&u| u != u32::MAX).or(k.and_then(|k| k.uid)),
-        oom_score_adj: task.map(|b| b.victim_oom_score_adj).filter(|&a| a != i32::MIN).or(k.and_then(|k| k.oom_score_adj)),
+        comm: task
+            .map(|b| comm(&b.victim_comm))
+            .or(k.map(|k| k.comm.clone()))
+            .unwrap_or_default(),
+        uid: task
+            .map(|b| b.victim_uid)
+            .filter(|&u| u != u32::MAX)
+            .or(k.and_then(|k| k.uid)),
+        oom_score_adj: task
+            .map(|b| b.victim_oom_score_adj)
+            .filter(|&a| a != i32::MIN)
+            .or(k.and_then(|k| k.oom_score_adj)),
         total_vm_kb: k.and_then(|k| k.total_vm_kb),
         rss_anon_kb: k.and_then(|k| k.anon_rss_kb),
         rss_file_kb: k.and_then(|k| k.file_rss_kb),
@@ -81,10 +112,14 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
         (_, Some(k)) => k.oom_memcg.as_deref().map(|p| memcg_by_path(resolver, p)),
         _ => None,
     };
-    let constraint = k.and_then(|k| k.constraint.as_deref()).map(constraint).or_else(|| {
-        with_oc.and_then(|b| (b.oom_memcg_id != 0).then(|| "memcg".to_string()))
-    });
-    let ts_ns = bpf.map(|b| b.ts_ns).or(k.map(|k| k.ts_usec * 1000)).unwrap_or(0);
+    let constraint = k
+        .and_then(|k| k.constraint.as_deref())
+        .map(constraint)
+        .or_else(|| with_oc.and_then(|b| (b.oom_memcg_id != 0).then(|| "memcg".to_string())));
+    let ts_ns = bpf
+        .map(|b| b.ts_ns)
+        .or(k.map(|k| k.ts_usec * 1000))
+        .unwrap_or(0);
     let totals = j.bpf.filter(|b| b.flags & OOM_HAS_TOTALPAGES != 0);
     OomKill {
         kind: "oom_kill",
@@ -97,8 +132,18 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
         oom_memcg,
         trigger: j
             .bpf
-            .map(|b| Task { pid: Some(b.trigger_pid), tgid: Some(b.trigger_tgid), comm: comm(&b.trigger_comm) })
-            .or_else(|| k.and_then(|k| k.trigger_comm.clone()).map(|c| Task { pid: None, tgid: None, comm: c })),
+            .map(|b| Task {
+                pid: Some(b.trigger_pid),
+                tgid: Some(b.trigger_tgid),
+                comm: comm(&b.trigger_comm),
+            })
+            .or_else(|| {
+                k.and_then(|k| k.trigger_comm.clone()).map(|c| Task {
+                    pid: None,
+                    tgid: None,
+                    comm: c,
+                })
+            }),
         totalpages: totals.map(|b| b.totalpages),
         chosen_points: totals.map(|b| b.chosen_points),
         sources,
@@ -107,7 +152,11 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
 
 pub fn slow(e: &SlowEvent, resolver: &mut Resolver, clock: &Clock) -> Slow {
     Slow {
-        kind: if e.what == SLOW_CHARGE { "slow_charge" } else { "slow_reclaim" },
+        kind: if e.what == SLOW_CHARGE {
+            "slow_charge"
+        } else {
+            "slow_reclaim"
+        },
         ts: clock.rfc3339(e.ts_ns),
         ts_ns: e.ts_ns,
         what: match e.what {
@@ -119,7 +168,11 @@ pub fn slow(e: &SlowEvent, resolver: &mut Resolver, clock: &Clock) -> Slow {
         memcg: memcg(resolver, e.memcg_id),
         pages: e.pages,
         result: (e.what == SLOW_CHARGE).then_some(e.result),
-        task: Task { pid: Some(e.pid), tgid: Some(e.tgid), comm: comm(&e.comm) },
+        task: Task {
+            pid: Some(e.pid),
+            tgid: Some(e.tgid),
+            comm: comm(&e.comm),
+        },
     }
 }
 
@@ -130,7 +183,9 @@ pub struct Visible {
 
 impl Visible {
     pub fn new(unavailable: &[&'static str]) -> Self {
-        Self { unavailable: unavailable.iter().copied().collect() }
+        Self {
+            unavailable: unavailable.iter().copied().collect(),
+        }
     }
 
     fn get(&self, field: &str, value: u64) -> Option<u64> {
@@ -138,7 +193,12 @@ impl Visible {
     }
 }
 
-fn shrinker_row(key: &ShrinkerKey, s: &ShrinkerStats, zero_visible: bool, syms: &Kallsyms) -> ShrinkerRow {
+fn shrinker_row(
+    key: &ShrinkerKey,
+    s: &ShrinkerStats,
+    zero_visible: bool,
+    syms: &Kallsyms,
+) -> ShrinkerRow {
     ShrinkerRow {
         shrinker: format!("{:#x}", key.shrinker),
         count_objects: syms.name_at(s.count_objects).map(str::to_string),
@@ -157,7 +217,12 @@ pub struct IntervalContext<'a> {
     pub kallsyms: &'a Kallsyms,
 }
 
-pub fn interval(d: &MemcgDelta, memcg: Memcg, limit_hits: Option<u64>, cx: &IntervalContext) -> MemcgInterval {
+pub fn interval(
+    d: &MemcgDelta,
+    memcg: Memcg,
+    limit_hits: Option<u64>,
+    cx: &IntervalContext,
+) -> MemcgInterval {
     let s = &d.stats;
     let v = cx.visible;
     let zero_visible = v.get("do_shrink_slab_zero", 0).is_some();
@@ -192,7 +257,11 @@ pub fn interval(d: &MemcgDelta, memcg: Memcg, limit_hits: Option<u64>, cx: &Inte
         do_shrink_slab_ns: v.get("do_shrink_slab_ns", s.do_shrink_ns),
         limit_hits,
         shrinkers: v.get("shrinkers", 0).map(|_| {
-            d.shrinkers.iter().take(10).map(|(k, s)| shrinker_row(k, s, zero_visible, cx.kallsyms)).collect()
+            d.shrinkers
+                .iter()
+                .take(10)
+                .map(|(k, s)| shrinker_row(k, s, zero_visible, cx.kallsyms))
+                .collect()
         }),
     }
 }

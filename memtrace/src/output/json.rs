@@ -11,7 +11,11 @@ use super::escape::is_dangerous;
 struct SafeFormatter;
 
 impl serde_json::ser::Formatter for SafeFormatter {
-    fn write_string_fragment<W: ?Sized + Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if is_dangerous(c) {
@@ -46,12 +50,21 @@ mod tests {
 
     #[test]
     fn hostile_strings_stay_on_one_line_and_escaped() {
-        let out = line(&R { path: "/x\x1b]0;pwned\x07\n{\"type\":\"fake\"}", comm: "a\u{9b}b\u{7f}\u{2028}\"\\" });
+        let out = line(&R {
+            path: "/x\x1b]0;pwned\x07\n{\"type\":\"fake\"}",
+            comm: "a\u{9b}b\u{7f}\u{2028}\"\\",
+        });
         let s = std::str::from_utf8(&out).unwrap();
         assert_eq!(s.matches('\n').count(), 1, "exactly one line: {s}");
         assert!(s.ends_with('\n'));
-        assert!(!s.bytes().any(|b| b < 0x20 && b != b'\n'), "no raw C0: {s:?}");
-        assert!(!s.contains('\u{9b}') && !s.contains('\u{7f}') && !s.contains('\u{2028}'), "{s:?}");
+        assert!(
+            !s.bytes().any(|b| b < 0x20 && b != b'\n'),
+            "no raw C0: {s:?}"
+        );
+        assert!(
+            !s.contains('\u{9b}') && !s.contains('\u{7f}') && !s.contains('\u{2028}'),
+            "{s:?}"
+        );
         assert!(s.contains("\\u001b]0;pwned\\u0007\\n"), "{s}");
         assert!(s.contains("a\\u009bb\\u007f\\u2028\\\"\\\\"), "{s}");
         // And it round-trips to the original strings.

@@ -168,5 +168,4 @@ pub struct Stats {
     pub prog_recursion_misses: Option<u64>,
     pub memcg_entries: u64,
     pub shrinker_entries: u64,
-    pub events_lost_kmsg: u64,
 }

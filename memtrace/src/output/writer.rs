@@ -27,7 +27,10 @@ pub fn open_append(path: &Path, mode: u32) -> Result<File> {
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
-                anyhow::anyhow!("refusing to write {}: it is a symlink; remove it or choose another path", path.display())
+                anyhow::anyhow!(
+                    "refusing to write {}: it is a symlink; remove it or choose another path",
+                    path.display()
+                )
             } else {
                 anyhow::Error::new(e).context(format!("opening {} for writing", path.display()))
             }
@@ -41,13 +44,19 @@ pub fn open_append(path: &Path, mode: u32) -> Result<File> {
 
 impl NdjsonWriter {
     pub fn stdout() -> Self {
-        Self { out: Box::new(io::stdout()), file: None }
+        Self {
+            out: Box::new(io::stdout()),
+            file: None,
+        }
     }
 
     pub fn create(path: &Path) -> Result<Self> {
         let file = open_append(path, 0o600)?;
         let out = Box::new(file.try_clone().context("duplicating output fd")?);
-        Ok(Self { out, file: Some((file, path.to_path_buf())) })
+        Ok(Self {
+            out,
+            file: Some((file, path.to_path_buf())),
+        })
     }
 
     pub fn write<T: Serialize>(&mut self, record: &T) -> io::Result<()> {
@@ -60,7 +69,8 @@ impl NdjsonWriter {
     pub fn sync(&mut self) -> Result<()> {
         self.out.flush()?;
         if let Some((f, path)) = &self.file {
-            f.sync_data().with_context(|| format!("syncing {}", path.display()))?;
+            f.sync_data()
+                .with_context(|| format!("syncing {}", path.display()))?;
         }
         Ok(())
     }
@@ -87,10 +97,16 @@ mod tests {
         let mut w = NdjsonWriter::create(&p).unwrap();
         w.write(&serde_json::json!({"type":"x"})).unwrap();
         w.sync().unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"kept\":true}\n{\"type\":\"x\"}\n");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"kept\":true}\n{\"type\":\"x\"}\n"
+        );
         let fresh = d.join("new.ndjson");
         NdjsonWriter::create(&fresh).unwrap();
-        assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -101,7 +117,10 @@ mod tests {
         std::fs::write(&target, "precious\n").unwrap();
         let link = d.join("out.ndjson");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let err = NdjsonWriter::create(&link).err().expect("symlink must be refused").to_string();
+        let err = NdjsonWriter::create(&link)
+            .err()
+            .expect("symlink must be refused")
+            .to_string();
         assert!(err.contains("symlink"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
         std::fs::remove_dir_all(&d).unwrap();

@@ -599,8 +599,43 @@ impl KmsgReader {
     }
 }
 
+/// Undoes the kernel's `\xNN` escaping of a message fragment (a cgroup
+/// path, a comm) to the original bytes, e.g. to find that cgroup on disk.
+pub fn unescape(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') {
+            if let Some(v) = b
+                .get(i + 2..i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn unescape_restores_escaped_bytes() {
+        assert_eq!(
+            unescape("/a\\x1b]0;x\\x07\\xc2\\x9bb"),
+            b"/a\x1b]0;x\x07\xc2\x9bb"
+        );
+        assert_eq!(unescape("plain/path"), b"plain/path");
+        assert_eq!(unescape("odd\\x1"), b"odd\\x1");
+        assert_eq!(unescape("\\x5c"), b"\\");
+    }
     use super::*;
 
     const INVOKED: &str =

@@ -4,7 +4,10 @@ use std::{collections::HashMap, os::fd::AsRawFd};
 
 use anyhow::{Context, Result, anyhow};
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
-use memtrace_common::{EVENT_OOM_KILL, EVENT_SLOW, MemcgStats, OomEvent, ShrinkerKey, ShrinkerStats, SlowEvent, SystemStats};
+use memtrace_common::{
+    EVENT_OOM_KILL, EVENT_SLOW, MemcgStats, OomEvent, ShrinkerKey, ShrinkerStats, SlowEvent,
+    SystemStats,
+};
 use tokio::io::unix::AsyncFd;
 
 use super::loader::Loaded;
@@ -24,14 +27,21 @@ pub struct Live {
     pub ring: AsyncFd<RingBuf<MapData>>,
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(loaded: &mut Loaded, name: &str) -> Result<T> {
-    let map = loaded.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    loaded: &mut Loaded,
+    name: &str,
+) -> Result<T> {
+    let map = loaded
+        .ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
 /// Reads a record of type `T` if the buffer is exactly one.
 fn decode<T: Copy>(bytes: &[u8]) -> Option<T> {
-    (bytes.len() >= std::mem::size_of::<T>()).then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    (bytes.len() >= std::mem::size_of::<T>())
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
 pub fn decode_event(bytes: &[u8]) -> Option<RawEvent> {
@@ -53,7 +63,13 @@ impl Live {
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)
             .context("polling the ring buffer")?;
-        Ok(Self { loaded, memcgs, shrinkers, system, ring })
+        Ok(Self {
+            loaded,
+            memcgs,
+            shrinkers,
+            system,
+            ring,
+        })
     }
 
     /// Current totals per memcg, summed over CPUs.
@@ -76,7 +92,10 @@ impl Live {
     }
 
     pub fn system_totals(&self) -> SystemStats {
-        self.system.get(&0, 0).map(|v| sum_cpus(&v, counters::add_system)).unwrap_or_default()
+        self.system
+            .get(&0, 0)
+            .map(|v| sum_cpus(&v, counters::add_system))
+            .unwrap_or_default()
     }
 
     pub fn remove_memcg(&mut self, id: u64) {
@@ -133,9 +152,20 @@ fn prog_recursion_misses(fd: i32) -> Option<u64> {
         info: u64,
     }
     let mut attr: [u8; 128] = [0; 128];
-    let a = InfoAttr { bpf_fd: fd as u32, info_len: std::mem::size_of_val(&info) as u32, info: &raw mut info as u64 };
+    let a = InfoAttr {
+        bpf_fd: fd as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: &raw mut info as u64,
+    };
     unsafe { std::ptr::write_unaligned(attr.as_mut_ptr().cast::<InfoAttr>(), a) };
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), attr.len() as u32) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_mut_ptr(),
+            attr.len() as u32,
+        )
+    };
     (r == 0).then_some(info.recursion_misses)
 }

@@ -29,7 +29,12 @@ pub struct MapSizes {
 
 impl Default for MapSizes {
     fn default() -> Self {
-        Self { memcg_entries: 4096, shrinker_entries: 16384, inflight_entries: 16384, ringbuf_bytes: 256 * 1024 }
+        Self {
+            memcg_entries: 4096,
+            shrinker_entries: 16384,
+            inflight_entries: 16384,
+            ringbuf_bytes: 256 * 1024,
+        }
     }
 }
 
@@ -74,11 +79,15 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn family_of(&self, hook: &str) -> Option<Family> {
-        self.plan.iter().find(|p| p.hook == hook).and_then(|p| p.family)
+        self.plan
+            .iter()
+            .find(|p| p.hook == hook)
+            .and_then(|p| p.family)
     }
 
     pub fn unavailable_fields(&self) -> Vec<&'static str> {
-        let chosen: Vec<(&HookSpec, Option<Family>)> = HOOKS.iter().map(|s| (s, self.family_of(s.hook))).collect();
+        let chosen: Vec<(&HookSpec, Option<Family>)> =
+            HOOKS.iter().map(|s| (s, self.family_of(s.hook))).collect();
         plan::unavailable_fields(&chosen)
     }
 }
@@ -87,14 +96,29 @@ impl Loaded {
 fn short_error(e: &anyhow::Error) -> String {
     let full = format!("{e:#}");
     let first = full.lines().next().unwrap_or("").to_string();
-    if first.len() > 300 { format!("{}...", &first[..300]) } else { first }
+    if first.len() > 300 {
+        format!("{}...", &first[..300])
+    } else {
+        first
+    }
 }
 
 fn classic_offsets(config: &mut ProbeConfig) -> Result<()> {
     let root = tracefs::ensure()?;
-    config.tp_reclaim_end_nr_reclaimed =
-        tracefs::field_offset(&root, "vmscan", "mm_vmscan_memcg_reclaim_end", "nr_reclaimed", 8)?;
-    let direct = tracefs::field_offset(&root, "vmscan", "mm_vmscan_direct_reclaim_end", "nr_reclaimed", 8)?;
+    config.tp_reclaim_end_nr_reclaimed = tracefs::field_offset(
+        &root,
+        "vmscan",
+        "mm_vmscan_memcg_reclaim_end",
+        "nr_reclaimed",
+        8,
+    )?;
+    let direct = tracefs::field_offset(
+        &root,
+        "vmscan",
+        "mm_vmscan_direct_reclaim_end",
+        "nr_reclaimed",
+        8,
+    )?;
     if direct != config.tp_reclaim_end_nr_reclaimed {
         bail!("vmscan reclaim_end tracepoints disagree on nr_reclaimed's offset");
     }
@@ -108,7 +132,9 @@ fn classic_offsets(config: &mut ProbeConfig) -> Result<()> {
 pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     caps::check_privileges()?;
     let kbtf = KernelBtf::load_default()?;
-    let offsets = kbtf.kernel_offsets().context("resolving kernel struct offsets from BTF")?;
+    let offsets = kbtf
+        .kernel_offsets()
+        .context("resolving kernel struct offsets from BTF")?;
     let kallsyms = Kallsyms::load()?;
     let facts = caps::gather_facts(&kbtf, &kallsyms);
 
@@ -119,17 +145,24 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         );
     }
 
-    let candidates: Vec<_> = HOOKS.iter().map(|s| plan::candidates(s, opts.mode, &facts)).collect();
+    let candidates: Vec<_> = HOOKS
+        .iter()
+        .map(|s| plan::candidates(s, opts.mode, &facts))
+        .collect();
 
     let mut config = ProbeConfig {
         slow_charge_ns: opts.slow_charge_ns,
         slow_reclaim_ns: opts.slow_reclaim_ns,
-        mark_victim_arg: kbtf.mark_victim_arg().unwrap_or(memtrace_common::MARK_VICTIM_ARG_TASK),
+        mark_victim_arg: kbtf
+            .mark_victim_arg()
+            .unwrap_or(memtrace_common::MARK_VICTIM_ARG_TASK),
         ..Default::default()
     };
     // Classic tracepoints need tracefs; only set it up when one of them is
     // a hook's first choice (tp_btf is preferred wherever it exists).
-    let classic_first = candidates.iter().any(|c| c.attempts.first().map(|a| a.family) == Some(Family::Tracepoint));
+    let classic_first = candidates
+        .iter()
+        .any(|c| c.attempts.first().map(|a| a.family) == Some(Family::Tracepoint));
     let classic_error = if exhaustive || classic_first || tracefs::find().is_some() {
         classic_offsets(&mut config).err().map(|e| short_error(&e))
     } else {
@@ -151,36 +184,55 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     let mark_victim_known = kbtf.mark_victim_arg().is_some();
     let mut plan_entries = Vec::new();
     for (spec, cands) in HOOKS.iter().zip(&candidates) {
-        let mut reasons: Vec<String> = cands.ruled_out.iter().map(|(f, w)| format!("{}: {w}", f.as_str())).collect();
+        let mut reasons: Vec<String> = cands
+            .ruled_out
+            .iter()
+            .map(|(f, w)| format!("{}: {w}", f.as_str()))
+            .collect();
         let mut chosen = None;
         let mut outcomes: Vec<FamilyOutcome> = cands
             .ruled_out
             .iter()
-            .map(|(f, w)| FamilyOutcome { family: *f, ok: false, detail: w.clone() })
+            .map(|(f, w)| FamilyOutcome {
+                family: *f,
+                ok: false,
+                detail: w.clone(),
+            })
             .collect();
         for attempt in &cands.attempts {
             if chosen.is_some() && !exhaustive {
                 break;
             }
             let result = match attempt.family {
-                Family::Tracepoint if classic_error.is_some() => {
-                    Err(anyhow!("tracepoint format offsets: {}", classic_error.as_deref().unwrap_or("")))
-                }
+                Family::Tracepoint if classic_error.is_some() => Err(anyhow!(
+                    "tracepoint format offsets: {}",
+                    classic_error.as_deref().unwrap_or("")
+                )),
                 Family::TpBtf if spec.hook == "oom_kill_process" && !mark_victim_known => {
-                    Err(anyhow!("mark_victim's prototype is neither (task_struct *, uid) nor (int pid)"))
+                    Err(anyhow!(
+                        "mark_victim's prototype is neither (task_struct *, uid) nor (int pid)"
+                    ))
                 }
                 _ => attach(&mut ebpf, spec, attempt.family, &attempt.target, &aya_btf),
             };
             match result {
                 Ok(()) => {
-                    outcomes.push(FamilyOutcome { family: attempt.family, ok: true, detail: attempt.target.clone() });
+                    outcomes.push(FamilyOutcome {
+                        family: attempt.family,
+                        ok: true,
+                        detail: attempt.target.clone(),
+                    });
                     if chosen.is_none() {
                         chosen = Some(attempt.clone());
                     }
                 }
                 Err(e) => {
                     let why = short_error(&e);
-                    outcomes.push(FamilyOutcome { family: attempt.family, ok: false, detail: why.clone() });
+                    outcomes.push(FamilyOutcome {
+                        family: attempt.family,
+                        ok: false,
+                        detail: why.clone(),
+                    });
                     if chosen.is_none() {
                         reasons.push(format!("{}: {why}", attempt.family.as_str()));
                     }
@@ -191,14 +243,20 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         let loses = match family {
             None if spec.is_function_hook() => Some(spec.tracepoint_note),
             None => Some("not seen"),
-            Some(Family::TpBtf | Family::Tracepoint) if !spec.tracepoint_note.is_empty() => Some(spec.tracepoint_note),
+            Some(Family::TpBtf | Family::Tracepoint) if !spec.tracepoint_note.is_empty() => {
+                Some(spec.tracepoint_note)
+            }
             _ => None,
         };
         plan_entries.push(PlanEntry {
             hook: spec.hook,
             family,
             target: chosen.map(|a| a.target),
-            status: if family.is_some() { "attached" } else { "unavailable" },
+            status: if family.is_some() {
+                "attached"
+            } else {
+                "unavailable"
+            },
             reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
             loses,
             families: if exhaustive { outcomes } else { Vec::new() },
@@ -206,31 +264,63 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     }
 
     check_forced_mode(opts.mode, &plan_entries)?;
-    Ok(Loaded { ebpf, plan: plan_entries, facts, kallsyms, offsets })
+    Ok(Loaded {
+        ebpf,
+        plan: plan_entries,
+        facts,
+        kallsyms,
+        offsets,
+    })
 }
 
 /// A forced family the kernel cannot do at all is an error, not an empty plan.
 fn check_forced_mode(mode: AttachMode, plan: &[PlanEntry]) -> Result<()> {
-    let function_hooks = || plan.iter().filter(|p| plan::spec(p.hook).is_some_and(HookSpec::is_function_hook));
-    let why = || function_hooks().filter_map(|p| p.reason.clone()).next().unwrap_or_default();
+    let function_hooks = || {
+        plan.iter()
+            .filter(|p| plan::spec(p.hook).is_some_and(HookSpec::is_function_hook))
+    };
+    let why = || {
+        function_hooks()
+            .filter_map(|p| p.reason.clone())
+            .next()
+            .unwrap_or_default()
+    };
     match mode {
         AttachMode::Fentry if function_hooks().all(|p| p.family.is_none()) => {
-            bail!("--attach fentry: no fentry/fexit program could be attached on this kernel ({}); use --attach auto or tracepoint", why())
+            bail!(
+                "--attach fentry: no fentry/fexit program could be attached on this kernel ({}); use --attach auto or tracepoint",
+                why()
+            )
         }
         AttachMode::Kprobe if function_hooks().all(|p| p.family.is_none()) => {
-            bail!("--attach kprobe: no kprobe could be attached on this kernel ({}); use --attach auto or tracepoint", why())
+            bail!(
+                "--attach kprobe: no kprobe could be attached on this kernel ({}); use --attach auto or tracepoint",
+                why()
+            )
         }
         _ if plan.iter().all(|p| p.family.is_none()) => {
-            bail!("no memtrace hook could be attached on this kernel: {}", why())
+            bail!(
+                "no memtrace hook could be attached on this kernel: {}",
+                why()
+            )
         }
         _ => Ok(()),
     }
 }
 
-fn attach(ebpf: &mut Ebpf, spec: &HookSpec, family: Family, target: &str, btf: &aya::Btf) -> Result<()> {
+fn attach(
+    ebpf: &mut Ebpf,
+    spec: &HookSpec,
+    family: Family,
+    target: &str,
+    btf: &aya::Btf,
+) -> Result<()> {
     match family {
         Family::Fentry => {
-            let progs = spec.fentry.as_ref().ok_or_else(|| anyhow!("no fentry program"))?;
+            let progs = spec
+                .fentry
+                .as_ref()
+                .ok_or_else(|| anyhow!("no fentry program"))?;
             let entry: &mut FEntry = prog(ebpf, progs.entry)?.try_into()?;
             entry.load(target, btf)?;
             if let Err(e) = entry.attach() {
@@ -253,7 +343,10 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec, family: Family, target: &str, btf: &
             Ok(())
         }
         Family::Kprobe => {
-            let progs = spec.kprobe.as_ref().ok_or_else(|| anyhow!("no kprobe program"))?;
+            let progs = spec
+                .kprobe
+                .as_ref()
+                .ok_or_else(|| anyhow!("no kprobe program"))?;
             let names: Vec<&str> = std::iter::once(progs.entry).chain(progs.exit).collect();
             attach_all(ebpf, &names, |p| {
                 let k: &mut KProbe = p.try_into()?;
@@ -301,7 +394,8 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec, family: Family, target: &str, btf: &
 }
 
 fn prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
-    ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
 }
 
 fn attach_all(

@@ -1,0 +1,62 @@
+//! Command-line errors that need no kernel access.
+mod common;
+
+use std::process::Command;
+
+use common::MEMTRACE;
+
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(MEMTRACE).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let (code, err) = run(&["stream", "--no-such-flag"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--no-such-flag"), "{err}");
+}
+
+#[test]
+fn bad_durations_are_usage_errors() {
+    let (code, err) = run(&["stream", "--interval", "0s"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("greater than zero"), "{err}");
+    let (code, err) = run(&["stream", "--duration", "soon"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("examples: 500ms"), "{err}");
+}
+
+#[test]
+fn bad_ringbuf_size_names_the_fix() {
+    let (code, err) = run(&["stream", "--ringbuf-kib", "100"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("power of two"), "{err}");
+}
+
+#[test]
+fn output_through_a_symlink_is_refused() {
+    let dir = common::scratch("symlink-cli");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "keep\n").unwrap();
+    let link = dir.join("out.ndjson");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let (code, err) = run(&["stream", "--output", link.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+}
+
+#[test]
+fn help_has_examples() {
+    let out = Command::new(MEMTRACE)
+        .args(["stream", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("Examples:") && s.contains("--attach"), "{s}");
+}

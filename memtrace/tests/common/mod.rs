@@ -1,0 +1,357 @@
+//! Shared harness for tests that run the real `memtrace` binary against the
+//! running kernel: memcgs and processes that clean up after themselves (also
+//! when a test fails), and a stream runner that parses what memtrace wrote.
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    io::Write,
+    os::unix::{fs::MetadataExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");
+
+/// Held while a test touches global kernel state.
+pub struct Serial(fs::File);
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&self.0), libc::LOCK_UN) };
+    }
+}
+
+/// Tests that load programs, OOM-kill or churn memory run one at a time,
+/// across test threads and test processes alike: they share the kernel
+/// log, the memcg tree and global reclaim.
+pub fn serial() -> Serial {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::env::temp_dir().join("memtrace-kernel-tests.lock"))
+        .expect("open test lock file");
+    let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+    assert_eq!(r, 0, "flock: {}", std::io::Error::last_os_error());
+    Serial(f)
+}
+
+/// These tests need root: fail loudly, never pass silently.
+pub fn require_root() {
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "kernel tests load BPF programs and create memcgs: run them as root (cargo xtask test does)"
+    );
+}
+
+/// The memory controller's hierarchy root (cgroup v1 memory or v2).
+pub fn memcg_root() -> PathBuf {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut v2 = None;
+    for line in info.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount_point = pre.split(' ').nth(4).unwrap_or("");
+        let mut post = post.split(' ');
+        let fstype = post.next().unwrap_or("");
+        let opts = post.nth(1).unwrap_or("");
+        if fstype == "cgroup" && opts.split(',').any(|o| o == "memory") {
+            return PathBuf::from(mount_point);
+        }
+        if fstype == "cgroup2" {
+            let controllers = fs::read_to_string(Path::new(mount_point).join("cgroup.controllers"))
+                .unwrap_or_default();
+            if controllers.split_whitespace().any(|c| c == "memory") {
+                v2 = Some(PathBuf::from(mount_point));
+            }
+        }
+    }
+    v2.expect("no memory cgroup hierarchy mounted")
+}
+
+pub fn is_v2(root: &Path) -> bool {
+    root.join("cgroup.controllers").exists()
+}
+
+/// A memcg that kills its processes and removes itself on drop.
+pub struct TestMemcg {
+    pub dir: PathBuf,
+    /// Path relative to the hierarchy root, as memtrace reports it.
+    pub rel: String,
+    children: Vec<TestMemcg>,
+}
+
+impl TestMemcg {
+    pub fn new(name: &str) -> Self {
+        let root = memcg_root();
+        let dir = root.join(format!("memtrace-test-{}-{name}", std::process::id()));
+        Self::create(&root, dir)
+    }
+
+    fn create(root: &Path, dir: PathBuf) -> Self {
+        let _ = fs::remove_dir(&dir);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        if is_v2(root) {
+            let _ = fs::write(dir.join("cgroup.subtree_control"), "+memory");
+        }
+        let rel = format!("/{}", dir.strip_prefix(root).unwrap().to_string_lossy());
+        Self {
+            dir,
+            rel,
+            children: Vec::new(),
+        }
+    }
+
+    pub fn child(&mut self, name: &str) -> &TestMemcg {
+        let root = memcg_root();
+        let c = Self::create(&root, self.dir.join(name));
+        self.children.push(c);
+        self.children.last().unwrap()
+    }
+
+    /// A memory limit (page cache churn needs no more).
+    pub fn limit(&self, bytes: u64) -> &Self {
+        let file = if is_v2(&memcg_root()) {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        fs::write(self.dir.join(file), bytes.to_string()).unwrap();
+        self
+    }
+
+    /// A memory limit and no swap, so the OOM killer (not swap) answers
+    /// anonymous memory growth on hosts that have swap.
+    pub fn limit_no_swap(&self, bytes: u64) -> &Self {
+        self.limit(bytes);
+        if is_v2(&memcg_root()) {
+            let _ = fs::write(self.dir.join("memory.swap.max"), "0");
+        } else {
+            let _ = fs::write(
+                self.dir.join("memory.memsw.limit_in_bytes"),
+                bytes.to_string(),
+            );
+            let _ = fs::write(self.dir.join("memory.swappiness"), "0");
+        }
+        self
+    }
+
+    pub fn inode(&self) -> u64 {
+        fs::metadata(&self.dir).unwrap().ino()
+    }
+
+    /// Spawns `cmd` inside this memcg (it moves itself before exec).
+    pub fn spawn(&self, cmd: &mut Command) -> Child {
+        let procs = self.dir.join("cgroup.procs");
+        let procs = std::ffi::CString::new(procs.as_os_str().as_encoded_bytes()).unwrap();
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if n != 1 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn workload")
+    }
+
+    fn kill_all(dir: &Path) {
+        for _ in 0..100 {
+            let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            let pids: Vec<i32> = procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if pids.is_empty() {
+                return;
+            }
+            for p in pids {
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestMemcg {
+    fn drop(&mut self) {
+        for c in self.children.drain(..) {
+            drop(c);
+        }
+        Self::kill_all(&self.dir);
+        for _ in 0..100 {
+            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("warning: could not remove {}", self.dir.display());
+    }
+}
+
+/// Waits for a child, killing it after `timeout`.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `memtrace stream` writing to a file; killed on drop.
+pub struct Stream {
+    pub child: Child,
+    pub out: PathBuf,
+    pub stderr: PathBuf,
+}
+
+/// A scratch directory, removed on drop (also when the test fails).
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn scratch(name: &str) -> Scratch {
+    let d = std::env::temp_dir().join(format!("memtrace-test-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    Scratch(d)
+}
+
+impl Stream {
+    /// Starts `memtrace stream ARGS --output FILE` and waits for its header
+    /// (programs attached) before returning.
+    pub fn start(dir: &Path, args: &[&str]) -> Self {
+        let out = dir.join("stream.ndjson");
+        let stderr = dir.join("stream.stderr");
+        let child = Command::new(MEMTRACE)
+            .arg("stream")
+            .args(args)
+            .arg("--output")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start memtrace stream");
+        let mut s = Self { child, out, stderr };
+        let end = Instant::now() + Duration::from_secs(30);
+        while fs::read_to_string(&s.out)
+            .map(|t| t.lines().next().is_none())
+            .unwrap_or(true)
+        {
+            if let Some(st) = s.child.try_wait().unwrap() {
+                panic!(
+                    "memtrace stream exited early ({st}): {}",
+                    fs::read_to_string(&s.stderr).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "memtrace stream wrote no header in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Stops it with `signal` and returns every record it wrote.
+    pub fn stop(mut self, signal: i32) -> Vec<Value> {
+        unsafe { libc::kill(self.pid(), signal) };
+        let st = wait_timeout(&mut self.child, Duration::from_secs(20));
+        let err = fs::read_to_string(&self.stderr).unwrap_or_default();
+        assert!(
+            st.success(),
+            "memtrace stream exit status {st} after signal {signal}; stderr: {err}"
+        );
+        read_records(&self.out)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses NDJSON, checking every line is one complete JSON object without
+/// raw control characters.
+pub fn read_records(path: &Path) -> Vec<Value> {
+    let bytes = fs::read(path).unwrap();
+    assert!(bytes.ends_with(b"\n"), "output must end with a whole line");
+    assert!(
+        !bytes.iter().any(|&b| (b < 0x20 && b != b'\n') || b == 0x7f),
+        "raw control characters in output"
+    );
+    let text = String::from_utf8(bytes).expect("output is UTF-8");
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("line {}: {e}: {l}", i + 1))
+        })
+        .collect()
+}
+
+pub fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["type"] == kind).collect()
+}
+
+/// CPU seconds (user+sys) and peak RSS (KiB) of a live process.
+pub fn cpu_and_rss(pid: i32) -> (f64, u64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after_comm.split(' ').collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / ticks;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+pub fn write_file(path: &Path, s: &str) {
+    fs::File::create(path)
+        .unwrap()
+        .write_all(s.as_bytes())
+        .unwrap();
+}

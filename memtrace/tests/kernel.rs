@@ -1,0 +1,489 @@
+//! End-to-end tests of `memtrace stream` and `memtrace doctor` on the
+//! running kernel, as root: real BPF programs, real memcgs, real OOM kills.
+mod common;
+
+use std::{
+    fs,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+fn header(records: &[Value]) -> &Value {
+    let h = &records[0];
+    assert_eq!(h["type"], "header", "first record is the header: {h}");
+    h
+}
+
+/// Records of `kind` about the memcg at `rel`.
+fn for_memcg<'a>(records: &'a [Value], kind: &str, rel: &str) -> Vec<&'a Value> {
+    of_type(records, kind)
+        .into_iter()
+        .filter(|r| r["memcg"]["path"] == rel)
+        .collect()
+}
+
+fn live_kill<'a>(records: &'a [Value], pid: u32) -> &'a Value {
+    let kills: Vec<_> = of_type(records, "oom_kill")
+        .into_iter()
+        .filter(|r| r["victim"]["pid"] == pid && r["before_start"] == false)
+        .collect();
+    assert_eq!(
+        kills.len(),
+        1,
+        "exactly one oom_kill record for pid {pid}; records: {records:#?}"
+    );
+    kills[0]
+}
+
+/// Runs `tail /dev/zero` (which allocates until killed) in `memcg` and
+/// returns its pid once the OOM killer has killed it.
+fn oom_victim(memcg: &TestMemcg, exe: &Path) -> u32 {
+    let mut child = memcg.spawn(Command::new(exe).arg("/dev/zero"));
+    let pid = child.id();
+    let st = wait_timeout(&mut child, Duration::from_secs(60));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGKILL),
+        "the workload must be OOM-killed, got {st}"
+    );
+    pid
+}
+
+/// Lets userspace see the kernel log lines and ring-buffer events.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+#[test]
+fn oom_kill_in_limited_memcg_names_victim_and_memcg() {
+    require_root();
+    let _g = serial();
+    let dir = scratch("oom");
+    let memcg = TestMemcg::new("oom");
+    memcg.limit_no_swap(64 << 20);
+    let stream = Stream::start(&dir, &[]);
+    let pid = oom_victim(&memcg, Path::new("/usr/bin/tail"));
+    settle();
+    let records = stream.stop(libc::SIGINT);
+    let h = header(&records);
+    let kill = live_kill(&records, pid);
+    assert_eq!(kill["victim"]["comm"], "tail");
+    assert_eq!(kill["constraint"], "memcg");
+    assert_eq!(kill["oom_memcg"]["path"], memcg.rel.as_str(), "{kill}");
+    assert_eq!(kill["oom_memcg"]["id"], memcg.inode());
+    assert_eq!(kill["victim_memcg"]["path"], memcg.rel.as_str());
+    assert!(
+        kill["victim"]["rss_anon_kb"].as_u64().unwrap() > 32 << 10,
+        "most of the 64 MiB is anon: {kill}"
+    );
+    let sources: Vec<&str> = kill["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    if h["kmsg"] == true {
+        assert!(sources.contains(&"kmsg"), "{kill}");
+    }
+    let oom_family = h["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["hook"] == "oom_kill_process")
+        .unwrap()["family"]
+        .clone();
+    match oom_family.as_str() {
+        Some("fentry" | "kprobe") => {
+            assert!(sources.contains(&"oom_kill_process"));
+            assert!(kill["totalpages"].as_u64().unwrap() > 0);
+        }
+        Some("tp_btf" | "tracepoint") => {
+            assert!(sources.contains(&"mark_victim"));
+            assert!(
+                kill["totalpages"].is_null(),
+                "tracepoint plans cannot see totalpages: null, not 0"
+            );
+        }
+        other => panic!("no OOM hook attached: {other:?}"),
+    }
+}
+
+#[test]
+fn oom_from_a_parent_limit_names_the_parent() {
+    require_root();
+    let _g = serial();
+    let dir = scratch("oom-parent");
+    let mut parent = TestMemcg::new("parent");
+    parent.limit_no_swap(64 << 20);
+    let parent_rel = parent.rel.clone();
+    let child = parent.child("unlimited");
+    let child_rel = child.rel.clone();
+    let stream = Stream::start(&dir, &[]);
+    let pid = oom_victim(child, Path::new("/usr/bin/tail"));
+    settle();
+    let records = stream.stop(libc::SIGTERM);
+    let kill = live_kill(&records, pid);
+    assert_eq!(
+        kill["oom_memcg"]["path"],
+        parent_rel.as_str(),
+        "the limit that fired is the parent's: {kill}"
+    );
+    assert_eq!(kill["victim_memcg"]["path"], child_rel.as_str(), "{kill}");
+    assert_ne!(kill["oom_memcg"]["id"], kill["victim_memcg"]["id"]);
+    drop(parent);
+}
+
+#[test]
+fn write_churn_shows_reclaim_and_limit_hits_and_nulls_for_the_unseen() {
+    require_root();
+    let _g = serial();
+    let dir = scratch("churn");
+    let memcg = TestMemcg::new("churn");
+    memcg.limit(64 << 20);
+    let stream = Stream::start(&dir, &["--interval", "500ms"]);
+    // 1 GiB through the page cache of a real disk from a 64 MiB memcg: the
+    // memcg must reclaim its own cache over and over. The writer may be
+    // OOM-killed on some kernels; that is tolerated.
+    let file = std::env::temp_dir().join(format!("memtrace-churn-{}", std::process::id()));
+    let mut dd = memcg.spawn(
+        Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", file.display()))
+            .args(["bs=1M", "count=1024"]),
+    );
+    wait_timeout(&mut dd, Duration::from_secs(120));
+    let _ = fs::remove_file(&file);
+    settle();
+    let (cpu, rss_kib) = cpu_and_rss(stream.pid());
+    let records = stream.stop(libc::SIGINT);
+    println!(
+        "agent during 1 GiB churn: cpu {cpu:.2} s, peak rss {rss_kib} KiB, {} records",
+        records.len()
+    );
+
+    let h = header(&records);
+    let rows = for_memcg(&records, "memcg_interval", &memcg.rel);
+    assert!(!rows.is_empty(), "memcg_interval records for {}", memcg.rel);
+    let sum = |f: &str| rows.iter().filter_map(|r| r[f].as_u64()).sum::<u64>();
+    assert!(
+        sum("reclaim_memcg_count") > 0,
+        "limit reclaim seen: {rows:#?}"
+    );
+    assert!(sum("reclaim_memcg_ns") > 0);
+    assert!(sum("reclaim_memcg_pages") > 0);
+    assert!(
+        sum("limit_hits") > 0,
+        "failcnt/memory.events max rose: {rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["reclaim_p99_ns"].as_u64().is_some_and(|p| p > 0))
+    );
+    for r in &rows {
+        assert_eq!(
+            r["memcg"]["id"],
+            memcg.inode(),
+            "kernel-side memcg id is the directory's inode"
+        );
+    }
+    // What the plan cannot see is null, never 0.
+    let unavailable: Vec<&str> = h["unavailable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for r in &rows {
+        for f in &unavailable {
+            if let Some(v) = r.get(*f) {
+                assert!(
+                    v.is_null(),
+                    "{f} is unavailable on this plan and must be null: {r}"
+                );
+            }
+        }
+    }
+    // And what it can see is a number.
+    for f in [
+        "reclaim_memcg_count",
+        "reclaim_direct_count",
+        "do_shrink_slab_calls",
+    ] {
+        if !unavailable.contains(&f) {
+            assert!(rows[0][f].is_u64(), "{f}: {}", rows[0]);
+        }
+    }
+    let stats = of_type(&records, "stats");
+    assert!(!stats.is_empty());
+    let last = stats.last().unwrap();
+    assert_eq!(last["memcg_map_full"], 0);
+}
+
+#[test]
+fn memcg_id_read_in_the_kernel_is_the_directory_inode() {
+    require_root();
+    let _g = serial();
+    let dir = scratch("inode");
+    let memcg = TestMemcg::new("inode");
+    memcg.limit(16 << 20);
+    let stream = Stream::start(&dir, &["--interval", "500ms"]);
+    let file = std::env::temp_dir().join(format!("memtrace-inode-{}", std::process::id()));
+    let mut dd = memcg.spawn(
+        Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", file.display()))
+            .args(["bs=1M", "count=128"]),
+    );
+    wait_timeout(&mut dd, Duration::from_secs(60));
+    let _ = fs::remove_file(&file);
+    settle();
+    let records = stream.stop(libc::SIGINT);
+    let ino = memcg.inode();
+    let by_id: Vec<_> = of_type(&records, "memcg_interval")
+        .into_iter()
+        .filter(|r| r["memcg"]["id"] == ino)
+        .collect();
+    assert!(
+        !by_id.is_empty(),
+        "a record carries the id {ino} computed in the kernel"
+    );
+    for r in by_id {
+        assert_eq!(r["memcg"]["path"], memcg.rel.as_str());
+    }
+}
+
+#[test]
+fn hostile_memcg_names_and_comms_are_escaped() {
+    require_root();
+    let _g = serial();
+    let dir = scratch("hostile");
+    // cgroupfs accepts ESC, BEL and C1 bytes in names (not '/' or newline).
+    let memcg = TestMemcg::new("evil\x1b]0;owned\x07\u{9b}31m name");
+    memcg.limit_no_swap(32 << 20);
+    // The victim's comm comes from its executable's name.
+    let exe = dir.join("\x1b[2Jtail\x07");
+    std::os::unix::fs::symlink("/usr/bin/tail", &exe).unwrap();
+    let stream = Stream::start(&dir, &["--interval", "500ms"]);
+    let pid = oom_victim(&memcg, &exe);
+    settle();
+    let records = stream.stop(libc::SIGINT); // also asserts no raw controls in the file
+    let kill = live_kill(&records, pid);
+    assert_eq!(
+        kill["oom_memcg"]["path"],
+        memcg.rel.as_str(),
+        "parsed back to the real name"
+    );
+    let comm = kill["victim"]["comm"].as_str().unwrap();
+    assert!(comm.contains("tail"), "{comm:?}");
+    let raw = fs::read_to_string(dir.join("stream.ndjson")).unwrap();
+    assert!(
+        raw.contains("\\u001b]0;owned\\u0007\\u009b31m"),
+        "escaped in the JSON text"
+    );
+}
+
+fn doctor_json() -> Value {
+    let out = Command::new(MEMTRACE)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "doctor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("doctor --json prints one JSON object")
+}
+
+#[test]
+fn doctor_reports_what_this_kernel_can_do() {
+    require_root();
+    let _g = serial();
+    let d = doctor_json();
+    assert_eq!(
+        d["kernel_release"],
+        fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap()
+            .trim()
+    );
+    assert_eq!(
+        d["btf"]["available"],
+        Path::new("/sys/kernel/btf/vmlinux").exists()
+    );
+    let kprobe_pmu = Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    assert_eq!(
+        d["families"]["kprobe"]["available"], kprobe_pmu,
+        "{}",
+        d["families"]
+    );
+    if !kprobe_pmu {
+        let why = d["families"]["kprobe"]["reason"].as_str().unwrap();
+        assert!(why.contains("no kprobe support"), "{why}");
+    }
+    assert_eq!(
+        d["families"]["tp_btf"]["available"], true,
+        "{}",
+        d["families"]
+    );
+    assert_eq!(
+        d["families"]["tracepoint"]["available"], true,
+        "classic tracepoints attach (tracefs mounted privately if needed)"
+    );
+    // The plan auto picks: the first family that worked for each hook.
+    for p in d["plan"].as_array().unwrap() {
+        let first_ok = p["families"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["ok"] == true)
+            .map(|o| o["family"].clone());
+        assert_eq!(p["family"], first_ok.unwrap_or(Value::Null), "{p}");
+        assert_eq!(
+            p["status"],
+            if p["family"].is_null() {
+                "unavailable"
+            } else {
+                "attached"
+            }
+        );
+    }
+    assert!(d["maps_total_bytes"].as_u64().unwrap() > 0);
+    // Doctor must not leave tracefs mounted on the host.
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    assert_eq!(
+        mounts.contains(" tracefs "),
+        Path::new("/sys/kernel/tracing/events").exists()
+    );
+}
+
+#[test]
+fn doctor_on_this_host_kind() {
+    // The CI machine kind: a 6.18 kernel without kprobes that refuses
+    // fentry. Elsewhere this test says so and fails, rather than pass.
+    require_root();
+    let _g = serial();
+    let d = doctor_json();
+    let host_kind = !Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    assert!(
+        host_kind,
+        "this test describes the CI host (no kprobe PMU); on this machine see doctor_reports_what_this_kernel_can_do"
+    );
+    assert_eq!(d["families"]["kprobe"]["available"], false);
+    assert_eq!(
+        d["families"]["fentry"]["available"], false,
+        "fentry loads fail with EPERM on this host"
+    );
+    assert_eq!(d["families"]["tp_btf"]["available"], true);
+    let plan: Vec<(String, Value)> = d["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["hook"].as_str().unwrap().to_string(), p["family"].clone()))
+        .collect();
+    for (hook, fam) in plan {
+        match hook.as_str() {
+            "try_charge_memcg" | "shrink_slab" => {
+                assert!(fam.is_null(), "{hook}: no tracepoint equivalent")
+            }
+            _ => assert_eq!(fam, "tp_btf", "{hook}"),
+        }
+    }
+    let unavailable: Vec<&str> = d["unavailable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(unavailable.contains(&"charge_calls") && unavailable.contains(&"do_shrink_slab_zero"));
+}
+
+#[test]
+fn forcing_an_impossible_attach_mode_is_a_clear_error() {
+    require_root();
+    let _g = serial();
+    let kprobe_pmu = Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    let dir = scratch("kprobe");
+    let out = Command::new(MEMTRACE)
+        .args([
+            "stream",
+            "--attach",
+            "kprobe",
+            "--duration",
+            "1s",
+            "--output",
+        ])
+        .arg(dir.join("out.ndjson"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if kprobe_pmu {
+        assert!(
+            out.status.success(),
+            "kprobes exist here, so --attach kprobe works: {err}"
+        );
+        let r = read_records(&dir.join("out.ndjson"));
+        assert!(
+            r[0]["plan"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["family"] == "kprobe")
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("--attach kprobe")
+                && err.contains("no kprobe support")
+                && err.contains("--attach auto"),
+            "{err}"
+        );
+        let written = fs::read_to_string(dir.join("out.ndjson")).unwrap_or_default();
+        assert!(written.is_empty(), "nothing is streamed on a failed start");
+    }
+}
+
+#[test]
+fn unprivileged_user_gets_the_cause_and_the_fix() {
+    require_root();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            MEMTRACE,
+            "stream",
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("needs root or CAP_BPF+CAP_PERFMON"), "{err}");
+}
+
+#[test]
+fn sigterm_flushes_and_exits_zero_with_final_stats() {
+    require_root();
+    let _g = serial();
+    let dir = scratch("sigterm");
+    let stream = Stream::start(&dir, &["--interval", "1h"]);
+    let start = Instant::now();
+    let records = stream.stop(libc::SIGTERM);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        records.last().unwrap()["type"],
+        "stats",
+        "final counters are written on exit"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["ts"].as_str().is_some_and(|t| t.ends_with('Z')) && r["ts_ns"].is_u64())
+    );
+}

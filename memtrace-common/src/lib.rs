@@ -250,7 +250,11 @@ pub struct SlowEvent {
 pub fn hist_bucket(ns: u64) -> usize {
     let log2 = 63 - (ns | 1).leading_zeros();
     let b = log2.saturating_sub(HIST_SHIFT) as usize;
-    if b >= HIST_BUCKETS { HIST_BUCKETS - 1 } else { b }
+    if b >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        b
+    }
 }
 
 #[cfg(feature = "user")]

@@ -18,7 +18,11 @@ fn enter(memcg: *const u8, nr_pages: u64) {
     if !kernel::enabled() {
         return;
     }
-    let v = Inflight { start_ns: kernel::now_ns(), memcg_id: kernel::memcg_id(memcg), arg: nr_pages };
+    let v = Inflight {
+        start_ns: kernel::now_ns(),
+        memcg_id: kernel::memcg_id(memcg),
+        arg: nr_pages,
+    };
     stats::begin(kernel::current_tid(), HOOK_CHARGE, &v);
 }
 

@@ -9,8 +9,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
 use memtrace_common::{
-    EVENT_OOM_KILL, MARK_VICTIM_ARG_PID, OOM_HAS_OOM_MEMCG, OOM_HAS_TOTALPAGES, OOM_HAS_VICTIM_TASK,
-    OOM_SRC_MARK_VICTIM, OOM_SRC_OOM_KILL_PROCESS, OomEvent,
+    EVENT_OOM_KILL, MARK_VICTIM_ARG_PID, OOM_HAS_OOM_MEMCG, OOM_HAS_TOTALPAGES,
+    OOM_HAS_VICTIM_TASK, OOM_SRC_MARK_VICTIM, OOM_SRC_OOM_KILL_PROCESS, OomEvent,
 };
 
 use crate::{
@@ -34,7 +34,9 @@ fn victim_from_task(e: &mut OomEvent, task: *const u8) {
         e.victim_uid = read::<u32>(cred, off!(cred_uid)).unwrap_or(u32::MAX);
     }
     if let Some(sig) = read::<*const u8>(task, off!(task_signal)) {
-        e.victim_oom_score_adj = read::<i16>(sig, off!(signal_oom_score_adj)).map(i32::from).unwrap_or(i32::MIN);
+        e.victim_oom_score_adj = read::<i16>(sig, off!(signal_oom_score_adj))
+            .map(i32::from)
+            .unwrap_or(i32::MIN);
     }
 }
 

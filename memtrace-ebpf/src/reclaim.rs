@@ -23,7 +23,11 @@ fn begin(hook: u32) {
         return;
     }
     let memcg_id = kernel::task_memcg_id(kernel::current_task());
-    let v = Inflight { start_ns: kernel::now_ns(), memcg_id, arg: 0 };
+    let v = Inflight {
+        start_ns: kernel::now_ns(),
+        memcg_id,
+        arg: 0,
+    };
     stats::begin(kernel::current_tid(), hook, &v);
 }
 
@@ -50,7 +54,11 @@ fn end(hook: u32, ctx_index: usize, nr_reclaimed: u64) {
     }
     let slow = config!(slow_reclaim_ns);
     if slow != 0 && ns >= slow {
-        let what = if hook == HOOK_RECLAIM_DIRECT { SLOW_RECLAIM_DIRECT } else { SLOW_RECLAIM_MEMCG };
+        let what = if hook == HOOK_RECLAIM_DIRECT {
+            SLOW_RECLAIM_DIRECT
+        } else {
+            SLOW_RECLAIM_MEMCG
+        };
         emit_slow(what, ns, v.memcg_id, nr_reclaimed);
     }
 }
@@ -90,9 +98,16 @@ fn kswapd_wake() {
         s.kswapd_wakes += 1;
     }
     let tid = kernel::current_tid();
-    let key = memtrace_common::InflightKey { tid, hook: HOOK_KSWAPD };
-    if unsafe { crate::maps::INFLIGHT.get(&key) }.is_none() {
-        stats::begin(tid, HOOK_KSWAPD, &Inflight { start_ns: kernel::now_ns(), memcg_id: 0, arg: 0 });
+    if !stats::in_flight(tid, HOOK_KSWAPD) {
+        stats::begin(
+            tid,
+            HOOK_KSWAPD,
+            &Inflight {
+                start_ns: kernel::now_ns(),
+                memcg_id: 0,
+                arg: 0,
+            },
+        );
     }
 }
 
@@ -101,12 +116,10 @@ fn kswapd_sleep() {
     if !kernel::enabled() {
         return;
     }
-    let key = memtrace_common::InflightKey { tid: kernel::current_tid(), hook: HOOK_KSWAPD };
     // A sleep without a wake seen (memtrace started mid-pass) is normal here.
-    let Some(v) = (unsafe { crate::maps::INFLIGHT.get(&key) }).copied() else {
+    let Some(v) = stats::take(kernel::current_tid(), HOOK_KSWAPD) else {
         return;
     };
-    let _ = crate::maps::INFLIGHT.remove(&key);
     if let Some(s) = stats::system() {
         s.kswapd_ns += kernel::now_ns().saturating_sub(v.start_ns);
     }

@@ -19,7 +19,11 @@ fn slab_enter(memcg: *const u8) {
     if !kernel::enabled() {
         return;
     }
-    let v = Inflight { start_ns: kernel::now_ns(), memcg_id: kernel::memcg_id(memcg), arg: 0 };
+    let v = Inflight {
+        start_ns: kernel::now_ns(),
+        memcg_id: kernel::memcg_id(memcg),
+        arg: 0,
+    };
     stats::begin(kernel::current_tid(), HOOK_SHRINK_SLAB, &v);
 }
 
@@ -47,8 +51,13 @@ fn do_enter(shrinkctl: *const u8, shrinker: u64) {
     if !kernel::enabled() {
         return;
     }
-    let memcg = kernel::read::<*const u8>(shrinkctl, off!(shrinkctl_memcg)).unwrap_or(core::ptr::null());
-    let v = Inflight { start_ns: kernel::now_ns(), memcg_id: kernel::memcg_id(memcg), arg: shrinker };
+    let memcg =
+        kernel::read::<*const u8>(shrinkctl, off!(shrinkctl_memcg)).unwrap_or(core::ptr::null());
+    let v = Inflight {
+        start_ns: kernel::now_ns(),
+        memcg_id: kernel::memcg_id(memcg),
+        arg: shrinker,
+    };
     stats::begin(kernel::current_tid(), HOOK_DO_SHRINK, &v);
 }
 
@@ -71,10 +80,12 @@ fn do_exit(ret: u64) {
             s.do_shrink_zero += 1;
         }
     }
-    let key = ShrinkerKey { memcg_id: v.memcg_id, shrinker: v.arg };
-    let count_objects = || {
-        kernel::read::<u64>(v.arg as *const u8, off!(shrinker_count_objects)).unwrap_or(0)
+    let key = ShrinkerKey {
+        memcg_id: v.memcg_id,
+        shrinker: v.arg,
     };
+    let count_objects =
+        || kernel::read::<u64>(v.arg as *const u8, off!(shrinker_count_objects)).unwrap_or(0);
     if let Some(s) = stats::shrinker(&key, count_objects) {
         s.calls += 1;
         s.ns += ns;

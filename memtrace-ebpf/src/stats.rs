@@ -30,12 +30,20 @@ pub fn memcg(id: u64) -> Option<&'static mut MemcgStats> {
 }
 
 #[inline(always)]
-pub fn shrinker(key: &ShrinkerKey, count_objects: impl FnOnce() -> u64) -> Option<&'static mut ShrinkerStats> {
+pub fn shrinker(
+    key: &ShrinkerKey,
+    count_objects: impl FnOnce() -> u64,
+) -> Option<&'static mut ShrinkerStats> {
     if let Some(p) = SHRINKER_STATS.get_ptr_mut(key) {
         return Some(unsafe { &mut *p });
     }
-    let fresh = ShrinkerStats { count_objects: count_objects(), ..ShrinkerStats::default() };
-    if SHRINKER_STATS.insert(key, &fresh, BPF_NOEXIST as u64).is_err()
+    let fresh = ShrinkerStats {
+        count_objects: count_objects(),
+        ..ShrinkerStats::default()
+    };
+    if SHRINKER_STATS
+        .insert(key, fresh, BPF_NOEXIST as u64)
+        .is_err()
         && SHRINKER_STATS.get_ptr_mut(key).is_none()
     {
         if let Some(s) = system() {
@@ -49,30 +57,39 @@ pub fn shrinker(key: &ShrinkerKey, count_objects: impl FnOnce() -> u64) -> Optio
 #[inline(always)]
 pub fn begin(tid: u32, hook: u32, value: &Inflight) {
     let key = InflightKey { tid, hook };
-    if INFLIGHT.insert(&key, value, 0).is_err() {
+    if INFLIGHT.insert(key, value, 0).is_err() {
         if let Some(s) = system() {
             s.inflight_map_full += 1;
         }
     }
 }
 
+#[inline(always)]
+pub fn in_flight(tid: u32, hook: u32) -> bool {
+    unsafe { INFLIGHT.get(InflightKey { tid, hook }) }.is_some()
+}
+
+/// Takes the entry record of a call in progress, if there is one.
+#[inline(always)]
+pub fn take(tid: u32, hook: u32) -> Option<Inflight> {
+    let key = InflightKey { tid, hook };
+    let found = unsafe { INFLIGHT.get(key) }.copied();
+    if found.is_some() {
+        let _ = INFLIGHT.remove(key);
+    }
+    found
+}
+
 /// Takes the matching entry record; a return without one is counted.
 #[inline(always)]
 pub fn end(tid: u32, hook: u32) -> Option<Inflight> {
-    let key = InflightKey { tid, hook };
-    let found = unsafe { INFLIGHT.get(&key) }.copied();
-    match found {
-        Some(v) => {
-            let _ = INFLIGHT.remove(&key);
-            Some(v)
-        }
-        None => {
-            if let Some(s) = system() {
-                s.unmatched_returns += 1;
-            }
-            None
+    let found = take(tid, hook);
+    if found.is_none() {
+        if let Some(s) = system() {
+            s.unmatched_returns += 1;
         }
     }
+    found
 }
 
 #[inline(always)]

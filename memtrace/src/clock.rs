@@ -1,6 +1,6 @@
 //! Timestamps: records carry both the kernel's monotonic ns (what
 //! `bpf_ktime_get_ns` returns) and RFC 3339 wall-clock time.
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -33,15 +33,12 @@ impl Clock {
         let t = UNIX_EPOCH + Duration::from_nanos(wall as u64);
         humantime::format_rfc3339_micros(t).to_string()
     }
-
-    pub fn wall_now(&self) -> SystemTime {
-        SystemTime::now()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     #[test]
     fn rfc3339_of_now_is_close_to_system_time() {

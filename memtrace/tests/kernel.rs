@@ -26,7 +26,7 @@ fn for_memcg<'a>(records: &'a [Value], kind: &str, rel: &str) -> Vec<&'a Value> 
         .collect()
 }
 
-fn live_kill<'a>(records: &'a [Value], pid: u32) -> &'a Value {
+fn live_kill(records: &[Value], pid: u32) -> &Value {
     let kills: Vec<_> = of_type(records, "oom_kill")
         .into_iter()
         .filter(|r| r["victim"]["pid"] == pid && r["before_start"] == false)

@@ -1,1 +1,78 @@
-fn main() {}
+//! memtrace's build tasks: `cargo xtask <command>`.
+//!
+//! This file only parses the command line and dispatches; each command lives
+//! in its own module.
+
+mod apt;
+mod build;
+mod cmd;
+mod debver;
+mod ebpf;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "memtrace build tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the toolchain (Debian rustc-web + BPF core, LLVM 22,
+    /// bpf-linker); does nothing when everything is present.
+    Setup {
+        /// Also install what the qemu VM tests need (qemu, busybox-static).
+        #[arg(long)]
+        vm: bool,
+    },
+    /// Build the eBPF object, then the memtrace binary that embeds it;
+    /// prints the binary's path.
+    Build {
+        /// Build memtrace with the dev profile (the eBPF object is always release).
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build, then run memtrace with the given arguments.
+    Run {
+        /// Build memtrace with the dev profile.
+        #[arg(long)]
+        debug: bool,
+        /// Arguments for memtrace (put them after `--`).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Everything CI checks: setup, eBPF build, fmt, clippy, tests.
+    Test {
+        /// Extra arguments for `cargo test` (put them after `--`).
+        #[arg(trailing_var_arg = true)]
+        cargo_test_args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup { vm } => {
+            setup::run().and_then(|_| if vm { setup::setup_vm() } else { Ok(()) })
+        }
+        Command::Build { debug } => build::build(debug).map(|built| {
+            println!("{}", built.binary.display());
+        }),
+        Command::Run { debug, args } => run::run(debug, &args),
+        Command::Test { cargo_test_args } => test::test(&cargo_test_args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

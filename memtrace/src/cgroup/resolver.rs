@@ -141,6 +141,7 @@ impl Resolver {
 
     /// Id of the memcg at `rel`: the inode of that directory if it exists,
     /// else the id last seen at that path (a memcg deleted since).
+    #[cfg(test)]
     pub fn id_of_path(&self, rel: &str) -> Option<u64> {
         let key = normalize(rel)?;
         match std::fs::symlink_metadata(self.abs(&key)) {

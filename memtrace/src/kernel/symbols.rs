@@ -1,14 +1,15 @@
 //! /proc/kallsyms: exact-name lookups for hook targets (a `foo.cold` or
 //! `foo.isra.0` clone is a different function and never matches `foo`) and
 //! address-to-name lookups for shrinker callbacks.
-use std::collections::HashMap;
-
 use anyhow::{Context, Result};
 
+/// Text symbols only, stored compactly (one string buffer and fixed-size
+/// entries): the agent keeps this for its whole life, and a distribution
+/// kernel has ~200,000 of them.
 pub struct Kallsyms {
-    by_name: HashMap<String, u64>,
-    /// Text symbols sorted by address.
-    by_addr: Vec<(u64, String)>,
+    names: String,
+    /// (address, start, end of the name in `names`), sorted by address.
+    entries: Vec<(u64, u32, u32)>,
 }
 
 impl Kallsyms {
@@ -18,8 +19,8 @@ impl Kallsyms {
     }
 
     pub fn parse(text: &str) -> Self {
-        let mut by_name = HashMap::new();
-        let mut by_addr = Vec::new();
+        let mut names = String::new();
+        let mut entries = Vec::new();
         for line in text.lines() {
             let mut it = line.split_ascii_whitespace();
             let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
@@ -32,29 +33,35 @@ impl Kallsyms {
             if !matches!(kind, "t" | "T" | "w" | "W") {
                 continue;
             }
-            by_name.entry(name.to_string()).or_insert(addr);
-            if addr != 0 {
-                by_addr.push((addr, name.to_string()));
-            }
+            let start = names.len() as u32;
+            names.push_str(name);
+            entries.push((addr, start, names.len() as u32));
         }
-        by_addr.sort_unstable();
-        Self { by_name, by_addr }
+        entries.sort_unstable_by_key(|e| e.0);
+        names.shrink_to_fit();
+        entries.shrink_to_fit();
+        Self { names, entries }
     }
 
-    /// Whether addresses are visible (kptr_restrict hides them from non-root).
-    pub fn has_addresses(&self) -> bool {
-        !self.by_addr.is_empty()
+    fn name(&self, e: &(u64, u32, u32)) -> &str {
+        &self.names[e.1 as usize..e.2 as usize]
     }
 
+    /// Whether a function of exactly this name exists (start-up only: a
+    /// linear scan).
     pub fn exists(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+        self.entries.iter().any(|e| self.name(e) == name)
     }
 
-    /// The function containing `addr`, exact at a symbol start.
+    /// The function starting exactly at `addr`. Addresses are all zero
+    /// when kptr_restrict hides them, and then nothing matches.
     pub fn name_at(&self, addr: u64) -> Option<&str> {
-        let i = self.by_addr.partition_point(|(a, _)| *a <= addr);
-        let (start, name) = self.by_addr.get(i.checked_sub(1)?)?;
-        (*start == addr).then_some(name.as_str())
+        if addr == 0 {
+            return None;
+        }
+        let i = self.entries.partition_point(|e| e.0 < addr);
+        let e = self.entries.get(i)?;
+        (e.0 == addr).then(|| self.name(e))
     }
 }
 
@@ -97,6 +104,6 @@ ffffffff81800000 D some_data
     fn hidden_addresses() {
         let k = Kallsyms::parse("0000000000000000 T shrink_slab\n");
         assert!(k.exists("shrink_slab"));
-        assert!(!k.has_addresses());
+        assert_eq!(k.name_at(0), None);
     }
 }

@@ -1,0 +1,112 @@
+//! `cargo xtask test`: everything CI checks.
+//!
+//! setup and the eBPF build must pass first (everything else needs them);
+//! the checks after that all run, and a summary names those that failed.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{build::EBPF_OBJ_VAR, cmd, ebpf, setup};
+
+type Check = Box<dyn FnOnce() -> Result<()>>;
+
+pub fn test(cargo_test_args: &[String]) -> Result<()> {
+    let toolchain = setup::run().context("step `setup` failed")?;
+    let object = ebpf::build(&toolchain).context("step `ebpf-build` failed")?;
+
+    let mut checks: Vec<(&str, Check)> = vec![
+        ("fmt", Box::new(fmt)),
+        ("clippy", Box::new(clippy(object.clone()))),
+        ("clippy-ebpf", Box::new(clippy_ebpf)),
+        (
+            "test",
+            Box::new(cargo_test(object.clone(), cargo_test_args.to_vec())),
+        ),
+    ];
+    chain_vm_test(&mut checks, &object);
+
+    let mut failed = Vec::new();
+    let mut summary = Vec::new();
+    for (name, check) in checks {
+        eprintln!("xtask test: step `{name}`");
+        let start = Instant::now();
+        let result = check();
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => summary.push(format!("  {name:<12} ok      {secs:6.1}s")),
+            Err(err) => {
+                eprintln!("xtask test: step `{name}` failed: {err:#}");
+                summary.push(format!("  {name:<12} FAILED  {secs:6.1}s"));
+                failed.push(name);
+            }
+        }
+    }
+    eprintln!("xtask test summary:\n{}", summary.join("\n"));
+    if !failed.is_empty() {
+        bail!("step(s) failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// VM-TEST HOOK: the qemu `vm-test` step (kprobe/fentry paths, which the
+/// host kernel cannot attach) gets chained in here. Push it onto `checks`,
+/// e.g. `checks.push(("vm-test", Box::new(move || { setup::setup_vm()?;
+/// crate::vm::...(cmd::workspace_root(), ...) })))`. It then runs after the
+/// host tests, and its failure is reported in the summary like the others.
+fn chain_vm_test(_checks: &mut Vec<(&str, Check)>, _object: &Path) {}
+
+fn fmt() -> Result<()> {
+    cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))
+}
+
+/// The host crates, all targets.
+fn clippy(object: PathBuf) -> impl FnOnce() -> Result<()> {
+    move || {
+        cmd::run(
+            cmd::cargo()
+                .env(EBPF_OBJ_VAR, object)
+                .args([
+                    "clippy",
+                    "--workspace",
+                    "--exclude",
+                    ebpf::PACKAGE,
+                    "--all-targets",
+                ])
+                .args(["--", "-D", "warnings"]),
+        )
+    }
+}
+
+/// The eBPF crate, checked for the host (no clippy exists for Debian's
+/// rustc and the BPF target). It is a `no_std` binary, which the host's
+/// default `panic=unwind` rejects ("unwinding panics are not supported
+/// without std"), hence `-C panic=abort`; that in turn rules out test
+/// targets, so only the binary. Own target dir: the different flags would
+/// otherwise re-check memtrace-common, and with it memtrace, every run.
+fn clippy_ebpf() -> Result<()> {
+    cmd::run(
+        cmd::cargo()
+            .args(["clippy", "-p", ebpf::PACKAGE, "--target-dir"])
+            .arg(cmd::target_dir().join("clippy-ebpf"))
+            .args(["--", "-D", "warnings", "-C", "panic=abort"]),
+    )
+}
+
+/// memtrace-ebpf is a no_std/no_main binary for the BPF target: it links
+/// no host test binary (no `main`), so it is left out here.
+fn cargo_test(object: PathBuf, extra: Vec<String>) -> impl FnOnce() -> Result<()> {
+    move || {
+        cmd::run(
+            cmd::cargo()
+                .env(EBPF_OBJ_VAR, object)
+                .args(["test", "--workspace", "--exclude", ebpf::PACKAGE])
+                // Run every test binary even when one fails.
+                .arg("--no-fail-fast")
+                .args(extra),
+        )
+    }
+}

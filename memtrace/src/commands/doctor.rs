@@ -261,8 +261,14 @@ fn print_text(r: &Report) {
         possible_cpus()
     );
     for m in &r.maps {
+        // A ring buffer's "entries" are its size in bytes.
+        let unit = if m.kind == "ringbuf" {
+            "bytes"
+        } else {
+            "entries"
+        };
         println!(
-            "  {:<15} {:<12} {:>7} entries  {:>9.1} KiB",
+            "  {:<15} {:<12} {:>7} {unit:<7}  {:>9.1} KiB",
             m.name,
             m.kind,
             m.max_entries,

@@ -91,14 +91,15 @@ impl Loaded {
     }
 }
 
-/// Short form of an aya error: verifier logs run to thousands of lines.
+/// Short form of an aya error: verifier logs run to thousands of lines,
+/// and an empty one only repeats the errno.
 fn short_error(e: &anyhow::Error) -> String {
     let full = format!("{e:#}");
-    let first = full.lines().next().unwrap_or("").to_string();
-    if first.len() > 300 {
-        format!("{}...", &first[..300])
-    } else {
-        first
+    let first = full.lines().next().unwrap_or("");
+    let first = first.split(". Verifier output: :").next().unwrap_or(first);
+    match first.char_indices().nth(300) {
+        Some((i, _)) => format!("{}...", &first[..i]),
+        None => first.to_string(),
     }
 }
 
@@ -187,11 +188,6 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
 
     let mut plan_entries = Vec::new();
     for (spec, cands) in HOOKS.iter().zip(&candidates) {
-        let mut reasons: Vec<String> = cands
-            .ruled_out
-            .iter()
-            .map(|(f, w)| format!("{}: {w}", f.as_str()))
-            .collect();
         let mut chosen = None;
         let mut outcomes: Vec<FamilyOutcome> = cands
             .ruled_out
@@ -230,15 +226,11 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
                     }
                 }
                 Err(e) => {
-                    let why = short_error(&e);
                     outcomes.push(FamilyOutcome {
                         family: attempt.family,
                         ok: false,
-                        detail: why.clone(),
+                        detail: short_error(&e),
                     });
-                    if chosen.is_none() {
-                        reasons.push(format!("{}: {why}", attempt.family.as_str()));
-                    }
                 }
             }
         }
@@ -260,7 +252,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
             } else {
                 "unavailable"
             },
-            reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+            reason: skipped_reason(plan::families(opts.mode, spec), family, &outcomes),
             loses,
             families: if exhaustive { outcomes } else { Vec::new() },
         });
@@ -277,6 +269,21 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         facts,
         kallsyms,
     })
+}
+
+/// Why each family preferred over the chosen one (all of them, when none
+/// worked) was not used, in preference order.
+fn skipped_reason(
+    order: &[Family],
+    chosen: Option<Family>,
+    outcomes: &[FamilyOutcome],
+) -> Option<String> {
+    let better = order.iter().take_while(|f| Some(**f) != chosen);
+    let why: Vec<String> = better
+        .filter_map(|f| outcomes.iter().find(|o| o.family == *f && !o.ok))
+        .map(|o| format!("{}: {}", o.family.as_str(), o.detail))
+        .collect();
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 /// A forced family the kernel cannot do at all is an error, not an empty plan.

@@ -162,6 +162,9 @@ pub struct SystemStats {
     /// Return probes that found no matching entry (entry missed, or the
     /// entry was attached while the call was already running).
     pub unmatched_returns: u64,
+    /// Entries whose return was never seen: the next call of the same task
+    /// found them still there (kretprobe instances exhausted, lost events).
+    pub missed_returns: u64,
 }
 
 /// Key of the per-task "call in progress" map pairing entry and return.

@@ -1,5 +1,5 @@
 //! Updating the per-CPU aggregate maps, and the in-flight pairing map.
-use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::bindings::{BPF_EXIST, BPF_NOEXIST};
 use memtrace_common::{Inflight, InflightKey, MemcgStats, ShrinkerKey, ShrinkerStats, SystemStats};
 
 use crate::maps::{INFLIGHT, MEMCG_STATS, SHRINKER_STATS, SYSTEM_STATS, ZERO_MEMCG_STATS};
@@ -57,8 +57,16 @@ pub fn shrinker(
 #[inline(always)]
 pub fn begin(tid: u32, hook: u32, value: &Inflight) {
     let key = InflightKey { tid, hook };
-    if INFLIGHT.insert(key, value, 0).is_err() {
-        if let Some(s) = system() {
+    if INFLIGHT.insert(key, value, BPF_NOEXIST as u64).is_ok() {
+        return;
+    }
+    // Either the map is full, or this task's previous call never returned
+    // to us: a kretprobe that ran out of instances, or a lost event.
+    let replaced = INFLIGHT.insert(key, value, BPF_EXIST as u64).is_ok();
+    if let Some(s) = system() {
+        if replaced {
+            s.missed_returns += 1;
+        } else {
             s.inflight_map_full += 1;
         }
     }

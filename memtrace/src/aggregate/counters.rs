@@ -77,6 +77,7 @@ pub fn add_system(a: &mut SystemStats, b: &SystemStats) {
     a.shrinker_map_full += b.shrinker_map_full;
     a.inflight_map_full += b.inflight_map_full;
     a.unmatched_returns += b.unmatched_returns;
+    a.missed_returns += b.missed_returns;
 }
 
 /// The `p`-th percentile (0 < p <= 100) of a histogram, as the upper bound

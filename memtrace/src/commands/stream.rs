@@ -161,6 +161,7 @@ impl Pipeline {
             shrinker_map_full: s.shrinker_map_full,
             inflight_map_full: s.inflight_map_full,
             unmatched_returns: s.unmatched_returns,
+            missed_returns: s.missed_returns,
             map_evictions: self.evictions,
             prog_recursion_misses: self.live.recursion_misses(),
             memcg_entries: memcg_entries as u64,

@@ -162,6 +162,7 @@ pub struct Stats {
     pub shrinker_map_full: u64,
     pub inflight_map_full: u64,
     pub unmatched_returns: u64,
+    pub missed_returns: u64,
     /// Entries the agent removed from full maps (idle or deleted memcgs).
     pub map_evictions: u64,
     /// Sum of bpf_prog_info.recursion_misses over memtrace's programs.

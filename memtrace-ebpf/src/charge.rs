@@ -5,11 +5,10 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use memtrace_common::{EVENT_SLOW, HOOK_CHARGE, Inflight, SLOW_CHARGE, SlowEvent};
+use memtrace_common::{HOOK_CHARGE, Inflight, SLOW_CHARGE};
 
 use crate::{
     kernel::{self, config},
-    maps::EVENTS,
     stats,
 };
 
@@ -46,32 +45,8 @@ fn exit(ret: i32) {
     }
     let slow = config!(slow_charge_ns);
     if slow != 0 && ns >= slow {
-        emit_slow(ns, &v, ret);
+        stats::emit_slow(SLOW_CHARGE, ns, v.memcg_id, v.arg, i64::from(ret));
     }
-}
-
-#[inline(always)]
-fn emit_slow(ns: u64, v: &Inflight, ret: i32) {
-    let Some(mut e) = EVENTS.reserve::<SlowEvent>(0) else {
-        if let Some(s) = stats::system() {
-            s.ringbuf_drops += 1;
-        }
-        return;
-    };
-    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    e.write(SlowEvent {
-        kind: EVENT_SLOW,
-        what: SLOW_CHARGE,
-        ts_ns: kernel::now_ns(),
-        duration_ns: ns,
-        memcg_id: v.memcg_id,
-        pages: v.arg,
-        result: ret as i64,
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
-    });
-    e.submit(0);
 }
 
 #[fentry(function = "try_charge_memcg")]

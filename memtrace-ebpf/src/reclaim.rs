@@ -7,13 +7,12 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use memtrace_common::{
-    EVENT_SLOW, HOOK_KSWAPD, HOOK_RECLAIM_DIRECT, HOOK_RECLAIM_MEMCG, Inflight, RECLAIM_DIRECT,
-    RECLAIM_MEMCG, SLOW_RECLAIM_DIRECT, SLOW_RECLAIM_MEMCG, SlowEvent,
+    HOOK_KSWAPD, HOOK_RECLAIM_DIRECT, HOOK_RECLAIM_MEMCG, Inflight, RECLAIM_DIRECT, RECLAIM_MEMCG,
+    SLOW_RECLAIM_DIRECT, SLOW_RECLAIM_MEMCG,
 };
 
 use crate::{
     kernel::{self, config},
-    maps::EVENTS,
     stats,
 };
 
@@ -59,32 +58,8 @@ fn end(hook: u32, ctx_index: usize, nr_reclaimed: u64) {
         } else {
             SLOW_RECLAIM_MEMCG
         };
-        emit_slow(what, ns, v.memcg_id, nr_reclaimed);
+        stats::emit_slow(what, ns, v.memcg_id, nr_reclaimed, 0);
     }
-}
-
-#[inline(always)]
-fn emit_slow(what: u32, ns: u64, memcg_id: u64, pages: u64) {
-    let Some(mut e) = EVENTS.reserve::<SlowEvent>(0) else {
-        if let Some(s) = stats::system() {
-            s.ringbuf_drops += 1;
-        }
-        return;
-    };
-    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    e.write(SlowEvent {
-        kind: EVENT_SLOW,
-        what,
-        ts_ns: kernel::now_ns(),
-        duration_ns: ns,
-        memcg_id,
-        pages,
-        result: 0,
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
-    });
-    e.submit(0);
 }
 
 /// kswapd_wake fires each time kswapd starts a balancing pass; the episode

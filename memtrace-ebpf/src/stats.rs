@@ -1,8 +1,15 @@
 //! Updating the per-CPU aggregate maps, and the in-flight pairing map.
-use aya_ebpf::bindings::{BPF_EXIST, BPF_NOEXIST};
-use memtrace_common::{Inflight, InflightKey, MemcgStats, ShrinkerKey, ShrinkerStats, SystemStats};
+//! Also the one place slow events are written to the ring buffer.
+use aya_ebpf::{
+    bindings::{BPF_EXIST, BPF_NOEXIST},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+};
+use memtrace_common::{
+    EVENT_SLOW, Inflight, InflightKey, MemcgStats, ShrinkerKey, ShrinkerStats, SlowEvent,
+    SystemStats,
+};
 
-use crate::maps::{INFLIGHT, MEMCG_STATS, SHRINKER_STATS, SYSTEM_STATS, ZERO_MEMCG_STATS};
+use crate::maps::{EVENTS, INFLIGHT, MEMCG_STATS, SHRINKER_STATS, SYSTEM_STATS, ZERO_MEMCG_STATS};
 
 #[inline(always)]
 pub fn system() -> Option<&'static mut SystemStats> {
@@ -105,4 +112,29 @@ pub fn bump_hist(hist: &mut [u32; memtrace_common::HIST_BUCKETS], ns: u64) {
     if let Some(slot) = hist.get_mut(memtrace_common::hist_bucket(ns)) {
         *slot = slot.wrapping_add(1);
     }
+}
+
+/// A slow charge or reclaim, to the ring buffer; a full buffer is counted.
+#[inline(always)]
+pub fn emit_slow(what: u32, ns: u64, memcg_id: u64, pages: u64, result: i64) {
+    let Some(mut e) = EVENTS.reserve::<SlowEvent>(0) else {
+        if let Some(s) = system() {
+            s.ringbuf_drops += 1;
+        }
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    e.write(SlowEvent {
+        kind: EVENT_SLOW,
+        what,
+        ts_ns: crate::kernel::now_ns(),
+        duration_ns: ns,
+        memcg_id,
+        pages,
+        result,
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    e.submit(0);
 }

@@ -11,6 +11,7 @@ mod ebpf;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -48,11 +49,28 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Everything CI checks: setup, eBPF build, fmt, clippy, tests.
+    /// Everything CI checks: setup, eBPF build, fmt, clippy, tests, and
+    /// the qemu VM tests.
     Test {
+        /// Skip the qemu VM tests (they take about 5 minutes).
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for `cargo test` (put them after `--`).
         #[arg(trailing_var_arg = true)]
         cargo_test_args: Vec<String>,
+    },
+    /// Run memtrace in qemu guests booting Debian's 6.1 and 6.12 kernels,
+    /// in every attach mode (fentry, kprobe, tracepoint).
+    VmTest {
+        /// "6.1", "6.12", a comma-separated list, or "all".
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Wall-clock limit for one guest boot, in seconds.
+        #[arg(long, default_value_t = 240)]
+        timeout: u64,
+        /// Boot the guests with busybox only (checks the harness, not memtrace).
+        #[arg(long)]
+        smoke: bool,
     },
 }
 
@@ -66,7 +84,21 @@ fn main() -> ExitCode {
             println!("{}", built.binary.display());
         }),
         Command::Run { debug, args } => run::run(debug, &args),
-        Command::Test { cargo_test_args } => test::test(&cargo_test_args),
+        Command::Test {
+            no_vm,
+            cargo_test_args,
+        } => test::test(&cargo_test_args, !no_vm),
+        Command::VmTest {
+            kernel,
+            timeout,
+            smoke,
+        } => test::vm_test(
+            &vm::VmTestArgs {
+                kernel,
+                timeout_secs: timeout,
+            },
+            smoke,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,11 +10,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{build::EBPF_OBJ_VAR, cmd, ebpf, setup};
+use crate::{build::EBPF_OBJ_VAR, cmd, ebpf, setup, vm};
 
 type Check = Box<dyn FnOnce() -> Result<()>>;
 
-pub fn test(cargo_test_args: &[String]) -> Result<()> {
+pub fn test(cargo_test_args: &[String], with_vm: bool) -> Result<()> {
     let toolchain = setup::run().context("step `setup` failed")?;
     let object = ebpf::build(&toolchain).context("step `ebpf-build` failed")?;
 
@@ -27,7 +27,13 @@ pub fn test(cargo_test_args: &[String]) -> Result<()> {
             Box::new(cargo_test(object.clone(), cargo_test_args.to_vec())),
         ),
     ];
-    chain_vm_test(&mut checks, &object);
+    if with_vm {
+        let args = vm::VmTestArgs {
+            kernel: "all".into(),
+            timeout_secs: 240,
+        };
+        checks.push(("vm-test", Box::new(move || vm_matrix(&object, &args))));
+    }
 
     let mut failed = Vec::new();
     let mut summary = Vec::new();
@@ -52,12 +58,32 @@ pub fn test(cargo_test_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// VM-TEST HOOK: the qemu `vm-test` step (kprobe/fentry paths, which the
-/// host kernel cannot attach) gets chained in here. Push it onto `checks`,
-/// e.g. `checks.push(("vm-test", Box::new(move || { setup::setup_vm()?;
-/// crate::vm::...(cmd::workspace_root(), ...) })))`. It then runs after the
-/// host tests, and its failure is reported in the summary like the others.
-fn chain_vm_test(_checks: &mut Vec<(&str, Check)>, _object: &Path) {}
+/// The kprobe and fentry paths, which this host's kernel cannot attach,
+/// in qemu guests booting Debian's kernels.
+fn vm_matrix(object: &Path, args: &vm::VmTestArgs) -> Result<()> {
+    setup::setup_vm()?;
+    let binary = vm::build_static_memtrace(cmd::workspace_root(), object)?;
+    let (_, failed) = vm::run(cmd::workspace_root(), &binary, args)?;
+    if failed > 0 {
+        bail!("{failed} VM check(s) failed (logs under target/vm/logs)");
+    }
+    Ok(())
+}
+
+/// `cargo xtask vm-test`.
+pub fn vm_test(args: &vm::VmTestArgs, smoke: bool) -> Result<()> {
+    if smoke {
+        setup::setup_vm()?;
+        let (_, failed) = vm::run_smoke(cmd::workspace_root(), args)?;
+        if failed > 0 {
+            bail!("{failed} VM check(s) failed (logs under target/vm/logs)");
+        }
+        return Ok(());
+    }
+    let toolchain = setup::run()?;
+    let object = ebpf::build(&toolchain)?;
+    vm_matrix(&object, args)
+}
 
 fn fmt() -> Result<()> {
     cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))

@@ -1,0 +1,251 @@
+#!/bin/busybox sh
+# PID 1 of the memtrace vm-test guest; packed into the initramfs by
+# xtask/src/vm (docs/kernels.md). Kernel command line knobs:
+#   vmtest.cg=v2|v1|hybrid   cgroup layout to mount
+#   vmtest.modes=a,b         memtrace attach modes to run the workloads under;
+#                            empty: kernel-only smoke run (no memtrace)
+#   vmtest.workloads=a,b     workloads per mode (default: oom,reclaim,shrink)
+#   vmtest.stream_secs=N     cap on each `memtrace stream` run
+#   vmtest.shrink_memcgs=N   memcgs (each with a tmpfs) of the shrink workload
+# Output protocol (parsed by xtask/src/vm/protocol.rs):
+#   console: RESULT <name> pass|fail|skip [detail] / INFO k=v... / VMTEST-DONE
+#   ttyS1:   @@FILE <name> ... @@END <name>
+# Adding a workload: write wl_<name> <tag> below (print an INFO line with
+# scenario=<name> tag=<tag> and what the host must look for), add <name> to
+# the default WORKLOADS, and add its host-side check in scenarios.rs.
+
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf
+# Kernel messages (OOM reports) would split our console lines.
+dmesg -n 1
+
+up() { cut -d' ' -f1 /proc/uptime; }
+echo "VMTEST-INIT uptime=$(up) kernel=$(uname -r)"
+
+CG=v2; MODES=; WORKLOADS=oom,reclaim,shrink; STREAM_SECS=120; SHRINK_MEMCGS=16
+for a in $(cat /proc/cmdline); do
+  case "$a" in
+    vmtest.cg=*) CG=${a#*=} ;;
+    vmtest.modes=*) MODES=${a#*=} ;;
+    vmtest.workloads=*) WORKLOADS=${a#*=} ;;
+    vmtest.stream_secs=*) STREAM_SECS=${a#*=} ;;
+    vmtest.shrink_memcgs=*) SHRINK_MEMCGS=${a#*=} ;;
+  esac
+done
+MODES=$(echo "$MODES" | tr , ' ')
+WORKLOADS=$(echo "$WORKLOADS" | tr , ' ')
+
+DATA=/dev/ttyS1
+[ -c $DATA ] && stty -F $DATA raw -echo 2>/dev/null || DATA=/dev/console
+
+result() { n=$1; s=$2; shift 2; echo "RESULT $n $s $*"; }
+# pass_if <name> <detail> <test args...>
+pass_if() { n=$1; d=$2; shift 2; if [ "$@" ]; then result $n pass "$d"; else result $n fail "$d"; fi; }
+emit() { { echo "@@FILE $1"; cat "$2" 2>/dev/null; echo; echo "@@END $1"; } > $DATA; }
+alive() { [ -e /proc/$1/status ] && ! grep -q '^State:.*Z' /proc/$1/status; }
+# stop <pid> <signal> <tenths>: signal, wait, then SIGKILL; sets RC
+stop() {
+  kill -$2 $1 2>/dev/null; i=0
+  while alive $1 && [ $i -lt $3 ]; do sleep 0.1; i=$((i+1)); done
+  alive $1 && kill -9 $1 2>/dev/null
+  wait $1; RC=$?
+}
+
+# ---------------------------------------------------------------- kernel facts
+result guest_init pass "kernel=$(uname -r) uptime=$(up)"
+for m in /proc /sys /sys/kernel/tracing /sys/fs/bpf; do
+  pass_if kernel/mount$m "" "$(grep -c " $m " /proc/mounts)" -ge 1
+done
+pass_if kernel/btf "$(wc -c < /sys/kernel/btf/vmlinux 2>/dev/null) bytes" -r /sys/kernel/btf/vmlinux
+if [ -z "$MODES" ]; then
+  # Each pass over kallsyms costs ~1.5 s under TCG: one pass per file, and
+  # only in smoke runs (memtrace doctor checks the same when it runs).
+  HOOKS="try_charge_memcg shrink_slab do_shrink_slab oom_kill_process"
+  RE="($(echo $HOOKS | tr ' ' '|'))"
+  grep -E " [tT] $RE\$" /proc/kallsyms > /tmp/kallsyms.hooks
+  grep -E "^$RE\$" /sys/kernel/tracing/available_filter_functions > /tmp/ftrace.hooks
+  for s in $HOOKS; do
+    n=$(grep -c " $s\$" /tmp/kallsyms.hooks); f=$(grep -c "^$s\$" /tmp/ftrace.hooks)
+    pass_if kernel/symbol/$s "kallsyms=$n ftrace=$f" "$n" -ge 1 -a "$f" -ge 1
+  done
+fi
+for tp in vmscan/mm_vmscan_memcg_reclaim_begin vmscan/mm_vmscan_direct_reclaim_begin \
+          vmscan/mm_shrink_slab_start vmscan/mm_shrink_slab_end oom/mark_victim; do
+  pass_if kernel/tracepoint/$tp "" -d /sys/kernel/tracing/events/$tp
+done
+
+# ---------------------------------------------------------------- cgroups
+case $CG in
+  v2)
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup
+    echo +memory > /sys/fs/cgroup/cgroup.subtree_control
+    CGROOT=/sys/fs/cgroup
+    pass_if kernel/cgroup/v2 "$(cat $CGROOT/cgroup.subtree_control)" -n "$(grep -w memory $CGROOT/cgroup.subtree_control)"
+    ;;
+  v1|hybrid)
+    mount -t tmpfs cgroup /sys/fs/cgroup
+    mkdir -p /sys/fs/cgroup/memory
+    mount -t cgroup -o memory memory /sys/fs/cgroup/memory
+    CGROOT=/sys/fs/cgroup/memory
+    if [ $CG = hybrid ]; then
+      UNIFIED=/sys/fs/cgroup/unified
+      mkdir -p $UNIFIED
+      mount -t cgroup2 cgroup2 $UNIFIED
+    fi
+    pass_if kernel/cgroup/$CG "" -e $CGROOT/memory.limit_in_bytes
+    ;;
+esac
+
+# mkcg <path> [limit]: a memcg below the hierarchy root
+mkcg() {
+  d=$CGROOT/$1
+  [ $CG = v2 ] && echo +memory > ${d%/*}/cgroup.subtree_control 2>/dev/null
+  mkdir -p $d || return 1
+  # hybrid (systemd's layout): the task also moves in the unified tree, so
+  # its v2 cgroup id differs from its memcg's id.
+  [ $CG = hybrid ] && mkdir -p $UNIFIED/$1
+  if [ -n "$2" ]; then
+    if [ $CG = v2 ]; then echo $2 > $d/memory.max; else echo $2 > $d/memory.limit_in_bytes; fi
+  fi
+}
+# runin <memcg> cmd...: exec cmd inside the memcg. For a background job
+# whose pid matters, use `sh -c "$RUNIN" $CGROOT/<memcg> cmd... &` ($! is
+# then the command's pid; a backgrounded function would be a subshell).
+RUNIN='echo $$ > "$0/cgroup.procs" && exec "$@"'
+if [ $CG = hybrid ]; then
+  RUNIN='echo $$ > "$0/cgroup.procs" && echo $$ > "'$UNIFIED'${0#'$CGROOT'}/cgroup.procs" && exec "$@"'
+fi
+runin() { c=$1; shift; sh -c "$RUNIN" "$CGROOT/$c" "$@"; }
+# cgval <memcg> <file> <key>
+cgval() { awk -v k="$3" '$1==k {print $2; exit}' "$CGROOT/$1/$2" 2>/dev/null; }
+
+# ---------------------------------------------------------------- disk
+for m in $(cat /lib/modules/load.order 2>/dev/null); do
+  insmod /lib/modules/$m.ko || echo "insmod $m failed"
+done
+i=0; while [ ! -b /dev/vda ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done
+pass_if kernel/virtio_disk "" -b /dev/vda
+DISK_OFF=0   # MiB already read: each reclaim run reads fresh blocks
+
+# ---------------------------------------------------------------- workloads
+# OOM kill: a 128 MiB anonymous buffer (busybox dd's block) in a 32 MiB memcg.
+wl_oom() {
+  t=$1; cg=vt_${t}_oom
+  mkcg $cg 32M
+  sh -c "$RUNIN" $CGROOT/$cg dd if=/dev/zero of=/dev/null bs=128M count=1 2>/dev/null &
+  pid=$!; wait $pid; rc=$?
+  if [ $CG = v2 ]; then n=$(cgval $cg memory.events oom_kill); else n=$(cgval $cg memory.oom_control oom_kill); fi
+  echo "INFO scenario=oom tag=$t pid=$pid comm=dd memcg=/$cg rc=$rc"
+  pass_if $t/workload/oom "oom_kill=$n rc=$rc" "${n:-0}" -ge 1 -a $rc -eq 137
+}
+
+# memcg reclaim: read 128 MiB of the disk through the page cache in a
+# 32 MiB memcg; clean page cache is reclaimed at the limit, no OOM.
+wl_reclaim() {
+  t=$1; cg=vt_${t}_reclaim
+  mkcg $cg 32M
+  if [ ! -b /dev/vda ]; then result $t/workload/reclaim fail "no /dev/vda"; return; fi
+  s=$(up)
+  runin $cg dd if=/dev/vda of=/dev/null bs=1M count=128 skip=$DISK_OFF 2>/dev/null; rc=$?
+  DISK_OFF=$((DISK_OFF + 128))
+  if [ $CG = v2 ]; then
+    ev="max=$(cgval $cg memory.events max) pgscan=$(cgval $cg memory.stat pgscan)"
+    n=$(cgval $cg memory.stat pgscan)
+  else
+    n=$(cat $CGROOT/$cg/memory.failcnt); ev="failcnt=$n"
+  fi
+  echo "INFO scenario=reclaim tag=$t memcg=/$cg rc=$rc start=$s end=$(up)"
+  pass_if $t/workload/reclaim "rc=$rc $ev" "${n:-0}" -ge 1 -a $rc -eq 0
+}
+
+# Shrinkers: many memcgs, each with its own tmpfs mount (one more shrinker
+# each) and kernfs dentries/inodes charged to it (reading its own cgroup
+# files from inside), then drop_caches walks every memcg's shrinkers.
+wl_shrink() {
+  t=$1; base=vt_${t}_shrink; n=$SHRINK_MEMCGS
+  mkcg $base
+  i=1
+  while [ $i -le $n ]; do
+    mkcg $base/m$i
+    mkdir -p /mnt/$t/$i
+    runin $base/m$i sh -c 'mount -t tmpfs tmpfs "$1" && touch "$1/f" && cat "$2"/* >/dev/null 2>&1' \
+      - /mnt/$t/$i $CGROOT/$base/m$i
+    i=$((i+1))
+  done
+  T=/sys/kernel/tracing
+  if [ $t = kernel ]; then
+    # No memtrace in a smoke run: count do_shrink_slab with a kretprobe.
+    echo 'r:vt_dss do_shrink_slab ret=$retval:x64' >> $T/kprobe_events
+    echo > $T/trace
+    echo 1 > $T/events/kprobes/vt_dss/enable
+  fi
+  s=$(up)
+  echo 2 > /proc/sys/vm/drop_caches
+  e=$(up)
+  echo "INFO scenario=shrink tag=$t parent=/$base count=$n start=$s end=$e"
+  if [ $t = kernel ]; then
+    echo 0 > $T/events/kprobes/vt_dss/enable
+    calls=$(grep -c 'vt_dss:' $T/trace)
+    zero=$(grep -cE 'vt_dss:.*ret=0x(0|fffffffffffffffe)$' $T/trace)
+    emit kernel-shrink.trace $T/trace
+    echo '-:vt_dss' >> $T/kprobe_events
+    pass_if $t/workload/shrink "do_shrink_slab calls=$calls zero=$zero" "$calls" -ge 1 -a "$zero" -ge 1
+  else
+    result $t/workload/shrink pass "drop_caches took $s..$e"
+  fi
+}
+
+run_workloads() {
+  for w in $WORKLOADS; do wl_$w $1; done
+}
+
+# ---------------------------------------------------------------- memtrace
+# stream_mode <attach>: memtrace stream in the background around the workloads
+stream_mode() {
+  m=$1; out=/tmp/stream-$m.ndjson; err=/tmp/stream-$m.stderr
+  t0=$(up)
+  memtrace stream --attach $m --interval 1s --duration ${STREAM_SECS}s --output $out >$err 2>&1 &
+  spid=$!
+  i=0
+  while [ $i -lt 300 ] && alive $spid && ! grep -q '"type" *: *"header"' $out 2>/dev/null; do
+    sleep 0.1; i=$((i+1))
+  done
+  if ! alive $spid || ! grep -q '"type" *: *"header"' $out 2>/dev/null; then
+    stop $spid INT 20
+    result $m/stream_start fail "no header after $i x 0.1 s, rc=$RC: $(head -c 300 $err | tr '\n' ' ')"
+    emit stream-$m.stderr $err; emit stream-$m.ndjson $out
+    return
+  fi
+  result $m/stream_start pass "header after $i x 0.1 s"
+  t1=$(up)
+  run_workloads $m
+  sleep 2   # one more 1 s interval reaches the file
+  stop $spid INT 100
+  pass_if $m/stream_exit "rc=$RC" $RC -eq 0
+  echo "INFO scenario=timing tag=$m start=$t0 ready=$t1 end=$(up)"
+  emit stream-$m.ndjson $out; emit stream-$m.stderr $err
+}
+
+if [ -z "$MODES" ]; then
+  # Smoke run: the payload is any static binary; exercise the kernel only.
+  run_workloads kernel
+else
+  memtrace --help >/tmp/help.txt 2>&1; rc=$?
+  pass_if memtrace/help "rc=$rc" $rc -eq 0
+  emit help.txt /tmp/help.txt
+  memtrace doctor --json >/tmp/doctor.json 2>/tmp/doctor.stderr; rc=$?
+  pass_if memtrace/doctor_exit "rc=$rc" $rc -eq 0
+  emit doctor.json /tmp/doctor.json; emit doctor.stderr /tmp/doctor.stderr
+  for m in $MODES; do stream_mode $m; done
+fi
+
+echo "VMTEST-DONE uptime=$(up)"
+sync
+poweroff -f

@@ -1,0 +1,470 @@
+//! Host-side assertions on what the guest sent back.
+//!
+//! The guest runs the workloads (guest_init.sh `wl_*`) under each attach
+//! mode and ships memtrace's output; the checks here parse that NDJSON and
+//! assert what must hold on every kernel (never exact counts). To add a
+//! scenario: a `wl_<name>` in the guest script that prints
+//! `INFO scenario=<name> tag=<mode> ...`, and an entry in `MODE_CHECKS`.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::protocol::Transcript;
+
+/// Ok(detail) = pass, Err(detail) = fail.
+pub type Outcome = Result<String, String>;
+
+/// Everything known about one attach mode's run inside one boot.
+pub struct ModeRun<'a> {
+    pub mode: &'a str,
+    /// The boot's cgroup layout: "v2", "v1" or "hybrid".
+    pub cgroup: &'a str,
+    pub transcript: &'a Transcript,
+    /// Parsed NDJSON records of `memtrace stream` (bad lines are errors).
+    pub records: Result<Vec<Value>, String>,
+}
+
+impl ModeRun<'_> {
+    /// The guest's INFO line for `scenario` in this mode.
+    fn info(&self, scenario: &str) -> Result<&BTreeMap<String, String>, String> {
+        let is = |m: &BTreeMap<String, String>, k: &str, v: &str| {
+            m.get(k).map(String::as_str) == Some(v)
+        };
+        self.transcript
+            .infos
+            .iter()
+            .find(|m| is(m, "scenario", scenario) && is(m, "tag", self.mode))
+            .ok_or_else(|| format!("the guest did not run the {scenario} workload"))
+    }
+
+    fn records(&self) -> Result<&[Value], String> {
+        self.records.as_deref().map_err(|e| e.clone())
+    }
+
+    fn header(&self) -> Result<&Value, String> {
+        self.records()?
+            .iter()
+            .find(|r| r["type"] == "header")
+            .ok_or_else(|| "no header record".to_owned())
+    }
+
+    /// Fields the header declares unavailable under this plan.
+    fn unavailable(&self) -> Vec<String> {
+        self.header()
+            .ok()
+            .and_then(|h| h["unavailable"].as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Interval records of the memcg whose path ends with `path`.
+    fn intervals<'s>(&'s self, path: &'s str) -> impl Iterator<Item = &'s Value> + 's {
+        self.records
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .filter(move |r| r["type"] == "memcg_interval" && path_is(&r["memcg"]["path"], path))
+    }
+
+    /// Sum of `field` over the intervals of `path`: None when the field is
+    /// null (unavailable) in every record, Err if it is ever missing.
+    fn sum(&self, path: &str, field: &str) -> Result<Option<u64>, String> {
+        let mut total: Option<u64> = None;
+        for r in self.intervals(path) {
+            match &r[field] {
+                Value::Null if r.get(field).is_some() => {}
+                Value::Number(n) => {
+                    let n = n
+                        .as_u64()
+                        .ok_or_else(|| format!("{field}={n} is not a count"))?;
+                    total = Some(total.unwrap_or(0) + n);
+                }
+                other => return Err(format!("{field} is {other} in a memcg_interval record")),
+            }
+        }
+        Ok(total)
+    }
+
+    fn kprobe_like(&self) -> bool {
+        matches!(self.mode, "fentry" | "kprobe" | "auto")
+    }
+}
+
+/// "/a/vt_x" matches "/vt_x" (relative paths, or absolute cgroupfs paths).
+fn path_is(v: &Value, want: &str) -> bool {
+    v.as_str()
+        .map(|p| {
+            let p = p.trim_end_matches('/');
+            p == want || p.ends_with(want)
+        })
+        .unwrap_or(false)
+}
+
+pub fn parse_ndjson(text: &str) -> Result<Vec<Value>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}: {l:.120}", i + 1)))
+        .collect()
+}
+
+pub struct ModeCheck {
+    pub name: &'static str,
+    pub run: fn(&ModeRun<'_>) -> Outcome,
+}
+
+pub struct BootCheck {
+    pub name: &'static str,
+    pub run: fn(&BootRun<'_>) -> Outcome,
+}
+
+/// One guest boot: its cgroup layout and everything it sent.
+pub struct BootRun<'a> {
+    /// "v2", "v1" or "hybrid" (what the guest mounted).
+    pub cgroup: &'a str,
+    pub transcript: &'a Transcript,
+}
+
+/// Checks done once per attach mode.
+pub const MODE_CHECKS: &[ModeCheck] = &[
+    ModeCheck {
+        name: "ndjson",
+        run: check_ndjson,
+    },
+    ModeCheck {
+        name: "plan",
+        run: check_plan,
+    },
+    ModeCheck {
+        name: "oom_kill",
+        run: check_oom_kill,
+    },
+    ModeCheck {
+        name: "reclaim",
+        run: check_reclaim,
+    },
+    ModeCheck {
+        name: "shrink",
+        run: check_shrink,
+    },
+];
+
+/// Checks done once per boot.
+pub const BOOT_CHECKS: &[BootCheck] = &[BootCheck {
+    name: "doctor",
+    run: check_doctor,
+}];
+
+/// The hooks that fentry and kprobe plans must attach on every kernel here.
+const CORE_HOOKS: &[&str] = &[
+    "try_charge_memcg",
+    "shrink_slab",
+    "do_shrink_slab",
+    "oom_kill_process",
+];
+
+fn check_ndjson(m: &ModeRun) -> Outcome {
+    let recs = m.records()?;
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in recs {
+        let t = r["type"].as_str().ok_or("a record has no \"type\"")?;
+        *kinds.entry(t).or_default() += 1;
+    }
+    if recs.first().map(|r| &r["type"]) != Some(&Value::from("header")) {
+        return Err("the first record is not the header".into());
+    }
+    Ok(format!("{kinds:?}"))
+}
+
+fn plan_entry<'a>(plan: &'a Value, hook: &str) -> Option<&'a Value> {
+    plan.as_array()?.iter().find(|e| e["hook"] == hook)
+}
+
+fn check_plan(m: &ModeRun) -> Outcome {
+    let header = m.header()?;
+    if header["cgroup_mode"] != m.cgroup {
+        return Err(format!(
+            "header cgroup_mode {}, the guest mounted {}",
+            header["cgroup_mode"], m.cgroup
+        ));
+    }
+    let plan = &header["plan"];
+    if !plan.is_array() {
+        return Err("header has no plan array".into());
+    }
+    let want_family = if m.mode == "auto" { "fentry" } else { m.mode };
+    // `--attach tracepoint` means tp_btf where the kernel has it.
+    let family_ok = |f: &Value| f == want_family || (m.mode == "tracepoint" && f == "tp_btf");
+    if m.kprobe_like() {
+        for hook in CORE_HOOKS {
+            let e =
+                plan_entry(plan, hook).ok_or_else(|| format!("{hook} missing from the plan"))?;
+            if e["status"] != "attached" || e["family"] != want_family {
+                return Err(format!("{hook}: {e}"));
+            }
+        }
+        Ok(format!(
+            "{} attached via {want_family}",
+            CORE_HOOKS.join(",")
+        ))
+    } else {
+        let attached: Vec<&str> = plan
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["status"] == "attached")
+            .map(|e| -> Result<&str, String> {
+                if !family_ok(&e["family"]) {
+                    return Err(format!("{} attached via {}", e["hook"], e["family"]));
+                }
+                Ok(e["hook"].as_str().unwrap_or("?"))
+            })
+            .collect::<Result<_, _>>()?;
+        if attached.is_empty() {
+            return Err("nothing attached".into());
+        }
+        if !m.unavailable().iter().any(|f| f == "do_shrink_slab_zero") {
+            return Err("do_shrink_slab_zero not listed as unavailable".into());
+        }
+        Ok(format!("attached: {}", attached.join(",")))
+    }
+}
+
+fn check_oom_kill(m: &ModeRun) -> Outcome {
+    let info = m.info("oom")?;
+    let pid: u64 = info["pid"].parse().map_err(|_| "bad pid in INFO")?;
+    let memcg = &info["memcg"];
+    let kills: Vec<&Value> = m
+        .records()?
+        .iter()
+        .filter(|r| r["type"] == "oom_kill")
+        .collect();
+    // Kills from before the stream started (read back from the kernel log)
+    // are reported too, flagged before_start; this one happened during it.
+    let kill = kills
+        .iter()
+        .find(|r| r["victim"]["pid"] == pid && r["before_start"] != true)
+        .ok_or_else(|| {
+            format!(
+                "no oom_kill for pid {pid} among {} oom_kill records",
+                kills.len()
+            )
+        })?;
+    if !path_is(&kill["victim_memcg"]["path"], memcg) {
+        return Err(format!(
+            "victim_memcg is {}, want {memcg}",
+            kill["victim_memcg"]
+        ));
+    }
+    if !path_is(&kill["oom_memcg"]["path"], memcg) {
+        return Err(format!(
+            "oom_memcg is {}, want {memcg} (a memcg OOM)",
+            kill["oom_memcg"]
+        ));
+    }
+    if kill["victim"]["comm"] != info["comm"].as_str() {
+        return Err(format!(
+            "victim comm {}, want {}",
+            kill["victim"]["comm"], info["comm"]
+        ));
+    }
+    // The victim's own charge fails once it is marked for death: the
+    // function hooks see it, the tracepoint plan must say it cannot.
+    let failures = match m.sum(memcg, "charge_failures")? {
+        Some(n) if n > 0 => format!("charge_failures={n}"),
+        Some(n) => return Err(format!("charge_failures={n} in {memcg} around an OOM kill")),
+        None if !m.kprobe_like() && m.unavailable().iter().any(|u| u == "charge_failures") => {
+            "charge_failures=null".to_string()
+        }
+        None => return Err("charge_failures is null but the plan claims it".into()),
+    };
+    Ok(format!("pid {pid} in {memcg}, {failures}"))
+}
+
+fn check_reclaim(m: &ModeRun) -> Outcome {
+    let info = m.info("reclaim")?;
+    let memcg = info["memcg"].as_str();
+    let n = m.intervals(memcg).count();
+    if n == 0 {
+        return Err(format!("no memcg_interval record for {memcg}"));
+    }
+    let unavailable = m.unavailable();
+    let mut detail = vec![format!("{n} intervals")];
+    // Charge counters: mandatory for fentry/kprobe, else null if unavailable.
+    for f in ["charge_calls", "charge_ns"] {
+        match m.sum(memcg, f)? {
+            Some(v) if v > 0 => detail.push(format!("{f}={v}")),
+            Some(v) => return Err(format!("{f}={v} for {memcg}")),
+            None if !m.kprobe_like() && unavailable.iter().any(|u| u == f) => {
+                detail.push(format!("{f}=null"))
+            }
+            None => return Err(format!("{f} is null but the plan claims it")),
+        }
+    }
+    let mut reclaim_ns = 0;
+    for f in ["reclaim_memcg_ns", "reclaim_direct_ns"] {
+        reclaim_ns += m.sum(memcg, f)?.unwrap_or(0);
+    }
+    let count = m.sum(memcg, "reclaim_memcg_count")?.unwrap_or(0)
+        + m.sum(memcg, "reclaim_direct_count")?.unwrap_or(0);
+    if reclaim_ns == 0 || count == 0 {
+        return Err(format!(
+            "no reclaim seen for {memcg} (count {count}, ns {reclaim_ns})"
+        ));
+    }
+    detail.push(format!("reclaims={count} reclaim_ns={reclaim_ns}"));
+    Ok(detail.join(" "))
+}
+
+fn check_shrink(m: &ModeRun) -> Outcome {
+    let info = m.info("shrink")?;
+    let parent = &info["parent"];
+    let count: usize = info["count"].parse().map_err(|_| "bad count in INFO")?;
+    let memcgs: Vec<String> = (1..=count).map(|i| format!("{parent}/m{i}")).collect();
+    let unavailable = m.unavailable();
+    let mut with_calls = 0;
+    let (mut calls, mut zero, mut shrink_slab) = (0, None::<u64>, None::<u64>);
+    for cg in &memcgs {
+        let c = m.sum(cg, "do_shrink_slab_calls")?.unwrap_or(0);
+        calls += c;
+        with_calls += (c > 0) as usize;
+        if let Some(z) = m.sum(cg, "do_shrink_slab_zero")? {
+            zero = Some(zero.unwrap_or(0) + z);
+        }
+        if let Some(n) = m.sum(cg, "shrink_slab_calls")? {
+            shrink_slab = Some(shrink_slab.unwrap_or(0) + n);
+        }
+    }
+    let detail = format!(
+        "{with_calls}/{count} memcgs with do_shrink_slab calls: calls={calls} zero={} shrink_slab_calls={}",
+        show(zero),
+        show(shrink_slab)
+    );
+    if with_calls < count {
+        return Err(detail);
+    }
+    if m.kprobe_like() {
+        if zero.unwrap_or(0) == 0 {
+            return Err(format!("{detail}: want do_shrink_slab_zero > 0"));
+        }
+        if shrink_slab.unwrap_or(0) == 0 {
+            return Err(format!("{detail}: want shrink_slab_calls > 0"));
+        }
+    } else if zero.is_some() || !unavailable.iter().any(|u| u == "do_shrink_slab_zero") {
+        return Err(format!(
+            "{detail}: do_shrink_slab_zero must be null under {}",
+            m.mode
+        ));
+    }
+    Ok(detail)
+}
+
+fn show(v: Option<u64>) -> String {
+    v.map_or_else(|| "null".to_owned(), |v| v.to_string())
+}
+
+fn check_doctor(b: &BootRun) -> Outcome {
+    let text = b
+        .transcript
+        .files
+        .get("doctor.json")
+        .ok_or("no doctor.json from the guest")?;
+    let d: Value = serde_json::from_str(text.trim()).map_err(|e| format!("doctor --json: {e}"))?;
+    let mut missing = Vec::new();
+    for fam in ["fentry", "kprobe", "tracepoint"] {
+        if d["families"][fam]["available"] != true {
+            missing.push(format!("{fam}: {}", d["families"][fam]["reason"]));
+        }
+    }
+    if d["btf"]["available"] != true {
+        missing.push("btf".into());
+    }
+    if !missing.is_empty() {
+        return Err(format!("unavailable: {}", missing.join("; ")));
+    }
+    if d["cgroup_mode"] != b.cgroup {
+        return Err(format!(
+            "cgroup_mode {}, the guest mounted {}",
+            d["cgroup_mode"], b.cgroup
+        ));
+    }
+    // `doctor` shows the auto plan: it must pick fentry here.
+    for hook in CORE_HOOKS {
+        let e =
+            plan_entry(&d["plan"], hook).ok_or_else(|| format!("{hook} missing from the plan"))?;
+        if e["family"] != "fentry" {
+            return Err(format!("auto plan for {hook}: {e}"));
+        }
+    }
+    Ok(format!(
+        "kernel {} cgroup {}",
+        d["kernel_release"], d["cgroup_mode"]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transcript(infos: &[&str]) -> Transcript {
+        Transcript::parse(infos.iter().copied(), "")
+    }
+
+    #[test]
+    fn oom_and_reclaim_checks() {
+        let t = transcript(&[
+            "INFO scenario=oom tag=kprobe pid=42 comm=dd memcg=/vt_kprobe_oom rc=137",
+            "INFO scenario=reclaim tag=kprobe memcg=/vt_kprobe_reclaim rc=0",
+        ]);
+        let ndjson = r#"{"type":"header","plan":[],"unavailable":[]}
+{"type":"oom_kill","victim":{"pid":42,"comm":"dd"},"victim_memcg":{"id":5,"path":"/vt_kprobe_oom"},"oom_memcg":{"id":5,"path":"/vt_kprobe_oom"}}
+{"type":"memcg_interval","memcg":{"id":5,"path":"/vt_kprobe_oom"},"charge_calls":529,"charge_failures":2}
+{"type":"memcg_interval","memcg":{"id":6,"path":"/vt_kprobe_reclaim"},"charge_calls":3,"charge_ns":100,"reclaim_memcg_count":1,"reclaim_memcg_ns":50,"reclaim_direct_count":0,"reclaim_direct_ns":0}
+"#;
+        let m = ModeRun {
+            mode: "kprobe",
+            cgroup: "v2",
+            transcript: &t,
+            records: parse_ndjson(ndjson),
+        };
+        assert!(check_oom_kill(&m).is_ok(), "{:?}", check_oom_kill(&m));
+        assert!(check_reclaim(&m).is_ok(), "{:?}", check_reclaim(&m));
+        assert!(check_plan(&m).is_err());
+        assert!(check_shrink(&m).is_err());
+
+        // The same kill without a failed charge seen is a failure.
+        let m = ModeRun {
+            records: parse_ndjson(
+                &ndjson.replace(r#""charge_failures":2"#, r#""charge_failures":0"#),
+            ),
+            ..m
+        };
+        assert!(check_oom_kill(&m).is_err());
+    }
+
+    #[test]
+    fn tracepoint_nulls() {
+        let t = transcript(&["INFO scenario=shrink tag=tracepoint parent=/p count=1"]);
+        let ndjson = r#"{"type":"header","cgroup_mode":"v2","plan":[{"hook":"shrink_slab","family":"tracepoint","status":"attached"}],"unavailable":["do_shrink_slab_zero"]}
+{"type":"memcg_interval","memcg":{"id":6,"path":"/p/m1"},"do_shrink_slab_calls":2,"do_shrink_slab_zero":null,"shrink_slab_calls":null}
+"#;
+        let m = ModeRun {
+            mode: "tracepoint",
+            cgroup: "v2",
+            transcript: &t,
+            records: parse_ndjson(ndjson),
+        };
+        assert!(check_shrink(&m).is_ok(), "{:?}", check_shrink(&m));
+        assert!(check_plan(&m).is_ok(), "{:?}", check_plan(&m));
+        assert!(
+            parse_ndjson("{\"a\":1}\nnot json\n")
+                .unwrap_err()
+                .starts_with("line 2")
+        );
+    }
+}

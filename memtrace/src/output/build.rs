@@ -37,10 +37,15 @@ pub fn memcg(resolver: &mut Resolver, id: u64) -> Memcg {
     }
 }
 
-/// A memcg named by the kernel log, which escapes control bytes in paths
-/// as `\xNN`; its id if it still exists.
+/// Text from the kernel log, which escapes control bytes as `\xNN`, back
+/// to the bytes the kernel had (records escape them again, uniformly).
+fn kmsg_text(escaped: &str) -> String {
+    String::from_utf8_lossy(&crate::source::kmsg::unescape(escaped)).into_owned()
+}
+
+/// A memcg named by the kernel log; its id if it still exists.
 fn memcg_by_path(resolver: &mut Resolver, escaped: &str) -> Memcg {
-    let path = String::from_utf8_lossy(&crate::source::kmsg::unescape(escaped)).into_owned();
+    let path = kmsg_text(escaped);
     match resolver.resolve_path(&path) {
         Some(n) => Memcg {
             id: n.id,
@@ -85,7 +90,7 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
         tgid: task.map(|b| b.victim_tgid),
         comm: task
             .map(|b| comm(&b.victim_comm))
-            .or(k.map(|k| k.comm.clone()))
+            .or(k.map(|k| kmsg_text(&k.comm)))
             .unwrap_or_default(),
         uid: task
             .map(|b| b.victim_uid)
@@ -138,11 +143,13 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
                 comm: comm(&b.trigger_comm),
             })
             .or_else(|| {
-                k.and_then(|k| k.trigger_comm.clone()).map(|c| Task {
-                    pid: None,
-                    tgid: None,
-                    comm: c,
-                })
+                k.and_then(|k| k.trigger_comm.as_deref())
+                    .map(kmsg_text)
+                    .map(|c| Task {
+                        pid: None,
+                        tgid: None,
+                        comm: c,
+                    })
             }),
         totalpages: totals.map(|b| b.totalpages),
         chosen_points: totals.map(|b| b.chosen_points),
@@ -263,5 +270,95 @@ pub fn interval(
                 .map(|(k, s)| shrinker_row(k, s, zero_visible, cx.kallsyms))
                 .collect()
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::{
+        cgroup::{CgroupMode, MemcgFs},
+        source::kmsg::OomReport,
+    };
+
+    /// A directory tree standing in for the memory hierarchy.
+    fn fake_hierarchy(name: &str) -> (std::path::PathBuf, Resolver) {
+        let root =
+            std::env::temp_dir().join(format!("memtrace-build-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("parent\x1b]0;x\x07/child")).unwrap();
+        let fs = MemcgFs {
+            mode: CgroupMode::V1,
+            root: root.clone(),
+            v2: false,
+        };
+        (root.clone(), Resolver::new(&fs))
+    }
+
+    #[test]
+    fn kernel_log_only_kill_gets_real_names_and_nulls() {
+        let (root, mut resolver) = fake_hierarchy("kmsg");
+        let report = OomReport {
+            pid: 4242,
+            comm: "ev\\x1bil".into(),
+            trigger_comm: Some("ev\\x1bil".into()),
+            constraint: Some("CONSTRAINT_MEMCG".into()),
+            oom_memcg: Some("/parent\\x1b]0;x\\x07".into()),
+            task_memcg: Some("/parent\\x1b]0;x\\x07/child".into()),
+            anon_rss_kb: Some(65280),
+            ts_usec: 5,
+            ..Default::default()
+        };
+        let j = JoinedOom {
+            kmsg: Some(report),
+            before_start: true,
+            ..Default::default()
+        };
+        let r = oom(&j, &mut resolver, &Clock::new());
+        assert_eq!(r.victim.comm, "ev\x1bil");
+        assert_eq!(r.trigger.as_ref().unwrap().comm, "ev\x1bil");
+        assert_eq!(
+            r.trigger.as_ref().unwrap().pid,
+            None,
+            "the log prints no trigger pid"
+        );
+        assert_eq!(r.constraint.as_deref(), Some("memcg"));
+        let parent = r.oom_memcg.unwrap();
+        assert_eq!(parent.path.as_deref(), Some("/parent\x1b]0;x\x07"));
+        assert_eq!(
+            parent.id,
+            std::fs::metadata(root.join("parent\x1b]0;x\x07"))
+                .unwrap()
+                .ino()
+        );
+        assert_eq!(
+            r.victim_memcg.unwrap().path.as_deref(),
+            Some("/parent\x1b]0;x\x07/child")
+        );
+        assert_eq!(r.ts_ns, 5000);
+        assert!(r.before_start);
+        assert_eq!(
+            (r.totalpages, r.chosen_points, r.victim.tgid),
+            (None, None, None)
+        );
+        assert_eq!(r.sources, ["kmsg"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn memcg_gone_from_the_log_keeps_its_path_marked_deleted() {
+        let (root, mut resolver) = fake_hierarchy("gone");
+        let m = memcg_by_path(&mut resolver, "/never-existed");
+        assert_eq!(
+            m,
+            Memcg {
+                id: 0,
+                path: Some("/never-existed".into()),
+                deleted: true
+            }
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

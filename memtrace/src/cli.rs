@@ -28,6 +28,11 @@ pub enum Command {
         after_help = "Examples:\n  memtrace stream                       # OOM kills and slow events as they happen\n  memtrace stream --interval 1s | jq 'select(.type==\"memcg_interval\")'\n  memtrace stream --attach tracepoint --interval 2s --duration 30s --output out.ndjson"
     )]
     Stream(StreamArgs),
+    /// Live view of containers (or memcgs) ranked by reclaim cost
+    #[command(
+        after_help = "Examples:\n  memtrace top\n  memtrace top --by memcg --sort do-shrink\n  memtrace top --batch --iterations 3          # plain text frames, like top -b\n  memtrace top --json --iterations 1 | jq .\n  memtrace top --replay capture.ndjson          # no root needed\n\nKeys: q quit, ? help, / filter, s/S sort column, enter details, p pause."
+    )]
+    Top(TopArgs),
     /// What this kernel supports and the attach plan memtrace would use
     #[command(after_help = "Examples:\n  memtrace doctor\n  memtrace doctor --json | jq .plan")]
     Doctor(DoctorArgs),
@@ -93,10 +98,27 @@ impl ProbeArgs {
     }
 }
 
+/// Which memcgs to show.
+#[derive(Args, Debug, Clone)]
+pub struct FilterArgs {
+    /// Only memcgs whose path matches GLOB (shell rules; `*` stops at `/`)
+    #[arg(long, value_name = "GLOB")]
+    pub cgroup: Option<String>,
+    /// Only memcgs of containers whose id (or name) starts with PREFIX
+    #[arg(long, value_name = "ID-PREFIX")]
+    pub container: Option<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct StreamArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Re-emit the records of FILE (written by `stream --output` or `top
+    /// --save`) instead of reading the kernel; no root needed
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["interval", "duration"])]
+    pub replay: Option<PathBuf>,
     /// Write to FILE (appended, created 0600) instead of stdout
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -106,6 +128,38 @@ pub struct StreamArgs {
     /// Stop after DURATION (default: until SIGINT/SIGTERM)
     #[arg(long, value_parser = parse_positive_duration)]
     pub duration: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Refresh every DURATION (a replay advances one interval per refresh)
+    #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
+    pub interval: Duration,
+    /// One row per container, or per memcg
+    #[arg(long, value_enum, default_value = "container")]
+    pub by: crate::top::By,
+    /// Initial sort column (descending)
+    #[arg(long, value_enum, default_value = "reclaim")]
+    pub sort: crate::top::Column,
+    /// Plain-text frames on stdout, no escape codes (scripts, no TTY)
+    #[arg(long)]
+    pub batch: bool,
+    /// Rows as NDJSON (`"type":"top_row"`), one frame per interval
+    #[arg(long)]
+    pub json: bool,
+    /// With --batch/--json: stop after N frames
+    #[arg(long, value_name = "N")]
+    pub iterations: Option<u64>,
+    /// Read records from FILE (from `stream --output` or `top --save`) instead of the kernel; no root needed
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Also append the records behind the view to FILE (replayable)
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    pub save: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

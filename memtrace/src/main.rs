@@ -4,9 +4,13 @@ mod cgroup;
 mod cli;
 mod clock;
 mod commands;
+mod filter;
+mod host;
 mod kernel;
 mod output;
+mod pipeline;
 mod source;
+mod top;
 
 use clap::Parser;
 

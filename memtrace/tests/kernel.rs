@@ -218,7 +218,7 @@ fn write_churn_shows_reclaim_and_limit_hits_and_nulls_for_the_unseen() {
             assert!(rows[0][f].is_u64(), "{f}: {}", rows[0]);
         }
     }
-    let stats = of_type(&records, "stats");
+    let stats = of_type(&records, "system");
     assert!(!stats.is_empty());
     let last = stats.last().unwrap();
     assert_eq!(last["memcg_map_full"], 0);
@@ -480,7 +480,7 @@ fn sigterm_flushes_and_exits_zero_with_final_stats() {
     assert!(start.elapsed() < Duration::from_secs(10));
     assert_eq!(
         records.last().unwrap()["type"],
-        "stats",
+        "system",
         "final counters are written on exit"
     );
     assert!(

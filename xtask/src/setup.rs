@@ -26,6 +26,8 @@ pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// qemu guests for the kprobe/fentry tests (shared/notes/vm-testing.md).
 pub const VM_PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
+/// The interactive `top` test drives a real terminal.
+pub const TEST_PACKAGES: [&str; 1] = ["tmux"];
 
 /// What the builds need from setup.
 pub struct Toolchain {
@@ -106,8 +108,17 @@ fn check_debian_rustc() -> Result<()> {
 
 /// For `vm-test`: qemu and a static busybox for the guests' initramfs.
 pub fn setup_vm() -> Result<()> {
-    let installed = apt::installed(&VM_PACKAGES)?;
-    let missing: Vec<String> = VM_PACKAGES
+    ensure_installed(&VM_PACKAGES)
+}
+
+/// For the tests: tmux.
+pub fn setup_test() -> Result<()> {
+    ensure_installed(&TEST_PACKAGES)
+}
+
+fn ensure_installed(packages: &[&str]) -> Result<()> {
+    let installed = apt::installed(packages)?;
+    let missing: Vec<String> = packages
         .iter()
         .filter(|p| !installed.contains_key(**p))
         .map(|p| p.to_string())

@@ -16,6 +16,7 @@ type Check = Box<dyn FnOnce() -> Result<()>>;
 
 pub fn test(cargo_test_args: &[String], with_vm: bool) -> Result<()> {
     let toolchain = setup::run().context("step `setup` failed")?;
+    setup::setup_test().context("step `setup` failed")?;
     let object = ebpf::build(&toolchain).context("step `ebpf-build` failed")?;
 
     let mut checks: Vec<(&str, Check)> = vec![

@@ -7,8 +7,10 @@
 //! relative to it ([`Resolver`]) and reads the few counters memtrace reports
 //! ([`limit_hits`]).
 
+pub mod container;
 pub mod mounts;
 pub mod resolver;
+pub mod state;
 pub mod stats;
 
 // Convenience re-exports: a caller need not name every one of them.

@@ -14,6 +14,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         .build()?;
     match cli.command {
         Command::Stream(args) => rt.block_on(stream::run(args)),
+        Command::Top(args) => rt.block_on(crate::top::run(args)),
         Command::Doctor(args) => doctor::run(args),
     }
 }

@@ -10,30 +10,29 @@ use memtrace_common::{
 use super::{escape::comm, records::*};
 use crate::{
     aggregate::{counters::percentile, intervals::MemcgDelta, oom::JoinedOom},
-    cgroup::Resolver,
+    cgroup::{Resolver, container::attribute},
     clock::Clock,
     kernel::symbols::Kallsyms,
 };
 
+/// A memcg as records name it; the container comes from its path.
+fn named(id: u64, path: Option<String>, deleted: bool) -> Memcg {
+    let container = path.as_deref().map(attribute);
+    Memcg {
+        id,
+        path,
+        deleted,
+        container,
+    }
+}
+
 pub fn memcg(resolver: &mut Resolver, id: u64) -> Memcg {
     if id == 0 {
-        return Memcg {
-            id,
-            path: None,
-            deleted: false,
-        };
+        return named(id, None, false);
     }
     match resolver.resolve(id) {
-        Some(n) => Memcg {
-            id,
-            path: Some(n.path),
-            deleted: n.deleted,
-        },
-        None => Memcg {
-            id,
-            path: None,
-            deleted: false,
-        },
+        Some(n) => named(id, Some(n.path), n.deleted),
+        None => named(id, None, false),
     }
 }
 
@@ -47,16 +46,8 @@ fn kmsg_text(escaped: &str) -> String {
 fn memcg_by_path(resolver: &mut Resolver, escaped: &str) -> Memcg {
     let path = kmsg_text(escaped);
     match resolver.resolve_path(&path) {
-        Some(n) => Memcg {
-            id: n.id,
-            path: Some(n.path),
-            deleted: n.deleted,
-        },
-        None => Memcg {
-            id: 0,
-            path: Some(path),
-            deleted: true,
-        },
+        Some(n) => named(n.id, Some(n.path), n.deleted),
+        None => named(0, Some(path), true),
     }
 }
 
@@ -76,13 +67,13 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
     let k = j.kmsg.as_ref();
     let mut sources = Vec::new();
     if j.bpf.is_some() {
-        sources.push("oom_kill_process");
+        sources.push("oom_kill_process".to_string());
     }
     if j.mark.is_some() {
-        sources.push("mark_victim");
+        sources.push("mark_victim".to_string());
     }
     if k.is_some() {
-        sources.push("kmsg");
+        sources.push("kmsg".to_string());
     }
     let task = bpf.filter(|b| b.flags & OOM_HAS_VICTIM_TASK != 0);
     let victim = Victim {
@@ -127,7 +118,6 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
         .unwrap_or(0);
     let totals = j.bpf.filter(|b| b.flags & OOM_HAS_TOTALPAGES != 0);
     OomKill {
-        kind: "oom_kill",
         ts: clock.rfc3339(ts_ns),
         ts_ns,
         before_start: j.before_start,
@@ -157,20 +147,17 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
     }
 }
 
-pub fn slow(e: &SlowEvent, resolver: &mut Resolver, clock: &Clock) -> Slow {
-    Slow {
-        kind: if e.what == SLOW_CHARGE {
-            "slow_charge"
-        } else {
-            "slow_reclaim"
-        },
+/// A `slow_charge` or `slow_reclaim` record.
+pub fn slow(e: &SlowEvent, resolver: &mut Resolver, clock: &Clock) -> Record {
+    let rec = Slow {
         ts: clock.rfc3339(e.ts_ns),
         ts_ns: e.ts_ns,
         what: match e.what {
             SLOW_CHARGE => "charge",
             SLOW_RECLAIM_DIRECT => "direct_reclaim",
             _ => "memcg_reclaim",
-        },
+        }
+        .to_string(),
         duration_ns: e.duration_ns,
         memcg: memcg(resolver, e.memcg_id),
         pages: e.pages,
@@ -180,6 +167,11 @@ pub fn slow(e: &SlowEvent, resolver: &mut Resolver, clock: &Clock) -> Slow {
             tgid: Some(e.tgid),
             comm: comm(&e.comm),
         },
+    };
+    if e.what == SLOW_CHARGE {
+        Record::SlowCharge(rec)
+    } else {
+        Record::SlowReclaim(rec)
     }
 }
 
@@ -235,7 +227,6 @@ pub fn interval(
     let zero_visible = v.get("do_shrink_slab_zero", 0).is_some();
     let p = |hist, q, field| percentile(hist, q).and_then(|x| v.get(field, x));
     MemcgInterval {
-        kind: "memcg_interval",
         ts: cx.clock.rfc3339(cx.ts_ns),
         ts_ns: cx.ts_ns,
         interval_ns: cx.interval_ns,
@@ -270,6 +261,8 @@ pub fn interval(
                 .map(|(k, s)| shrinker_row(k, s, zero_visible, cx.kallsyms))
                 .collect()
         }),
+        // Filled by the pipeline, which reads cgroupfs.
+        state: None,
     }
 }
 
@@ -356,7 +349,8 @@ mod tests {
             Memcg {
                 id: 0,
                 path: Some("/never-existed".into()),
-                deleted: true
+                deleted: true,
+                container: Some(attribute("/never-existed")),
             }
         );
         std::fs::remove_dir_all(&root).unwrap();

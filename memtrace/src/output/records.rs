@@ -1,14 +1,38 @@
-//! The records memtrace writes, one JSON object per line. This is the event
-//! schema: docs/events.md documents every field, and fields are only ever
-//! added, never renamed. `Option` fields are `null` when the attach plan
-//! cannot see them (never 0).
-use serde::Serialize;
+//! The records memtrace writes, one JSON object per line, and reads back
+//! for `--replay`. This is the event schema: docs/events.md documents every
+//! field, and fields are only ever added, never renamed. `Option` fields are
+//! `null` when the attach plan cannot see them (never 0).
+use serde::{Deserialize, Serialize};
 
-use crate::source::loader::PlanEntry;
+use crate::cgroup::{container::Container, state::MemcgState};
 
 pub const FORMAT_VERSION: u32 = 1;
 
-#[derive(Serialize, Clone, Debug, PartialEq)]
+/// Every record, tagged by its `"type"`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    Header(Header),
+    OomKill(Box<OomKill>),
+    MemcgInterval(Box<MemcgInterval>),
+    SlowCharge(Slow),
+    SlowReclaim(Slow),
+    System(System),
+}
+
+impl From<OomKill> for Record {
+    fn from(k: OomKill) -> Self {
+        Record::OomKill(Box::new(k))
+    }
+}
+
+impl From<MemcgInterval> for Record {
+    fn from(i: MemcgInterval) -> Self {
+        Record::MemcgInterval(Box::new(i))
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Memcg {
     /// Inode number of the memcg's cgroupfs directory (= kernfs id).
     pub id: u64,
@@ -16,29 +40,31 @@ pub struct Memcg {
     pub path: Option<String>,
     /// The memcg was removed; `path` is the last one seen.
     pub deleted: bool,
+    /// The container it belongs to, from its path; null without a path.
+    #[serde(default)]
+    pub container: Option<Container>,
 }
 
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Header {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub ts: String,
     pub ts_ns: u64,
     pub format_version: u32,
-    pub memtrace_version: &'static str,
+    pub memtrace_version: String,
     pub hostname: String,
     pub kernel_release: String,
     pub cgroup_mode: String,
-    pub attach_mode: &'static str,
+    pub attach_mode: String,
     pub interval_ms: Option<u64>,
-    pub plan: Vec<PlanEntry>,
+    /// One object per hook (see docs/events.md).
+    pub plan: Vec<serde_json::Value>,
     /// Record fields this plan leaves null.
-    pub unavailable: Vec<&'static str>,
+    pub unavailable: Vec<String>,
     /// Whether the kernel log could be read (OOM details and past kills).
     pub kmsg: bool,
 }
 
-#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Task {
     /// Null when only the kernel log named the task (it prints no pid).
     pub pid: Option<u32>,
@@ -46,7 +72,7 @@ pub struct Task {
     pub comm: String,
 }
 
-#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Victim {
     pub pid: u32,
     pub tgid: Option<u32>,
@@ -60,10 +86,8 @@ pub struct Victim {
     pub pgtables_kb: Option<u64>,
 }
 
-#[derive(Serialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct OomKill {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub ts: String,
     pub ts_ns: u64,
     /// Found in the kernel log at start-up: it happened before memtrace ran.
@@ -80,10 +104,10 @@ pub struct OomKill {
     pub totalpages: Option<u64>,
     pub chosen_points: Option<i64>,
     /// Where the facts came from: "oom_kill_process", "mark_victim", "kmsg".
-    pub sources: Vec<&'static str>,
+    pub sources: Vec<String>,
 }
 
-#[derive(Serialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ShrinkerRow {
     /// Kernel address of the `struct shrinker` (its identity).
     pub shrinker: String,
@@ -95,10 +119,8 @@ pub struct ShrinkerRow {
     pub ns: u64,
 }
 
-#[derive(Serialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct MemcgInterval {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub ts: String,
     pub ts_ns: u64,
     pub interval_ns: u64,
@@ -130,16 +152,18 @@ pub struct MemcgInterval {
     pub limit_hits: Option<u64>,
     /// Busiest shrinkers for this memcg in the interval (top 10 by calls).
     pub shrinkers: Option<Vec<ShrinkerRow>>,
+    /// The memcg's cgroupfs state at the end of the interval; null when it
+    /// could not be read (deleted).
+    #[serde(default)]
+    pub state: Option<MemcgState>,
 }
 
-#[derive(Serialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Slow {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
     pub ts: String,
     pub ts_ns: u64,
     /// "charge", "direct_reclaim" or "memcg_reclaim".
-    pub what: &'static str,
+    pub what: String,
     pub duration_ns: u64,
     pub memcg: Memcg,
     pub pages: u64,
@@ -148,13 +172,27 @@ pub struct Slow {
     pub task: Task,
 }
 
-#[derive(Serialize, Clone, Debug, Default, PartialEq)]
-pub struct Stats {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
+/// Host-wide state, after every interval's `memcg_interval` records (it
+/// closes the interval) and once at exit.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct System {
     pub ts: String,
     pub ts_ns: u64,
-    /// Cumulative since start.
+    pub interval_ns: u64,
+    /// % of all CPU time spent in the kernel ("system" in /proc/stat).
+    pub sys_pct: f64,
+    /// The busiest CPU's system %, and which CPU that was.
+    pub max_cpu_sys_pct: f64,
+    pub max_cpu: Option<u32>,
+    pub iowait_pct: f64,
+    /// CPU used by the kswapd threads, in % of one CPU.
+    pub kswapd_cpu_pct: f64,
+    /// Memcgs removed but still held by the kernel (they still cost
+    /// shrinker work); null where the kernel does not tell.
+    pub dying_memcgs: Option<u64>,
+    /// Memcgs in the hierarchy now.
+    pub live_memcgs: u64,
+    /// The rest is cumulative since start.
     pub kswapd_wakes: Option<u64>,
     pub kswapd_ns: Option<u64>,
     pub ringbuf_drops: u64,

@@ -3,3 +3,4 @@
 pub mod kmsg;
 pub mod live;
 pub mod loader;
+pub mod replay;

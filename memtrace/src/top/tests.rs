@@ -1,0 +1,320 @@
+use ratatui::{
+    Terminal,
+    backend::TestBackend,
+    crossterm::event::{KeyCode, KeyEvent, KeyModifiers},
+};
+
+use super::{
+    model::{By, Column, Model},
+    table, tui,
+};
+use crate::{
+    cgroup::{container::attribute, state::MemcgState},
+    output::records::{Header, Memcg, MemcgInterval, OomKill, Record, ShrinkerRow, System, Victim},
+};
+
+const ID: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
+
+fn memcg(path: &str, id: u64) -> Memcg {
+    Memcg {
+        id,
+        path: Some(path.into()),
+        deleted: false,
+        container: Some(attribute(path)),
+    }
+}
+
+/// The host's plan: no charge or shrink_slab hook, no zero-call counts.
+fn header() -> Record {
+    Record::Header(Header {
+        unavailable: [
+            "charge_failures",
+            "charge_calls",
+            "shrink_slab_calls",
+            "shrink_slab_kswapd_ns",
+            "do_shrink_slab_zero",
+        ]
+        .map(String::from)
+        .to_vec(),
+        plan: vec![
+            serde_json::json!({"hook": "try_charge_memcg", "family": null}),
+            serde_json::json!({"hook": "do_shrink_slab", "family": "tp_btf"}),
+        ],
+        ..Default::default()
+    })
+}
+
+fn interval(m: Memcg, reclaim_ms: u64, do_shrink: u64, usage: Option<u64>) -> Record {
+    Record::from(MemcgInterval {
+        interval_ns: 2_000_000_000,
+        memcg: m,
+        reclaim_memcg_ns: Some(reclaim_ms * 1_000_000),
+        reclaim_direct_ns: Some(0),
+        reclaim_p99_ns: Some(8_388_608),
+        do_shrink_slab_calls: Some(do_shrink),
+        do_shrink_slab_freed: Some(10),
+        limit_hits: Some(40),
+        shrinkers: Some(vec![ShrinkerRow {
+            shrinker: "0xffff1".into(),
+            count_objects: Some("super_cache_count".into()),
+            calls: do_shrink,
+            zero: None,
+            freed: 10,
+            ns: 1000,
+        }]),
+        state: usage.map(|u| MemcgState {
+            usage_bytes: Some(u),
+            effective_limit_bytes: Some(64 << 20),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn system(ts: &str) -> Record {
+    Record::System(System {
+        ts: ts.into(),
+        sys_pct: 12.5,
+        live_memcgs: 7,
+        dying_memcgs: Some(2),
+        ..Default::default()
+    })
+}
+
+fn docker_model() -> Model {
+    let mut m = Model::new(By::Container);
+    let root = format!("/system.slice/docker-{ID}.scope");
+    for r in [
+        header(),
+        interval(memcg(&root, 10), 100, 40, Some(50 << 20)),
+        interval(memcg(&format!("{root}/child"), 11), 60, 20, Some(20 << 20)),
+        interval(memcg("/system.slice/nginx.service", 12), 10, 0, None),
+        system("2026-11-22T00:00:02Z"),
+    ] {
+        m.apply(&r);
+    }
+    m
+}
+
+#[test]
+fn rows_aggregate_a_containers_memcgs_per_second() {
+    let m = docker_model();
+    let rows = m.rows(Column::Reclaim, "");
+    assert_eq!(rows.len(), 2);
+    let d = rows[0];
+    assert_eq!((d.runtime.as_str(), d.name.as_str()), ("docker", &ID[..12]));
+    assert_eq!(d.memcgs, 2);
+    assert_eq!(d.reclaim_ms_per_s, Some(80.0), "(100 + 60) ms over 2 s");
+    assert_eq!(d.do_shrink_slab_per_s, Some(30.0));
+    assert_eq!(d.limit_hits_per_s, Some(40.0));
+    assert_eq!(
+        d.usage_bytes,
+        Some(50 << 20),
+        "state of the memcg nearest the container root"
+    );
+    // Not visible on this plan: None, never 0.
+    assert_eq!(d.charge_failures_per_s, None);
+    assert_eq!(d.shrink_slab_per_s, None);
+    assert_eq!(d.zero_pct, None);
+    assert_eq!(rows[1].name, "nginx.service");
+    assert_eq!(m.summary.reclaim_ms_per_s, 85.0);
+}
+
+#[test]
+fn idle_rows_stay_with_zero_rates() {
+    let mut m = docker_model();
+    m.apply(&system("2026-11-22T00:00:04Z"));
+    let rows = m.rows(Column::Name, "");
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.reclaim_ms_per_s == Some(0.0) && r.charge_failures_per_s.is_none())
+    );
+}
+
+#[test]
+fn oom_kills_count_in_the_victims_row_but_not_from_before_start() {
+    let mut m = docker_model();
+    let kill = |before_start| {
+        Record::from(OomKill {
+            before_start,
+            victim: Victim {
+                pid: 7,
+                comm: "java".into(),
+                ..Default::default()
+            },
+            victim_memcg: Some(memcg(&format!("/system.slice/docker-{ID}.scope/child"), 11)),
+            ..Default::default()
+        })
+    };
+    m.apply(&kill(true));
+    m.apply(&kill(false));
+    let rows = m.rows(Column::Ooms, "");
+    assert_eq!((rows[0].name.as_str(), rows[0].oom_kills), (&ID[..12], 1));
+    assert_eq!(m.summary.oom_kills, 1);
+    assert_eq!(m.ooms.len(), 2, "both listed in the detail view");
+}
+
+#[test]
+fn zero_share_when_the_plan_sees_it() {
+    let mut m = Model::new(By::Memcg);
+    m.apply(&Record::Header(Header::default()));
+    let mut rec = interval(memcg("/a", 1), 1, 200, None);
+    if let Record::MemcgInterval(i) = &mut rec {
+        i.do_shrink_slab_zero = Some(150);
+    }
+    m.apply(&rec);
+    m.apply(&system("t"));
+    assert_eq!(m.rows(Column::Zero, "")[0].zero_pct, Some(75.0));
+}
+
+fn render(m: &Model, ui: &tui::Ui) -> String {
+    let mut t = Terminal::new(TestBackend::new(170, 24)).unwrap();
+    t.draw(|f| tui::draw(f, m, ui)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let mut s = String::new();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            s.push_str(buf[(x, y)].symbol());
+        }
+        s.push('\n');
+    }
+    s
+}
+
+#[test]
+fn screen_shows_rows_header_and_plan() {
+    let m = docker_model();
+    let screen = render(&m, &tui::Ui::new(Column::Reclaim));
+    assert!(
+        screen.contains("NAME") && screen.contains("RECLAIM") && screen.contains("DOSHR/s"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&ID[..12]) && screen.contains("docker") && screen.contains("nginx.service"),
+        "{screen}"
+    );
+    assert!(screen.contains("50.0M/64.0M"), "{screen}");
+    assert!(
+        screen.contains("sys 12.5%") && screen.contains("2 dying"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("plan tp_btf: do_shrink_slab")
+            && screen.contains("unavailable: try_charge_memcg"),
+        "{screen}"
+    );
+    assert!(screen.contains("not visible (-)"), "{screen}");
+}
+
+fn key(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+#[test]
+fn keys_drive_help_detail_filter_sort_and_quit() {
+    let m = docker_model();
+    let mut ui = tui::Ui::new(Column::Reclaim);
+    assert_eq!(
+        tui::on_key(&mut ui, key(KeyCode::Char('?')), 2),
+        tui::Action::Redraw
+    );
+    assert!(render(&m, &ui).contains("99th percentile reclaim latency"));
+    tui::on_key(&mut ui, key(KeyCode::Esc), 2);
+    tui::on_key(&mut ui, key(KeyCode::Enter), 2);
+    let detail = render(&m, &ui);
+    assert!(
+        detail.contains("super_cache_count") && detail.contains("shrinkers (last interval)"),
+        "{detail}"
+    );
+    tui::on_key(&mut ui, key(KeyCode::Esc), 2);
+    for k in [
+        KeyCode::Char('/'),
+        KeyCode::Char('n'),
+        KeyCode::Char('g'),
+        KeyCode::Enter,
+    ] {
+        tui::on_key(&mut ui, key(k), 2);
+    }
+    assert_eq!(m.rows(ui.sort, &ui.filter).len(), 1);
+    let filtered = render(&m, &ui);
+    assert!(
+        filtered.contains("nginx.service") && !filtered.contains(&ID[..12]),
+        "{filtered}"
+    );
+    tui::on_key(&mut ui, key(KeyCode::Char('s')), 1);
+    assert_eq!(ui.sort, Column::P99);
+    tui::on_key(&mut ui, key(KeyCode::Char('S')), 1);
+    assert_eq!(ui.sort, Column::Reclaim);
+    assert_eq!(
+        tui::on_key(&mut ui, key(KeyCode::Char('q')), 1),
+        tui::Action::Quit
+    );
+    assert_eq!(
+        tui::on_key(
+            &mut tui::Ui::new(Column::Name),
+            KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+            0
+        ),
+        tui::Action::Quit
+    );
+}
+
+#[test]
+fn hostile_names_never_reach_the_terminal_raw() {
+    let mut m = Model::new(By::Memcg);
+    m.apply(&header());
+    m.apply(&interval(
+        memcg("/evil\x1b]0;owned\x07\u{9b}31m", 5),
+        1,
+        1,
+        None,
+    ));
+    m.apply(&system("t\x1b[2J"));
+    let mut ui = tui::Ui::new(Column::Reclaim);
+    ui.detail = true;
+    let screen = render(&m, &ui);
+    assert!(
+        !screen.chars().any(|c| c.is_control() && c != '\n'),
+        "{screen:?}"
+    );
+    assert!(screen.contains("\\x1b]0;owned\\x07"), "{screen}");
+    let frame = table::frame(&m, &m.rows(Column::Reclaim, ""));
+    assert!(
+        !frame.chars().any(|c| c.is_control() && c != '\n'),
+        "{frame:?}"
+    );
+}
+
+#[test]
+fn batch_frame_is_plain_text_columns() {
+    let m = docker_model();
+    let frame = table::frame(&m, &m.rows(Column::Reclaim, ""));
+    let lines: Vec<&str> = frame.lines().collect();
+    assert!(
+        lines[0].starts_with("memtrace top  2026-11-22T00:00:02Z  sys 12.5%"),
+        "{frame}"
+    );
+    assert!(lines[1].starts_with("NAME"));
+    assert!(
+        lines[2].starts_with(&ID[..12]) && lines[2].contains("docker"),
+        "{frame}"
+    );
+    assert!(lines[3].starts_with("nginx.service"));
+    assert!(lines[4].starts_with("plan "));
+}
+
+#[test]
+fn empty_table_renders_before_the_first_interval() {
+    // An empty table once underflowed computing the selected row.
+    let m = Model::new(By::Container);
+    let mut ui = tui::Ui::new(Column::Reclaim);
+    ui.selected = 3;
+    let screen = render(&m, &ui);
+    assert!(
+        screen.contains("waiting for the first interval"),
+        "{screen}"
+    );
+    ui.detail = true;
+    render(&m, &ui);
+}

@@ -1,0 +1,445 @@
+//! `memtrace top` end to end, as root: real memcgs laid out like each
+//! container runtime, real workloads in them, the real binary.
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+const DOCKER: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
+const CONTAINERD: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+const CRIO: &str = "b0c1d2e3f405162738495a6b7c8d9e0fb0c1d2e3f405162738495a6b7c8d9e0f";
+const PODMAN: &str = "c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8";
+const K8S_CGROUPFS: &str = "d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9";
+const POD_UID: &str = "1d2c3b4a-5f6e-4d8c-9b0a-112233445566";
+
+/// (path below the test root, runtime, name top must show)
+fn layouts() -> Vec<(String, &'static str, String)> {
+    let pod = POD_UID.replace('-', "_");
+    vec![
+        (
+            format!("system.slice/docker-{DOCKER}.scope"),
+            "docker",
+            DOCKER[..12].to_string(),
+        ),
+        (
+            format!(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{pod}.slice/cri-containerd-{CONTAINERD}.scope"
+            ),
+            "containerd",
+            CONTAINERD[..12].to_string(),
+        ),
+        (
+            format!("kubepods/besteffort/pod{POD_UID}/{K8S_CGROUPFS}"),
+            "containerd",
+            K8S_CGROUPFS[..12].to_string(),
+        ),
+        (
+            format!("machine.slice/crio-{CRIO}.scope"),
+            "cri-o",
+            CRIO[..12].to_string(),
+        ),
+        (
+            format!("machine.slice/libpod-{PODMAN}.scope"),
+            "podman",
+            PODMAN[..12].to_string(),
+        ),
+        (
+            "system.slice/memtrace-test-web.service".to_string(),
+            "systemd",
+            "memtrace-test-web.service".to_string(),
+        ),
+        (
+            "plain-batch-job".to_string(),
+            "cgroup",
+            "plain-batch-job".to_string(),
+        ),
+    ]
+}
+
+/// Creates every directory of `rel` under `root`, deepest last.
+fn mkdirs(root: &TestMemcg, rel: &str) -> std::path::PathBuf {
+    let mut dir = root.dir.clone();
+    for part in rel.split('/') {
+        dir.push(part);
+        let _ = fs::create_dir(&dir);
+    }
+    dir
+}
+
+/// Removes a tree of memcgs deepest first (TestMemcg removes the root).
+struct Tree(Vec<std::path::PathBuf>);
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let mut dirs = self.0.clone();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            if let Ok(procs) = fs::read_to_string(d.join("cgroup.procs")) {
+                for p in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+            }
+            for _ in 0..50 {
+                if fs::remove_dir(&d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn all_dirs(root: &std::path::Path, rel: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dir = root.to_path_buf();
+    for part in rel.split('/') {
+        dir.push(part);
+        out.push(dir.clone());
+    }
+    out
+}
+
+/// Page-cache churn in a 16 MiB memcg: reclaim and limit hits.
+fn churn(dir: &std::path::Path, file: &std::path::Path) {
+    fs::write(dir.join("memory.limit_in_bytes"), (16u64 << 20).to_string())
+        .or_else(|_| fs::write(dir.join("memory.max"), (16u64 << 20).to_string()))
+        .unwrap();
+    let procs =
+        std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes()).unwrap();
+    let mut cmd = Command::new("dd");
+    cmd.arg("if=/dev/zero")
+        .arg(format!("of={}", file.display()))
+        .args(["bs=1M", "count=64"]);
+    use std::os::unix::process::CommandExt;
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_timeout(&mut child, Duration::from_secs(60));
+    let _ = fs::remove_file(file);
+}
+
+fn frames(json: &str) -> Vec<Vec<Value>> {
+    let mut out: Vec<Vec<Value>> = Vec::new();
+    let mut last_ts = None;
+    for line in json.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["type"], "top_row");
+        if last_ts.as_ref() != Some(&v["ts"]) {
+            out.push(Vec::new());
+            last_ts = Some(v["ts"].clone());
+        }
+        out.last_mut().unwrap().push(v);
+    }
+    out
+}
+
+#[test]
+fn containers_of_every_runtime_show_up_and_replay_gives_the_same_rows() {
+    require_root();
+    let _g = serial();
+    let scratch = scratch("top");
+    let root = TestMemcg::new("top");
+    let layouts = layouts();
+    let mut tree = Tree(Vec::new());
+    for (rel, _, _) in &layouts {
+        tree.0.extend(all_dirs(&root.dir, rel));
+        mkdirs(&root, rel);
+    }
+    let saved = scratch.join("saved.ndjson");
+    let out = scratch.join("live.json");
+    let mut top = Command::new(MEMTRACE)
+        .args(["top", "--json", "--interval", "1s", "--save"])
+        .arg(&saved)
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(scratch.join("top.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_attached(&saved);
+    for (i, (rel, _, _)) in layouts.iter().enumerate() {
+        churn(
+            &root.dir.join(rel),
+            &std::env::temp_dir().join(format!("memtrace-top-{}-{i}", std::process::id())),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(top.id() as i32, libc::SIGINT) };
+    let st = wait_timeout(&mut top, Duration::from_secs(20));
+    assert!(
+        st.success(),
+        "top exit {st}: {}",
+        fs::read_to_string(scratch.join("top.stderr")).unwrap_or_default()
+    );
+    let live = fs::read_to_string(&out).unwrap();
+    let live_frames = frames(&live);
+    assert!(!live_frames.is_empty(), "top printed frames");
+
+    let seen: BTreeSet<(String, String)> = live_frames
+        .iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["runtime"].as_str().unwrap().to_string(),
+                r["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (rel, runtime, name) in &layouts {
+        assert!(
+            seen.contains(&(runtime.to_string(), name.clone())),
+            "{rel}: want a {runtime} row named {name}; rows: {seen:?}"
+        );
+    }
+    let find = |name: &str| {
+        live_frames
+            .iter()
+            .flatten()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let k8s = find(&CONTAINERD[..12]);
+    assert_eq!(k8s["pod_uid"], POD_UID);
+    assert_eq!(k8s["qos"], "burstable");
+    assert_eq!(k8s["id"], CONTAINERD, "full id kept");
+    assert_eq!(find(&K8S_CGROUPFS[..12])["qos"], "besteffort");
+    let docker = find(&DOCKER[..12]);
+    assert!(
+        live_frames
+            .iter()
+            .flatten()
+            .any(|r| r["name"] == docker["name"] && r["reclaim_ms_per_s"].as_f64().unwrap() > 0.0)
+    );
+    assert!(
+        live_frames
+            .iter()
+            .flatten()
+            .any(|r| r["limit_hits_per_s"].as_f64().is_some_and(|v| v > 0.0))
+    );
+    // This host's plan cannot see charges: null (not 0) in every row.
+    if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        assert!(
+            live_frames
+                .iter()
+                .flatten()
+                .all(|r| r["charge_failures_per_s"].is_null())
+        );
+    }
+
+    // The saved records replayed (no kernel) give exactly the same frames.
+    let replay = Command::new(MEMTRACE)
+        .args(["top", "--json", "--replay"])
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert_eq!(
+        frames(&String::from_utf8(replay.stdout).unwrap()),
+        live_frames,
+        "replay rows == live rows"
+    );
+
+    // And `stream --replay --container` keeps only that container's records.
+    let only = Command::new(MEMTRACE)
+        .args(["stream", "--container", &DOCKER[..8], "--replay"])
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(only.status.success());
+    let recs: Vec<Value> = String::from_utf8(only.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let intervals: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["type"] == "memcg_interval")
+        .collect();
+    assert!(!intervals.is_empty());
+    assert!(
+        intervals
+            .iter()
+            .all(|r| r["memcg"]["container"]["id"] == DOCKER),
+        "filtered to one container"
+    );
+    drop(tree);
+}
+
+use std::path::Path;
+
+/// `top --save FILE` writes the header once its programs are attached.
+fn wait_attached(saved: &Path) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while fs::read_to_string(saved)
+        .map(|s| s.is_empty())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < end, "top did not attach within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn batch_frames_are_plain_text_even_with_hostile_names() {
+    require_root();
+    let _g = serial();
+    let scratch = scratch("top-batch");
+    let root = TestMemcg::new("top-batch");
+    let evil = root.dir.join("evil\x1b]0;pwned\x07\u{9b}2J name");
+    fs::create_dir(&evil).unwrap();
+    let _tree = Tree(vec![evil.clone()]);
+    let saved = scratch.join("saved.ndjson");
+    let top = Command::new(MEMTRACE)
+        .args([
+            "top",
+            "--batch",
+            "--by",
+            "memcg",
+            "--interval",
+            "1s",
+            "--iterations",
+            "3",
+            "--save",
+        ])
+        .arg(&saved)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_attached(&saved);
+    churn(&evil, &scratch.join("churn"));
+    let out = top.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "no escape codes in batch output: {text:?}"
+    );
+    assert_eq!(
+        text.matches("memtrace top  ").count(),
+        3,
+        "--iterations 3: {text}"
+    );
+    assert!(text.contains("NAME") && text.contains("plan "), "{text}");
+    assert!(
+        text.contains("evil\\x1b]0;pwned\\x07"),
+        "the hostile name, escaped: {text}"
+    );
+}
+
+fn tmux(args: &[&str]) -> std::process::Output {
+    Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux (installed by cargo xtask setup)")
+}
+
+struct Session(String);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = tmux(&["kill-session", "-t", &self.0]);
+    }
+}
+
+fn capture(s: &Session) -> String {
+    String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &s.0]).stdout).into_owned()
+}
+
+fn wait_for(s: &Session, what: &str) -> String {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let screen = capture(s);
+        if screen.contains(what) {
+            return screen;
+        }
+        assert!(
+            Instant::now() < end,
+            "waited 30 s for {what:?}; screen:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn interactive_top_in_a_real_terminal() {
+    require_root();
+    let _g = serial();
+    let s = Session(format!("memtrace-test-{}", std::process::id()));
+    let done = std::env::temp_dir().join(format!("memtrace-tui-exit-{}", std::process::id()));
+    let _ = fs::remove_file(&done);
+    // The pane stays open after top exits, to show what it left behind.
+    let cmd = format!(
+        "{MEMTRACE} top --interval 500ms; echo $? > {}; sleep 60",
+        done.display()
+    );
+    let st = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &s.0,
+        "-x",
+        "200",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let screen = wait_for(&s, "RECLAIM");
+    assert!(
+        screen.contains("NAME") && screen.contains("q quit"),
+        "{screen}"
+    );
+    wait_for(&s, "plan ");
+    tmux(&["send-keys", "-t", &s.0, "?"]);
+    wait_for(&s, "99th percentile reclaim latency");
+    tmux(&["send-keys", "-t", &s.0, "Escape"]);
+    tmux(&["send-keys", "-t", &s.0, "s"]);
+    tmux(&["send-keys", "-t", &s.0, "q"]);
+    let end = Instant::now() + Duration::from_secs(15);
+    while !done.exists() {
+        assert!(
+            Instant::now() < end,
+            "top did not quit on q; screen:\n{}",
+            capture(&s)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(fs::read_to_string(&done).unwrap().trim(), "0", "clean exit");
+    // The terminal is back to the normal screen: no table left on it.
+    let after = capture(&s);
+    assert!(!after.contains("RECLAIM"), "alternate screen left: {after}");
+    let _ = fs::remove_file(&done);
+}

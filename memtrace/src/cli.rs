@@ -33,6 +33,9 @@ pub enum Command {
         after_help = "Examples:\n  memtrace top\n  memtrace top --by memcg --sort do-shrink\n  memtrace top --batch --iterations 3          # plain text frames, like top -b\n  memtrace top --json --iterations 1 | jq .\n  memtrace top --replay capture.ndjson          # no root needed\n\nKeys: q quit, ? help, / filter, s/S sort column, enter details, p pause."
     )]
     Top(TopArgs),
+    /// Explain a capture, a stream file or an OOM log (no root needed)
+    #[command(after_help = "Examples:\n  memtrace report /var/lib/memtrace/capture-20261122T030500Z.ndjson\n  memtrace report /var/lib/memtrace/oom.ndjson\n  memtrace report stream.ndjson --json | jq .")]
+    Report(ReportArgs),
     /// What this kernel supports and the attach plan memtrace would use
     #[command(after_help = "Examples:\n  memtrace doctor\n  memtrace doctor --json | jq .plan")]
     Doctor(DoctorArgs),
@@ -160,6 +163,16 @@ pub struct TopArgs {
     /// Also append the records behind the view to FILE (replayable)
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     pub save: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A capture (from `record`), a stream file (from `stream --output` or
+    /// `top --save`) or an OOM log (`record`'s oom.ndjson)
+    pub file: PathBuf,
+    /// One JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

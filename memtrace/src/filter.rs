@@ -58,7 +58,8 @@ impl Filter {
             return true;
         }
         match r {
-            Record::Header(_) | Record::System(_) => true,
+            Record::Header(_) | Record::System(_) | Record::Capture(_) => true,
+            Record::OomPostmortem(p) => self.record(&Record::from(p.kill.clone())),
             Record::MemcgInterval(i) => self.memcg(&i.memcg),
             Record::SlowCharge(s) | Record::SlowReclaim(s) => self.memcg(&s.memcg),
             Record::OomKill(k) => {

@@ -16,5 +16,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Stream(args) => rt.block_on(stream::run(args)),
         Command::Top(args) => rt.block_on(crate::top::run(args)),
         Command::Doctor(args) => doctor::run(args),
+        Command::Report(args) => crate::report::run(&args.file, args.json),
     }
 }

@@ -18,6 +18,10 @@ pub enum Record {
     SlowCharge(Slow),
     SlowReclaim(Slow),
     System(System),
+    /// First line of an incident capture written by `record`.
+    Capture(Box<Capture>),
+    /// One OOM kill's post-mortem, as `record` appends it to its OOM log.
+    OomPostmortem(Box<OomPostmortem>),
 }
 
 impl From<OomKill> for Record {
@@ -207,4 +211,100 @@ pub struct System {
     pub prog_recursion_misses: Option<u64>,
     pub memcg_entries: u64,
     pub shrinker_entries: u64,
+}
+
+/// Why a capture was written: system-wide sys% stayed above the threshold.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Trigger {
+    /// "sys_time".
+    pub kind: String,
+    /// When the threshold was first crossed (the spike's start).
+    pub ts: String,
+    pub ts_ns: u64,
+    pub threshold_pct: f64,
+    /// How long sys% had stayed above it when the capture was decided.
+    pub sustained_ns: u64,
+    /// Highest system-wide sys% over the spike, and the busiest CPU's.
+    pub peak_sys_pct: f64,
+    pub peak_cpu_sys_pct: f64,
+    pub peak_cpu: Option<u32>,
+}
+
+/// The header line of a capture file; the records of the window follow.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Capture {
+    pub ts: String,
+    pub ts_ns: u64,
+    pub format_version: u32,
+    pub trigger: Trigger,
+    /// The window captured, in ns since boot: `--pre` before the trigger to
+    /// `--post` after it (clipped to the history kept).
+    pub from_ns: u64,
+    pub to_ns: u64,
+    /// The stream header of the run that captured it (attach plan etc.).
+    pub header: Header,
+    /// Records left out because the capture hit `--max-capture-bytes`.
+    pub truncated_records: u64,
+}
+
+/// A task in the memcg at the time of the post-mortem.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct TaskRss {
+    pub pid: u32,
+    pub comm: String,
+    pub rss_anon_kb: Option<u64>,
+    pub rss_file_kb: Option<u64>,
+    pub rss_shmem_kb: Option<u64>,
+}
+
+/// Memory the kernel could not reclaim to avoid the kill.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Unreclaimable {
+    /// tmpfs/shmem pages (no swap configured means they cannot go).
+    pub shmem_bytes: Option<u64>,
+    /// mlock()ed and otherwise unevictable pages.
+    pub unevictable_bytes: Option<u64>,
+    pub dirty_bytes: Option<u64>,
+    pub writeback_bytes: Option<u64>,
+    /// Their sum as % of usage.
+    pub share_pct: Option<f64>,
+}
+
+/// What the memcg went through in the minutes before the kill, from the
+/// agent's history (null fields: not visible on the attach plan).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct OomHistory {
+    /// How far back the history reaches.
+    pub window_ns: u64,
+    pub intervals: u64,
+    pub charge_failures: Option<u64>,
+    pub limit_hits: Option<u64>,
+    pub reclaim_count: u64,
+    pub reclaim_ns: u64,
+    pub reclaim_pages: u64,
+    pub do_shrink_slab_calls: Option<u64>,
+    pub do_shrink_slab_zero: Option<u64>,
+    pub shrink_slab_ns: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct OomPostmortem {
+    pub ts: String,
+    pub ts_ns: u64,
+    /// The kill itself, as `stream` reports it.
+    pub kill: OomKill,
+    /// No memcg limit fired: the whole machine (or a cpuset/mempolicy) ran out.
+    pub global: bool,
+    /// The memcg whose limit fired (null for a global OOM), read right away.
+    pub limit_memcg: Option<Memcg>,
+    pub limit_state: Option<MemcgState>,
+    /// The victim's own memcg, read right away (may equal the limit's).
+    pub victim_state: Option<MemcgState>,
+    /// Tasks left in the limiting memcg (or the victim's), with rss.
+    pub tasks: Option<Vec<TaskRss>>,
+    pub unreclaimable: Option<Unreclaimable>,
+    /// History of the limiting memcg (or the victim's).
+    pub history: Option<OomHistory>,
+    /// What could not be read and why (e.g. "memcg already removed").
+    pub notes: Vec<String>,
 }

@@ -29,10 +29,10 @@ impl Replay {
             header: None,
         };
         match r.next_record()? {
-            Some(h @ Record::Header(_)) => r.header = Some(h),
+            Some(h @ (Record::Header(_) | Record::Capture(_))) => r.header = Some(h),
             Some(_) => bail!(
-                "{}:1: not a memtrace stream: the first line must be a header record \
-                 (record one with `memtrace stream --output FILE`)",
+                "{}:1: not a memtrace stream or capture: the first line must be a header \
+                 (record one with `memtrace stream --output FILE` or `memtrace record`)",
                 path.display()
             ),
             None => bail!("{}: empty file, nothing to replay", path.display()),

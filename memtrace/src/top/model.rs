@@ -164,6 +164,9 @@ impl Model {
             Record::MemcgInterval(i) => self.pending.push((**i).clone()),
             Record::OomKill(k) => self.oom(k),
             Record::System(s) => self.close_interval(s),
+            // A capture replays like the stream that recorded it.
+            Record::Capture(c) => self.apply(&Record::Header(c.header.clone())),
+            Record::OomPostmortem(p) => self.oom(&p.kill),
             Record::SlowCharge(_) | Record::SlowReclaim(_) => {}
         }
     }

@@ -33,8 +33,15 @@ pub enum Command {
         after_help = "Examples:\n  memtrace top\n  memtrace top --by memcg --sort do-shrink\n  memtrace top --batch --iterations 3          # plain text frames, like top -b\n  memtrace top --json --iterations 1 | jq .\n  memtrace top --replay capture.ndjson          # no root needed\n\nKeys: q quit, ? help, / filter, s/S sort column, enter details, p pause."
     )]
     Top(TopArgs),
+    /// The incident agent: captures sys-time spikes and writes OOM post-mortems
+    #[command(
+        after_help = "Examples:\n  memtrace record                                   # /var/lib/memtrace, sys > 50% for 2 s\n  memtrace record --dir /srv/memtrace --sys-threshold 30 --for 5s --pre 2m\n  memtrace report /var/lib/memtrace/oom.ndjson"
+    )]
+    Record(RecordArgs),
     /// Explain a capture, a stream file or an OOM log (no root needed)
-    #[command(after_help = "Examples:\n  memtrace report /var/lib/memtrace/capture-20261122T030500Z.ndjson\n  memtrace report /var/lib/memtrace/oom.ndjson\n  memtrace report stream.ndjson --json | jq .")]
+    #[command(
+        after_help = "Examples:\n  memtrace report /var/lib/memtrace/capture-20261122T030500Z.ndjson\n  memtrace report /var/lib/memtrace/oom.ndjson\n  memtrace report stream.ndjson --json | jq ."
+    )]
     Report(ReportArgs),
     /// What this kernel supports and the attach plan memtrace would use
     #[command(after_help = "Examples:\n  memtrace doctor\n  memtrace doctor --json | jq .plan")]
@@ -163,6 +170,54 @@ pub struct TopArgs {
     /// Also append the records behind the view to FILE (replayable)
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     pub save: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// Directory for captures and text post-mortems (created 0750)
+    #[arg(long, default_value = "/var/lib/memtrace")]
+    pub dir: PathBuf,
+    /// OOM post-mortems, one JSON record per line [default: DIR/oom.ndjson]
+    #[arg(long, value_name = "FILE")]
+    pub oom_log: Option<PathBuf>,
+    /// Rotate the OOM log to FILE.1 beyond this many MiB
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub oom_log_max_mib: u64,
+    /// Print text post-mortems on stderr instead of files in DIR
+    #[arg(long)]
+    pub oom_text_stderr: bool,
+    /// Sampling interval
+    #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
+    pub interval: Duration,
+    /// How much history to keep in memory
+    #[arg(long, default_value = "5m", value_parser = parse_positive_duration)]
+    pub history: Duration,
+    /// Upper bound on the history's memory, in MiB
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_max_mib: u64,
+    /// Capture when system-wide sys% stays at or above this
+    #[arg(long, default_value_t = 50.0)]
+    pub sys_threshold: f64,
+    /// ... for this long
+    #[arg(long = "for", default_value = "2s", value_parser = parse_duration)]
+    pub sustain: Duration,
+    /// History before the spike to include in a capture
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub pre: Duration,
+    /// How long to keep recording after the trigger
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub post: Duration,
+    /// After a capture, the next needs sys% to drop below the threshold and this long to pass
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub cooldown: Duration,
+    /// Keep at most this many captures (the oldest are removed)
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_captures: u64,
+    /// Largest capture, in MiB (records beyond are left out and counted)
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_capture_mib: u64,
 }
 
 #[derive(Args, Debug)]

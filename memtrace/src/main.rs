@@ -9,6 +9,7 @@ mod host;
 mod kernel;
 mod output;
 mod pipeline;
+mod record;
 mod report;
 mod source;
 mod top;

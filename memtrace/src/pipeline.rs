@@ -13,7 +13,10 @@ use crate::{
         intervals::IntervalAggregator,
         oom::{JoinedOom, OomJoiner},
     },
-    cgroup::{self, Resolver, state::StateReader},
+    cgroup::{
+        self, Resolver,
+        state::{MemcgState, StateReader},
+    },
     clock::Clock,
     host::HostSampler,
     kernel::{
@@ -22,7 +25,7 @@ use crate::{
     },
     output::{
         build::{self, IntervalContext, Visible},
-        records::{FORMAT_VERSION, Header, Memcg, Record, System},
+        records::{FORMAT_VERSION, Header, Memcg, Record, System, TaskRss},
     },
     source::{
         kmsg::{KmsgReader, OomAssembler},
@@ -36,6 +39,17 @@ const OOM_TICK: Duration = Duration::from_millis(100);
 /// How often the memcg tree is walked to count live memcgs (v1 needs the
 /// count to tell dying memcgs; the walk costs ~10 ms per 2000 memcgs).
 const RESCAN_EVERY: Duration = Duration::from_secs(10);
+
+/// A memcg's state read the moment the kernel reported an OOM kill, before
+/// the victim's memory is freed; `record` builds its post-mortem from it.
+#[derive(Clone, Debug, Default)]
+pub struct OomSnapshot {
+    pub at_ns: u64,
+    /// (memcg id, state) of the memcg whose limit fired, when the hook knows it.
+    pub limit: Option<(u64, MemcgState)>,
+    pub victim: Option<(u64, MemcgState)>,
+    pub tasks: Option<Vec<TaskRss>>,
+}
 
 pub struct LivePipeline {
     clock: Clock,
@@ -60,6 +74,8 @@ pub struct LivePipeline {
     shrinker_capacity: usize,
     interval: Option<tokio::time::Interval>,
     oom_tick: tokio::time::Interval,
+    /// With `snapshot_ooms`: snapshots by victim pid, until taken.
+    oom_snapshots: Option<HashMap<u32, OomSnapshot>>,
 }
 
 /// Limit-hit counters of every memcg that exists now, so the first interval
@@ -152,10 +168,54 @@ impl LivePipeline {
             shrinker_capacity: opts.maps.shrinker_entries as usize,
             interval,
             oom_tick: tokio::time::interval(OOM_TICK),
+            oom_snapshots: None,
             clock,
             fs,
             resolver,
         })
+    }
+
+    /// Read each OOM-killed memcg's state as soon as the kernel reports
+    /// the kill (`take_oom_snapshot` hands it over).
+    pub fn snapshot_ooms(&mut self) {
+        self.oom_snapshots = Some(HashMap::new());
+    }
+
+    pub fn take_oom_snapshot(&mut self, pid: u32) -> Option<OomSnapshot> {
+        self.oom_snapshots.as_mut()?.remove(&pid)
+    }
+
+    fn snapshot(&mut self, o: &memtrace_common::OomEvent) {
+        if self.oom_snapshots.is_none() {
+            return;
+        }
+        self.states.next_refresh();
+        let now = self.clock.now_ns();
+        let mut read = |id: u64| -> Option<(u64, MemcgState, String)> {
+            let n = self.resolver.resolve(id).filter(|n| !n.deleted)?;
+            Some((id, self.states.read(&n.path), n.path))
+        };
+        let limit = (o.oom_memcg_id != 0)
+            .then(|| read(o.oom_memcg_id))
+            .flatten();
+        let victim = (o.victim_memcg_id != 0)
+            .then(|| read(o.victim_memcg_id))
+            .flatten();
+        let focus = limit
+            .as_ref()
+            .or(victim.as_ref())
+            .map(|(_, _, p)| self.fs.root.join(p.trim_start_matches('/')));
+        let snap = OomSnapshot {
+            at_ns: now,
+            tasks: focus.map(|d| cgroup::tasks::tasks(&d)),
+            limit: limit.map(|(id, st, _)| (id, st)),
+            victim: victim.map(|(id, st, _)| (id, st)),
+        };
+        if let Some(m) = self.oom_snapshots.as_mut() {
+            // Untaken snapshots (kills that were not confirmed) expire.
+            m.retain(|_, s| now.saturating_sub(s.at_ns) < 60_000_000_000);
+            m.insert(o.victim_pid, snap);
+        }
     }
 
     pub fn header(&self) -> Record {
@@ -248,7 +308,10 @@ impl LivePipeline {
         let now = Instant::now();
         for e in events {
             match e {
-                RawEvent::Oom(o) => self.joiner.on_bpf(o, now),
+                RawEvent::Oom(o) => {
+                    self.snapshot(&o);
+                    self.joiner.on_bpf(o, now)
+                }
                 RawEvent::Slow(s) => out.push(build::slow(&s, &mut self.resolver, &self.clock)),
             }
         }
@@ -276,6 +339,7 @@ impl LivePipeline {
         let memcgs = self.live.memcg_totals();
         let shrinkers = self.live.shrinker_totals();
         let deltas = self.agg.advance(&memcgs, &shrinkers);
+        let shrinker_names = self.live.shrinker_names(&shrinkers);
         self.states.next_refresh();
         for d in &deltas {
             let memcg = build::memcg(&mut self.resolver, d.id);
@@ -291,6 +355,7 @@ impl LivePipeline {
                 interval_ns,
                 visible: &self.visible,
                 kallsyms: &self.live.loaded.kallsyms,
+                shrinker_names: &shrinker_names,
             };
             let mut rec = build::interval(d, memcg, hits, &cx);
             rec.state = state;

@@ -12,6 +12,7 @@ pub mod mounts;
 pub mod resolver;
 pub mod state;
 pub mod stats;
+pub mod tasks;
 
 // Convenience re-exports: a caller need not name every one of them.
 #[allow(unused_imports)]

@@ -15,6 +15,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Stream(args) => rt.block_on(stream::run(args)),
         Command::Top(args) => rt.block_on(crate::top::run(args)),
+        Command::Record(args) => rt.block_on(crate::record::run(args)),
         Command::Doctor(args) => doctor::run(args),
         Command::Report(args) => crate::report::run(&args.file, args.json),
     }

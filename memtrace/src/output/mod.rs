@@ -3,4 +3,5 @@ pub mod build;
 pub mod escape;
 pub mod json;
 pub mod records;
+pub mod units;
 pub mod writer;

@@ -2,7 +2,7 @@
 //! place decides how a row reads. Names are escaped here, so neither
 //! output can receive a raw control character from a cgroup name.
 use super::model::{Column, Model, Row, Summary};
-use crate::output::escape;
+use crate::output::{escape, units::bytes};
 
 pub fn title(c: Column) -> &'static str {
     match c {
@@ -57,21 +57,6 @@ pub fn width(c: Column) -> usize {
 
 /// Fields unseen by the attach plan read "-", never 0.
 const UNSEEN: &str = "-";
-
-pub fn bytes(v: u64) -> String {
-    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
-    let mut x = v as f64;
-    let mut u = 0;
-    while x >= 1024.0 && u < UNITS.len() - 1 {
-        x /= 1024.0;
-        u += 1;
-    }
-    if u == 0 || x >= 100.0 {
-        format!("{x:.0}{}", UNITS[u])
-    } else {
-        format!("{x:.1}{}", UNITS[u])
-    }
-}
 
 fn rate(v: Option<f64>) -> String {
     match v {
@@ -226,9 +211,6 @@ mod tests {
 
     #[test]
     fn units() {
-        assert_eq!(bytes(512), "512");
-        assert_eq!(bytes(64 << 20), "64.0M");
-        assert_eq!(bytes(1536 << 20), "1.5G");
         assert_eq!(rate(None), "-");
         assert_eq!(rate(Some(0.0)), "0");
         assert_eq!(rate(Some(12.34)), "12.3");

@@ -1,0 +1,190 @@
+//! The rolling in-memory history `record` keeps: the last minutes of
+//! records, bounded by age and by size, so a capture can reach back before
+//! its trigger and a post-mortem can tell what led to a kill.
+use std::collections::VecDeque;
+
+use crate::output::records::{MemcgInterval, OomHistory, Record};
+
+pub fn ts_ns(r: &Record) -> u64 {
+    match r {
+        Record::Header(h) => h.ts_ns,
+        Record::OomKill(k) => k.ts_ns,
+        Record::MemcgInterval(i) => i.ts_ns,
+        Record::SlowCharge(s) | Record::SlowReclaim(s) => s.ts_ns,
+        Record::System(s) => s.ts_ns,
+        Record::Capture(c) => c.ts_ns,
+        Record::OomPostmortem(p) => p.ts_ns,
+    }
+}
+
+pub struct History {
+    records: VecDeque<(u64, usize, Record)>,
+    bytes: usize,
+    max_age_ns: u64,
+    max_bytes: usize,
+    /// Records dropped to stay within `max_bytes` (the history is then
+    /// shorter than `max_age_ns`).
+    pub dropped_for_size: u64,
+}
+
+/// Approximate memory a record holds: its JSON size plus bookkeeping.
+fn size_of(r: &Record) -> usize {
+    crate::output::json::line(r).len() + 64
+}
+
+impl History {
+    pub fn new(max_age_ns: u64, max_bytes: usize) -> Self {
+        Self {
+            records: VecDeque::new(),
+            bytes: 0,
+            max_age_ns,
+            max_bytes,
+            dropped_for_size: 0,
+        }
+    }
+
+    pub fn push(&mut self, r: &Record) {
+        let ts = ts_ns(r);
+        let size = size_of(r);
+        self.records.push_back((ts, size, r.clone()));
+        self.bytes += size;
+        while self
+            .records
+            .front()
+            .is_some_and(|(t, _, _)| ts.saturating_sub(*t) > self.max_age_ns)
+        {
+            self.pop();
+        }
+        while self.bytes > self.max_bytes && self.records.len() > 1 {
+            self.pop();
+            self.dropped_for_size += 1;
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some((_, size, _)) = self.records.pop_front() {
+            self.bytes -= size;
+        }
+    }
+
+    /// Oldest time still held.
+    pub fn oldest_ns(&self) -> Option<u64> {
+        self.records.front().map(|(t, _, _)| *t)
+    }
+
+    /// Records with `from <= ts <= to`, in order.
+    pub fn window(&self, from_ns: u64, to_ns: u64) -> impl Iterator<Item = &Record> {
+        self.records
+            .iter()
+            .filter(move |(t, _, _)| (from_ns..=to_ns).contains(t))
+            .map(|(_, _, r)| r)
+    }
+
+    /// A memcg's history (by id) over everything held, summed; `visible`
+    /// says which fields the attach plan sees.
+    pub fn memcg_history(&self, memcg_id: u64, visible: impl Fn(&str) -> bool) -> OomHistory {
+        let rows: Vec<&MemcgInterval> = self
+            .records
+            .iter()
+            .filter_map(|(_, _, r)| match r {
+                Record::MemcgInterval(i) if i.memcg.id == memcg_id => Some(i.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let sum =
+            |f: fn(&MemcgInterval) -> Option<u64>| rows.iter().filter_map(|i| f(i)).sum::<u64>();
+        let seen = |field: &str, v: u64| visible(field).then_some(v);
+        OomHistory {
+            window_ns: self
+                .records
+                .back()
+                .map(|(t, _, _)| *t)
+                .unwrap_or(0)
+                .saturating_sub(self.oldest_ns().unwrap_or(0)),
+            intervals: rows.len() as u64,
+            charge_failures: seen("charge_failures", sum(|i| i.charge_failures)),
+            limit_hits: rows
+                .iter()
+                .any(|i| i.limit_hits.is_some())
+                .then(|| sum(|i| i.limit_hits)),
+            reclaim_count: sum(|i| i.reclaim_direct_count) + sum(|i| i.reclaim_memcg_count),
+            reclaim_ns: sum(|i| i.reclaim_direct_ns) + sum(|i| i.reclaim_memcg_ns),
+            reclaim_pages: sum(|i| i.reclaim_direct_pages) + sum(|i| i.reclaim_memcg_pages),
+            do_shrink_slab_calls: seen("do_shrink_slab_calls", sum(|i| i.do_shrink_slab_calls)),
+            do_shrink_slab_zero: seen("do_shrink_slab_zero", sum(|i| i.do_shrink_slab_zero)),
+            shrink_slab_ns: seen("shrink_slab_ns", sum(|i| i.shrink_slab_ns)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::records::{Memcg, System};
+
+    const S: u64 = 1_000_000_000;
+
+    fn sys(t: u64) -> Record {
+        Record::System(System {
+            ts_ns: t * S,
+            ..Default::default()
+        })
+    }
+
+    fn interval(t: u64, id: u64, reclaim_ns: u64) -> Record {
+        MemcgInterval {
+            ts_ns: t * S,
+            memcg: Memcg {
+                id,
+                ..Default::default()
+            },
+            reclaim_memcg_count: Some(1),
+            reclaim_memcg_ns: Some(reclaim_ns),
+            reclaim_direct_ns: Some(0),
+            limit_hits: Some(3),
+            charge_failures: None,
+            ..Default::default()
+        }
+        .into()
+    }
+
+    #[test]
+    fn keeps_only_the_last_minutes() {
+        let mut h = History::new(10 * S, usize::MAX);
+        for t in 0..30 {
+            h.push(&sys(t));
+        }
+        assert_eq!(h.oldest_ns(), Some(19 * S));
+        assert_eq!(h.window(25 * S, 27 * S).count(), 3);
+    }
+
+    #[test]
+    fn size_bound_drops_the_oldest() {
+        let mut h = History::new(u64::MAX, 2000);
+        for t in 0..100 {
+            h.push(&sys(t));
+        }
+        assert!(h.bytes <= 2000 && h.records.len() > 1);
+        assert!(h.dropped_for_size > 0);
+        assert_eq!(
+            h.records.back().map(|r| r.0),
+            Some(99 * S),
+            "the newest stays"
+        );
+    }
+
+    #[test]
+    fn memcg_history_sums_one_memcg_and_keeps_nulls() {
+        let mut h = History::new(u64::MAX, usize::MAX);
+        h.push(&interval(1, 7, 100));
+        h.push(&interval(2, 8, 999));
+        h.push(&interval(3, 7, 50));
+        let o = h.memcg_history(7, |f| f != "charge_failures");
+        assert_eq!(
+            (o.intervals, o.reclaim_count, o.reclaim_ns, o.limit_hits),
+            (2, 2, 150, Some(6))
+        );
+        assert_eq!(o.charge_failures, None, "not visible: null, not 0");
+        assert_eq!(o.window_ns, 2 * S);
+    }
+}

@@ -1,0 +1,286 @@
+//! `memtrace record`: the agent for incidents. It keeps the last minutes of
+//! records in memory, writes a capture when system sys time stays high,
+//! and an OOM post-mortem for every kill.
+mod files;
+mod history;
+mod postmortem;
+mod spike;
+
+use std::collections::HashSet;
+
+use anyhow::Result;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cgroup::{self, state::StateReader},
+    cli::RecordArgs,
+    output::{
+        escape,
+        records::{Capture, FORMAT_VERSION, Header, OomKill, Record, Trigger},
+    },
+    pipeline::LivePipeline,
+};
+use files::{OutDir, stamp};
+use history::History;
+use spike::SpikeDetector;
+
+/// Post-mortems already in the OOM log (victim pid, time), so a restart
+/// does not write the kernel log's old kills again.
+fn already_logged(path: &std::path::Path) -> Vec<(u32, u64)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| match serde_json::from_str::<Record>(l) {
+            Ok(Record::OomPostmortem(p)) => Some((p.kill.victim.pid, p.kill.ts_ns)),
+            _ => None,
+        })
+        .collect()
+}
+
+struct Recorder {
+    args: RecordArgs,
+    out: OutDir,
+    fs: cgroup::MemcgFs,
+    states: StateReader,
+    history: History,
+    spike: SpikeDetector,
+    header: Header,
+    unavailable: HashSet<String>,
+    /// A capture decided but waiting for its `--post` window.
+    pending: Option<(Trigger, u64)>,
+    logged: Vec<(u32, u64)>,
+    captures: u64,
+    postmortems: u64,
+}
+
+fn say(msg: &str) {
+    eprintln!("memtrace record: {}", escape::text(msg));
+}
+
+impl Recorder {
+    fn handle(&mut self, records: &[Record], pipe: &mut LivePipeline) {
+        for r in records {
+            self.history.push(r);
+            match r {
+                Record::OomKill(k) => {
+                    let snap = pipe.take_oom_snapshot(k.victim.pid);
+                    self.postmortem(k, snap)
+                }
+                Record::System(s) => {
+                    if let Some(t) = self.spike.on_system(s) {
+                        say(&format!(
+                            "sys time {:.1}% (threshold {:.0}%) for {:.1} s since {}: capturing {} s before to {} s after",
+                            t.peak_sys_pct,
+                            t.threshold_pct,
+                            t.sustained_ns as f64 / 1e9,
+                            self.header_time(t.ts_ns),
+                            self.args.pre.as_secs(),
+                            self.args.post.as_secs()
+                        ));
+                        self.pending = Some((t, s.ts_ns));
+                    }
+                    if let Some((_, decided)) = &self.pending {
+                        if s.ts_ns >= decided + self.args.post.as_nanos() as u64 {
+                            self.write_capture();
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn header_time(&self, ts_ns: u64) -> String {
+        // Records carry both clocks; map through the header's pair.
+        let offset = ts_ns as i128 - self.header.ts_ns as i128;
+        humantime::parse_rfc3339(&self.header.ts)
+            .ok()
+            .and_then(|t| {
+                if offset >= 0 {
+                    t.checked_add(std::time::Duration::from_nanos(offset as u64))
+                } else {
+                    t.checked_sub(std::time::Duration::from_nanos((-offset) as u64))
+                }
+            })
+            .map(|t| humantime::format_rfc3339_micros(t).to_string())
+            .unwrap_or_default()
+    }
+
+    fn write_capture(&mut self) {
+        let Some((trigger, decided)) = self.pending.take() else {
+            return;
+        };
+        let from_ns = trigger
+            .ts_ns
+            .saturating_sub(self.args.pre.as_nanos() as u64)
+            .max(self.history.oldest_ns().unwrap_or(0));
+        let to_ns = decided + self.args.post.as_nanos() as u64;
+        let max_bytes = (self.args.max_capture_mib << 20) as usize;
+        let mut body = Vec::new();
+        let mut size = 0usize;
+        let mut truncated = 0u64;
+        for r in self.history.window(from_ns, to_ns) {
+            let len = crate::output::json::line(r).len();
+            if size + len > max_bytes {
+                truncated += 1;
+                continue;
+            }
+            size += len;
+            body.push(r.clone());
+        }
+        let mut trigger = trigger;
+        trigger.ts = self.header_time(trigger.ts_ns);
+        let cap = Capture {
+            ts: self.header_time(decided),
+            ts_ns: decided,
+            format_version: FORMAT_VERSION,
+            trigger,
+            from_ns,
+            to_ns,
+            header: self.header.clone(),
+            truncated_records: truncated,
+        };
+        let st = stamp(&cap.ts);
+        let mut lines = vec![Record::Capture(Box::new(cap))];
+        lines.extend(body);
+        match self.out.write_capture(&st, &lines) {
+            Ok(path) => {
+                self.captures += 1;
+                say(&format!(
+                    "capture written: {} ({} records{})",
+                    path.display(),
+                    lines.len() - 1,
+                    if truncated > 0 {
+                        format!(", {truncated} left out by --max-capture-mib")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            Err(e) => say(&format!("capture NOT written: {e:#} (still watching)")),
+        }
+    }
+
+    fn postmortem(&mut self, k: &OomKill, snapshot: Option<crate::pipeline::OomSnapshot>) {
+        let pid = k.victim.pid;
+        if self
+            .logged
+            .iter()
+            .any(|(p, t)| *p == pid && t.abs_diff(k.ts_ns) < 2_000_000_000)
+        {
+            return;
+        }
+        let unavailable = &self.unavailable;
+        let pm = postmortem::build(
+            k,
+            snapshot,
+            &self.fs,
+            &mut self.states,
+            &self.history,
+            |f| !unavailable.contains(f),
+        );
+        let text = postmortem::text(&pm);
+        let st = stamp(&pm.ts);
+        let rec = Record::OomPostmortem(Box::new(pm));
+        match self.out.append_oom_log(&rec) {
+            Ok(()) => {}
+            Err(e) => say(&format!("OOM log NOT written: {e:#} (still watching)")),
+        }
+        if self.args.oom_text_stderr {
+            eprint!("{text}");
+        } else {
+            match self.out.write_postmortem_text(&st, pid, &text) {
+                Ok(path) => say(&format!(
+                    "OOM kill of pid {pid} ({}): post-mortem in {}",
+                    k.victim.comm,
+                    path.display()
+                )),
+                Err(e) => {
+                    say(&format!(
+                        "OOM text post-mortem NOT written: {e:#}; here it is:"
+                    ));
+                    eprint!("{text}");
+                }
+            }
+        }
+        self.logged.push((pid, k.ts_ns));
+        if self.logged.len() > 10_000 {
+            self.logged.drain(..5_000);
+        }
+        self.postmortems += 1;
+    }
+}
+
+pub async fn run(args: RecordArgs) -> Result<()> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let out = OutDir::open(
+        &args.dir,
+        args.oom_log.as_deref(),
+        args.oom_log_max_mib << 20,
+        args.max_captures as usize,
+    )?;
+    let opts = args.probe.load_options()?;
+    let mut pipe = LivePipeline::start(&opts, Some(args.interval))?;
+    pipe.snapshot_ooms();
+    let Record::Header(header) = pipe.header() else {
+        unreachable!("pipeline header")
+    };
+    let fs = cgroup::detect()?;
+    let logged = already_logged(out.oom_log());
+    let mut rec = Recorder {
+        states: StateReader::new(&fs),
+        history: History::new(
+            args.history.as_nanos() as u64,
+            (args.history_max_mib << 20) as usize,
+        ),
+        spike: SpikeDetector::new(
+            args.sys_threshold,
+            args.sustain.as_nanos() as u64,
+            args.cooldown.as_nanos() as u64,
+        ),
+        unavailable: header.unavailable.iter().cloned().collect(),
+        header,
+        fs,
+        out,
+        pending: None,
+        logged,
+        captures: 0,
+        postmortems: 0,
+        args,
+    };
+    say(&format!(
+        "watching: captures when sys > {:.0}% for {} s, OOM post-mortems to {} and {}",
+        rec.args.sys_threshold,
+        rec.args.sustain.as_secs_f64(),
+        rec.out.oom_log().display(),
+        if rec.args.oom_text_stderr {
+            "stderr".to_string()
+        } else {
+            rec.args.dir.display().to_string()
+        }
+    ));
+    let backlog = pipe.backlog();
+    rec.handle(&backlog, &mut pipe);
+    loop {
+        tokio::select! {
+            records = pipe.next() => {
+                let records = records?;
+                rec.handle(&records, &mut pipe);
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    // Pending kills and a capture still in its --post window are written
+    // with what there is.
+    let rest = pipe.finish();
+    rec.handle(&rest, &mut pipe);
+    rec.write_capture();
+    say(&format!(
+        "stopped: {} captures and {} OOM post-mortems written",
+        rec.captures, rec.postmortems
+    ));
+    Ok(())
+}

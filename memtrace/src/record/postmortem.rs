@@ -1,0 +1,249 @@
+//! OOM post-mortems: the kill as the pipeline reported it, plus what the
+//! memcg looked like right after (read at once, before it changes or goes
+//! away) and what it went through before, from the history.
+use crate::{
+    cgroup::{MemcgFs, state::StateReader, tasks::tasks},
+    output::{
+        escape,
+        records::{Memcg, OomHistory, OomKill, OomPostmortem, Unreclaimable},
+        units::bytes,
+    },
+    pipeline::OomSnapshot,
+    record::history::History,
+};
+
+fn readable(m: &Memcg) -> Option<&str> {
+    m.path.as_deref().filter(|_| !m.deleted && m.id != 0)
+}
+
+/// `snapshot`: the state read when the kernel reported the kill; what it
+/// lacks is read now.
+pub fn build(
+    kill: &OomKill,
+    snapshot: Option<OomSnapshot>,
+    fs: &MemcgFs,
+    states: &mut StateReader,
+    history: &History,
+    visible: impl Fn(&str) -> bool,
+) -> OomPostmortem {
+    let mut notes = Vec::new();
+    states.next_refresh();
+    let snap = snapshot.unwrap_or_default();
+    let snapped = [snap.limit.clone(), snap.victim.clone()];
+    let mut read = |m: &Option<Memcg>, what: &str, notes: &mut Vec<String>| {
+        let m = m.as_ref()?;
+        if let Some((_, st)) = snapped.iter().flatten().find(|(id, _)| *id == m.id) {
+            return Some(st.clone());
+        }
+        match readable(m) {
+            Some(p) => {
+                let st = states.read(p);
+                if st.usage_bytes.is_none() {
+                    notes.push(format!("the {what} memcg was already removed when read; what the kernel reported is kept"));
+                    None
+                } else {
+                    Some(st)
+                }
+            }
+            None => {
+                notes.push(format!(
+                    "the {what} memcg no longer exists; what the kernel reported is kept"
+                ));
+                None
+            }
+        }
+    };
+    let limit_state = read(&kill.oom_memcg, "limiting", &mut notes);
+    let victim_state = if kill.victim_memcg == kill.oom_memcg {
+        limit_state.clone()
+    } else {
+        read(&kill.victim_memcg, "victim's", &mut notes)
+    };
+    // The memcg the story is about: the one whose limit fired, else the victim's.
+    let focus = kill.oom_memcg.as_ref().or(kill.victim_memcg.as_ref());
+    let focus_state = limit_state.as_ref().or(victim_state.as_ref());
+    let task_list = snap.tasks.or_else(|| {
+        focus
+            .and_then(readable)
+            .map(|p| tasks(&fs.root.join(p.trim_start_matches('/'))))
+    });
+    if snap.at_ns == 0 && !kill.before_start {
+        notes.push("state read after the kill was joined with the kernel log (no BPF event to snapshot at): the victim's memory may already be freed".into());
+    }
+    let unreclaimable = focus_state.map(|s| {
+        let parts = [
+            s.shmem_bytes,
+            s.unevictable_bytes,
+            s.dirty_bytes,
+            s.writeback_bytes,
+        ];
+        let sum: u64 = parts.iter().flatten().sum();
+        Unreclaimable {
+            shmem_bytes: s.shmem_bytes,
+            unevictable_bytes: s.unevictable_bytes,
+            dirty_bytes: s.dirty_bytes,
+            writeback_bytes: s.writeback_bytes,
+            share_pct: s
+                .usage_bytes
+                .filter(|u| *u > 0)
+                .map(|u| sum as f64 * 100.0 / u as f64),
+        }
+    });
+    let history: Option<OomHistory> = focus
+        .filter(|m| m.id != 0)
+        .map(|m| history.memcg_history(m.id, &visible));
+    if kill.before_start {
+        notes.push("this kill happened before memtrace started (found in the kernel log)".into());
+    }
+    OomPostmortem {
+        ts: kill.ts.clone(),
+        ts_ns: kill.ts_ns,
+        kill: kill.clone(),
+        global: kill.oom_memcg.is_none() && kill.constraint.as_deref() != Some("memcg"),
+        limit_memcg: kill.oom_memcg.clone(),
+        limit_state,
+        victim_state,
+        tasks: task_list,
+        unreclaimable,
+        history,
+        notes,
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn memcg_line(m: &Memcg) -> String {
+    let t = escape::text;
+    let path = m
+        .path
+        .as_deref()
+        .map(t)
+        .unwrap_or_else(|| format!("(id {})", m.id));
+    match &m.container {
+        Some(c) if c.runtime != "cgroup" => format!("{path}  [{} {}]", c.runtime, t(&c.name)),
+        _ => path,
+    }
+}
+
+/// The human-readable block (every system string escaped).
+pub fn text(p: &OomPostmortem) -> String {
+    let t = escape::text;
+    let k = &p.kill;
+    let v = &k.victim;
+    let mut out = format!("=== OOM kill at {} ===\n", t(&p.ts));
+    out.push_str(&format!(
+        "victim      pid {} ({}) uid {} oom_score_adj {}\n            rss anon {} kB, file {} kB, shmem {} kB, page tables {} kB\n",
+        v.pid,
+        t(&v.comm),
+        opt(v.uid),
+        opt(v.oom_score_adj),
+        opt(v.rss_anon_kb),
+        opt(v.rss_file_kb),
+        opt(v.rss_shmem_kb),
+        opt(v.pgtables_kb)
+    ));
+    if let Some(m) = &k.victim_memcg {
+        out.push_str(&format!("memcg       {}\n", memcg_line(m)));
+    }
+    match (&p.limit_memcg, p.global) {
+        (Some(l), _) => {
+            let ancestor = k.victim_memcg.as_ref().is_some_and(|v| v.path != l.path);
+            out.push_str(&format!(
+                "limit       memcg OOM: the limit of {} fired{}\n",
+                memcg_line(l),
+                if ancestor {
+                    " (an ancestor of the victim's memcg: its limit binds the children)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        (None, true) => out.push_str(&format!(
+            "limit       global OOM ({}): the machine ran out, no memcg limit fired\n",
+            t(k.constraint.as_deref().unwrap_or("unknown constraint"))
+        )),
+        (None, false) => out.push_str(
+            "limit       memcg OOM; the limiting memcg is unknown (kernel log unreadable)\n",
+        ),
+    }
+    if let Some(s) = p.limit_state.as_ref().or(p.victim_state.as_ref()) {
+        out.push_str(&format!(
+            "usage       {} of limit {}{}\n",
+            s.usage_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            s.effective_limit_bytes
+                .map(bytes)
+                .unwrap_or_else(|| "none".into()),
+            s.limited_by
+                .as_deref()
+                .map(|b| format!(" (set by {})", t(b)))
+                .unwrap_or_default()
+        ));
+        out.push_str(&format!(
+            "memory.stat anon {}  file {}  shmem {}  unevictable {}  dirty {}  writeback {}  inactive_file {}\n",
+            s.anon_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            s.file_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            s.shmem_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            s.unevictable_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            s.dirty_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            s.writeback_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            s.inactive_file_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+        ));
+        if s.oom_kill_disable == Some(true) {
+            out.push_str(
+                "            oom_kill_disable=1: tasks hang in the charge path instead of dying\n",
+            );
+        }
+    }
+    if let Some(u) = &p.unreclaimable {
+        out.push_str(&format!(
+            "unreclaimable {} of usage: shmem/tmpfs {}, unevictable (mlock) {}, dirty {}, writeback {}\n",
+            u.share_pct.map(|x| format!("{x:.1}%")).unwrap_or_else(|| "-".into()),
+            u.shmem_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            u.unevictable_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            u.dirty_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            u.writeback_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+        ));
+    }
+    match &p.tasks {
+        Some(ts) if !ts.is_empty() => {
+            out.push_str("tasks left  (biggest anonymous rss first)\n");
+            for task in ts {
+                out.push_str(&format!(
+                    "            pid {:>7} {:<16} anon {} kB  file {} kB  shmem {} kB\n",
+                    task.pid,
+                    t(&task.comm),
+                    opt(task.rss_anon_kb),
+                    opt(task.rss_file_kb),
+                    opt(task.rss_shmem_kb)
+                ));
+            }
+        }
+        Some(_) => out.push_str("tasks left  none\n"),
+        None => {}
+    }
+    if let Some(h) = p.history.as_ref().filter(|h| h.intervals == 0) {
+        out.push_str(&format!(
+            "before      no interval recorded for this memcg in the last {:.0} s (activity since the last interval is not included)\n",
+            h.window_ns as f64 / 1e9
+        ));
+    }
+    if let Some(h) = p.history.as_ref().filter(|h| h.intervals > 0) {
+        let secs = h.window_ns as f64 / 1e9;
+        out.push_str(&format!(
+            "before      over {secs:.0} s: {} reclaims taking {:.1} ms ({} pages), limit hits {}, charge failures {}, shrinker calls {}, of which freed nothing: {}\n",
+            h.reclaim_count,
+            h.reclaim_ns as f64 / 1e6,
+            h.reclaim_pages,
+            h.limit_hits.map(|x| x.to_string()).unwrap_or_else(|| "unknown".into()),
+            h.charge_failures.map(|x| x.to_string()).unwrap_or_else(|| "not visible on this plan".into()),
+            h.do_shrink_slab_calls.map(|x| x.to_string()).unwrap_or_else(|| "not visible".into()),
+            h.do_shrink_slab_zero.map(|x| x.to_string()).unwrap_or_else(|| "not visible on this plan".into()),
+        ));
+    }
+    for n in &p.notes {
+        out.push_str(&format!("note        {}\n", t(n)));
+    }
+    out
+}

@@ -1,0 +1,376 @@
+//! `memtrace record` end to end, as root: real OOM kills, a real sys-time
+//! spike, the real output directory.
+mod common;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+const ID: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
+
+struct Recorder {
+    child: Child,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Recorder {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let log = dir.with_extension("stderr");
+        let child = Command::new(MEMTRACE)
+            .arg("record")
+            .arg("--dir")
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let r = Self {
+            child,
+            dir: dir.to_path_buf(),
+            log,
+        };
+        r.wait_log("watching");
+        // Past kills from the kernel log are written first; let them settle.
+        std::thread::sleep(Duration::from_millis(500));
+        r
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&self, what: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let l = self.log();
+            if l.contains(what) {
+                return l;
+            }
+            assert!(Instant::now() < end, "record never said {what:?}: {l}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(mut self) -> String {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let st = wait_timeout(&mut self.child, Duration::from_secs(20));
+        let log = self.log();
+        assert!(st.success(), "record exit {st}: {log}");
+        let _ = fs::remove_file(&self.log);
+        log
+    }
+
+    fn postmortems(&self) -> Vec<Value> {
+        fs::read_to_string(self.dir.join("oom.ndjson"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .inspect(|v| assert_eq!(v["type"], "oom_postmortem"))
+            .collect()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn live_postmortem(r: &Recorder, pid: u32) -> Value {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(p) = r
+            .postmortems()
+            .into_iter()
+            .find(|p| p["kill"]["victim"]["pid"] == pid && p["kill"]["before_start"] == false)
+        {
+            return p;
+        }
+        assert!(
+            Instant::now() < end,
+            "no post-mortem for pid {pid} within 10 s: {}",
+            r.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn oom_victim(memcg_dir: &Path) -> u32 {
+    let procs = std::ffi::CString::new(
+        memcg_dir
+            .join("cgroup.procs")
+            .as_os_str()
+            .as_encoded_bytes(),
+    )
+    .unwrap();
+    let mut cmd = Command::new("tail");
+    cmd.arg("/dev/zero");
+    use std::os::unix::process::CommandExt;
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    wait_timeout(&mut child, Duration::from_secs(60));
+    pid
+}
+
+#[test]
+fn oom_kills_get_json_and_text_post_mortems() {
+    require_root();
+    let _g = serial();
+    let scratch = scratch("record-oom");
+    let dir = scratch.join("out");
+    let r = Recorder::start(&dir, &[]);
+
+    // A docker-shaped memcg with its own limit.
+    let root = TestMemcg::new("record");
+    let ctr = root.dir.join(format!("docker-{ID}.scope"));
+    fs::create_dir(&ctr).unwrap();
+    let _ctr_guard = DirGuard(ctr.clone());
+    root.limit_no_swap(64 << 20);
+    let pid = oom_victim(&ctr);
+    let pm = live_postmortem(&r, pid);
+    assert_eq!(pm["kill"]["victim"]["comm"], "tail");
+    assert_eq!(pm["global"], false);
+    let victim_memcg = &pm["kill"]["victim_memcg"];
+    assert!(
+        victim_memcg["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("docker-{ID}.scope")),
+        "{pm}"
+    );
+    assert_eq!(victim_memcg["container"]["runtime"], "docker");
+    assert_eq!(victim_memcg["container"]["name"], &ID[..12]);
+    // The limit that fired is the parent's: the container has none of its own.
+    assert_eq!(pm["limit_memcg"]["path"], root.rel.as_str(), "{pm}");
+    // The snapshot was read while the victim's memory was still charged.
+    let st = &pm["limit_state"];
+    assert!(st["usage_bytes"].as_u64().unwrap() > 32 << 20, "{st}");
+    assert!(
+        st["anon_bytes"].as_u64().unwrap() > 32 << 20,
+        "memory.stat snapshot: {st}"
+    );
+    assert_eq!(st["effective_limit_bytes"], 64u64 << 20);
+    assert!(pm["unreclaimable"]["share_pct"].as_f64().is_some());
+    assert!(pm["history"].is_object());
+    // The text form, named after the victim, 0640.
+    let text_path = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(&format!("-{pid}.txt")))
+        .expect("text post-mortem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&text_path).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    let text = fs::read_to_string(&text_path).unwrap();
+    assert!(text.contains(&format!("pid {pid} (tail)")), "{text}");
+    assert!(text.contains(&format!("[docker {}]", &ID[..12])), "{text}");
+    assert!(text.contains("an ancestor of the victim's memcg"), "{text}");
+    assert!(text.contains("memory.stat anon"), "{text}");
+    assert_eq!(
+        fs::metadata(dir.join("oom.ndjson"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let log = r.stop();
+    assert!(log.contains("stopped:"), "{log}");
+}
+
+/// Removes a directory (an extra memcg level) on drop.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if let Ok(procs) = fs::read_to_string(self.0.join("cgroup.procs")) {
+                for p in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+            }
+            if fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn a_sys_time_spike_gives_exactly_one_capture_with_its_history() {
+    require_root();
+    let _g = serial();
+    let scratch = scratch("record-spike");
+    let dir = scratch.join("out");
+    let r = Recorder::start(
+        &dir,
+        &[
+            "--sys-threshold",
+            "25",
+            "--for",
+            "2s",
+            "--pre",
+            "20s",
+            "--post",
+            "2s",
+        ],
+    );
+    // Quiet history before the spike.
+    std::thread::sleep(Duration::from_secs(3));
+    // Write churn through two small memcgs keeps both cores in the kernel
+    // (page-cache allocation, limit reclaim, writeback).
+    let a = TestMemcg::new("spike-a");
+    let b = TestMemcg::new("spike-b");
+    a.limit(16 << 20);
+    b.limit(16 << 20);
+    let churn = |m: &TestMemcg, f: &str| {
+        let file = scratch.join(f);
+        m.spawn(Command::new("sh").arg("-c").arg(format!(
+            "end=$(($(date +%s)+8)); while [ $(date +%s) -lt $end ]; do dd if=/dev/zero of={} bs=1M count=256 conv=notrunc status=none; done",
+            file.display()
+        )))
+    };
+    let mut ca = churn(&a, "a");
+    let mut cb = churn(&b, "b");
+    let log = r.wait_log("capture written");
+    wait_timeout(&mut ca, Duration::from_secs(30));
+    wait_timeout(&mut cb, Duration::from_secs(30));
+    let log = format!("{log}{}", r.stop());
+    let caps: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("capture-")
+        })
+        .collect();
+    assert_eq!(caps.len(), 1, "one incident, one capture: {caps:?}\n{log}");
+    let recs = read_records(&caps[0]);
+    let head = &recs[0];
+    assert_eq!(head["type"], "capture");
+    let trig = &head["trigger"];
+    assert!(trig["peak_sys_pct"].as_f64().unwrap() >= 25.0, "{trig}");
+    let trig_ns = trig["ts_ns"].as_u64().unwrap();
+    assert!(
+        recs.iter()
+            .any(|r| r["type"] == "system" && r["ts_ns"].as_u64().unwrap() < trig_ns),
+        "the capture reaches back before the trigger"
+    );
+    let worked: Vec<&Value> = recs
+        .iter()
+        .filter(|r| {
+            r["type"] == "memcg_interval"
+                && (r["memcg"]["path"] == a.rel.as_str() || r["memcg"]["path"] == b.rel.as_str())
+        })
+        .collect();
+    assert!(
+        !worked.is_empty(),
+        "the memcgs that did the work are in the capture"
+    );
+    assert!(
+        worked
+            .iter()
+            .any(|r| r["reclaim_memcg_count"].as_u64().unwrap_or(0) > 0)
+    );
+    fs::copy(&caps[0], scratch.join("capture.ndjson")).unwrap();
+    report_names(&scratch.join("capture.ndjson"), &[&a.rel, &b.rel]);
+}
+
+/// `memtrace report` on a capture names the memcgs that did the work.
+fn report_names(capture: &Path, memcgs: &[&str]) {
+    let out = Command::new(MEMTRACE)
+        .arg("report")
+        .arg(capture)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "report failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        memcgs.iter().any(|m| text.contains(*m)),
+        "report names the working memcgs: {text}"
+    );
+}
+
+#[test]
+fn a_planted_symlink_is_not_followed() {
+    require_root();
+    let _g = serial();
+    let scratch = scratch("record-symlink");
+    let dir = scratch.join("out");
+    fs::create_dir(&dir).unwrap();
+    let victim = scratch.join("precious");
+    fs::write(&victim, "keep\n").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("oom.ndjson")).unwrap();
+    let r = Recorder::start(&dir, &[]);
+    let m = TestMemcg::new("record-symlink");
+    m.limit_no_swap(32 << 20);
+    let pid = oom_victim(&m.dir);
+    let log = r.wait_log(&format!("pid {pid}"));
+    let log = format!("{log}{}", r.stop());
+    assert!(
+        log.contains("OOM log NOT written") && log.contains("symlink"),
+        "{log}"
+    );
+    assert_eq!(
+        fs::read_to_string(&victim).unwrap(),
+        "keep\n",
+        "the symlink's target is untouched"
+    );
+    assert!(
+        fs::read_dir(&dir).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(&format!("-{pid}.txt"))),
+        "the text post-mortem is still written"
+    );
+}
+
+#[test]
+fn an_unusable_directory_is_a_clear_error() {
+    let out = Command::new(MEMTRACE)
+        .args(["record", "--dir", "/proc/memtrace-cannot-be-here"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/proc/memtrace-cannot-be-here") && err.contains("--dir"),
+        "{err}"
+    );
+}

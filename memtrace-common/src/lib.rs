@@ -51,8 +51,30 @@ pub struct KernelOffsets {
     pub oc_chosen: u32,
     pub oc_totalpages: u32,
     pub oc_chosen_points: u32,
+    /// Optional, for naming shrinkers (`SHRINKER_NAMES_*` bits in
+    /// `shrinker_names` say which are present; an absent one is 0).
+    pub shrinker_name: u32,
+    pub shrinker_private_data: u32,
+    pub sb_s_shrink: u32,
+    pub sb_s_type: u32,
+    pub sb_s_id: u32,
+    pub fstype_name: u32,
+    pub shrinker_names: u32,
     pub valid: u32,
 }
+
+/// `KernelOffsets.shrinker_names` bits. `shrinker->name` (a `const char *`,
+/// CONFIG_SHRINKER_DEBUG only).
+pub const SHRINKER_NAMES_NAME: u32 = 1;
+/// 6.7+: a superblock's shrinker is allocated apart and
+/// `shrinker->private_data` is the `struct super_block *`.
+pub const SHRINKER_NAMES_SB_PRIVATE: u32 = 2;
+/// Before 6.7: the shrinker is `super_block.s_shrink`, embedded.
+pub const SHRINKER_NAMES_SB_EMBEDDED: u32 = 4;
+/// `super_block->s_type->name` can be read.
+pub const SHRINKER_NAMES_FS_TYPE: u32 = 8;
+/// `super_block.s_id` can be read.
+pub const SHRINKER_NAMES_SB_ID: u32 = 16;
 
 /// What `mark_victim`'s first tracepoint argument is on this kernel: a
 /// `struct task_struct *` since 6.9, a pid before. Decided from BTF.
@@ -73,6 +95,9 @@ pub struct ProbeConfig {
     pub tp_reclaim_end_nr_reclaimed: u32,
     pub tp_mark_victim_pid: u32,
     pub _pad: u32,
+    /// Address of `super_cache_count` (kallsyms): shrinkers with this
+    /// count_objects are superblock shrinkers. 0 = unknown.
+    pub super_cache_count: u64,
 }
 
 /// Per-memcg counters, one per CPU, summed by the agent.
@@ -147,6 +172,19 @@ pub struct ShrinkerStats {
     pub ns: u64,
     /// `shrinker->count_objects`, symbolized by the agent via kallsyms.
     pub count_objects: u64,
+}
+
+/// Names of one shrinker, read once when it is first seen; NUL-terminated
+/// (empty = unknown or not applicable).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShrinkerInfo {
+    /// `shrinker->name` (CONFIG_SHRINKER_DEBUG), e.g. "sb-tmpfs".
+    pub name: [u8; 32],
+    /// Superblock shrinkers: `sb->s_type->name`, e.g. "ext4".
+    pub fs_type: [u8; 16],
+    /// Superblock shrinkers: `sb->s_id`, e.g. "vda1".
+    pub device: [u8; 32],
 }
 
 /// Kernel-wide counters: one slot of a per-CPU array.
@@ -268,6 +306,7 @@ mod pod {
     unsafe impl aya::Pod for MemcgStats {}
     unsafe impl aya::Pod for ShrinkerKey {}
     unsafe impl aya::Pod for ShrinkerStats {}
+    unsafe impl aya::Pod for ShrinkerInfo {}
     unsafe impl aya::Pod for SystemStats {}
     unsafe impl aya::Pod for InflightKey {}
     unsafe impl aya::Pod for Inflight {}
@@ -293,7 +332,8 @@ mod tests {
         // padding would be uninitialised memory in the ring buffer.
         assert_eq!(core::mem::size_of::<OomEvent>(), 4 * 12 + 32 + 8 * 4);
         assert_eq!(core::mem::size_of::<SlowEvent>(), 8 * 6 + 8 + 16);
-        assert_eq!(core::mem::size_of::<ProbeConfig>(), 32);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 22 * 4);
+        assert_eq!(core::mem::size_of::<ProbeConfig>(), 40);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 29 * 4);
+        assert_eq!(core::mem::size_of::<ShrinkerInfo>(), 32 + 16 + 32);
     }
 }

@@ -33,6 +33,23 @@ pub fn read<T>(base: *const u8, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
 }
 
+/// Copies the NUL-terminated string at `src` into `dest`, truncated and
+/// always NUL-terminated; `dest` is left zeroed when it cannot be read.
+#[inline(always)]
+pub fn read_str<const N: usize>(src: *const u8, dest: &mut [u8; N]) {
+    if src.is_null() {
+        return;
+    }
+    // On error the helper zeroes `dest`.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
+            dest.as_mut_ptr().cast(),
+            N as u32,
+            src.cast(),
+        )
+    };
+}
+
 #[inline(always)]
 pub fn now_ns() -> u64 {
     unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use memtrace_common::{
-    Inflight, InflightKey, KernelOffsets, MemcgStats, ProbeConfig, ShrinkerKey, ShrinkerStats,
-    SystemStats,
+    Inflight, InflightKey, KernelOffsets, MemcgStats, ProbeConfig, ShrinkerInfo, ShrinkerKey,
+    ShrinkerStats, SystemStats,
 };
 
 #[map]
@@ -15,6 +15,11 @@ pub static MEMCG_STATS: PerCpuHashMap<u64, MemcgStats> = PerCpuHashMap::with_max
 #[map]
 pub static SHRINKER_STATS: PerCpuHashMap<ShrinkerKey, ShrinkerStats> =
     PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Names of shrinkers, by `struct shrinker *`: written once, when a
+/// shrinker is first seen, and only for shrinkers with a name to tell.
+#[map]
+pub static SHRINKER_INFO: HashMap<u64, ShrinkerInfo> = HashMap::with_max_entries(4096, 0);
 
 /// Calls in progress, pairing entry and return (and begin/end tracepoints).
 #[map]
@@ -56,6 +61,13 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     oc_chosen: 0,
     oc_totalpages: 0,
     oc_chosen_points: 0,
+    shrinker_name: 0,
+    shrinker_private_data: 0,
+    sb_s_shrink: 0,
+    sb_s_type: 0,
+    sb_s_id: 0,
+    fstype_name: 0,
+    shrinker_names: 0,
     valid: 0,
 };
 
@@ -67,4 +79,5 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
     tp_reclaim_end_nr_reclaimed: 0,
     tp_mark_victim_pid: 0,
     _pad: 0,
+    super_cache_count: 0,
 };

@@ -4,15 +4,67 @@
 //! function hooks see those; `mm_shrink_slab_start/end` fire only when the
 //! shrinker reported objects.
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use memtrace_common::{HOOK_DO_SHRINK, HOOK_SHRINK_SLAB, Inflight, SHRINK_EMPTY, ShrinkerKey};
+use memtrace_common::{
+    HOOK_DO_SHRINK, HOOK_SHRINK_SLAB, Inflight, SHRINK_EMPTY, SHRINKER_NAMES_FS_TYPE,
+    SHRINKER_NAMES_NAME, SHRINKER_NAMES_SB_EMBEDDED, SHRINKER_NAMES_SB_ID,
+    SHRINKER_NAMES_SB_PRIVATE, ShrinkerInfo, ShrinkerKey,
+};
 
 use crate::{
-    kernel::{self, off},
+    kernel::{self, config, off},
+    maps::SHRINKER_INFO,
     stats,
 };
+
+/// Records what names a shrinker has (its debug name; for a superblock's,
+/// the filesystem type and device) in `SHRINKER_INFO`, unless already
+/// there. Called only when a (memcg, shrinker) pair is first seen, so a
+/// shrinker's strings are read once, not on every call.
+#[inline(always)]
+fn record_names(shrinker: u64, count_objects: u64) {
+    let flags = off!(shrinker_names);
+    if flags == 0 || shrinker == 0 || unsafe { SHRINKER_INFO.get(shrinker) }.is_some() {
+        return;
+    }
+    let base = shrinker as *const u8;
+    let mut info = ShrinkerInfo::default();
+    if flags & SHRINKER_NAMES_NAME != 0 {
+        if let Some(name) = kernel::read::<*const u8>(base, off!(shrinker_name)) {
+            kernel::read_str(name, &mut info.name);
+        }
+    }
+    let sb_cb = config!(super_cache_count);
+    if sb_cb != 0 && count_objects == sb_cb {
+        let sb = if flags & SHRINKER_NAMES_SB_PRIVATE != 0 {
+            kernel::read::<*const u8>(base, off!(shrinker_private_data))
+                .unwrap_or(core::ptr::null())
+        } else if flags & SHRINKER_NAMES_SB_EMBEDDED != 0 {
+            base.wrapping_sub(off!(sb_s_shrink) as usize)
+        } else {
+            core::ptr::null()
+        };
+        if !sb.is_null() {
+            if flags & SHRINKER_NAMES_FS_TYPE != 0 {
+                let fs_type = kernel::read::<*const u8>(sb, off!(sb_s_type))
+                    .and_then(|t| kernel::read::<*const u8>(t, off!(fstype_name)));
+                if let Some(n) = fs_type {
+                    kernel::read_str(n, &mut info.fs_type);
+                }
+            }
+            if flags & SHRINKER_NAMES_SB_ID != 0 {
+                kernel::read_str(sb.wrapping_add(off!(sb_s_id) as usize), &mut info.device);
+            }
+        }
+    }
+    // Nothing to tell (no debug name, not a superblock): no entry.
+    if info.name[0] != 0 || info.fs_type[0] != 0 || info.device[0] != 0 {
+        let _ = SHRINKER_INFO.insert(shrinker, info, BPF_NOEXIST as u64);
+    }
+}
 
 #[inline(always)]
 fn slab_enter(memcg: *const u8) {
@@ -84,8 +136,11 @@ fn do_exit(ret: u64) {
         memcg_id: v.memcg_id,
         shrinker: v.arg,
     };
-    let count_objects =
-        || kernel::read::<u64>(v.arg as *const u8, off!(shrinker_count_objects)).unwrap_or(0);
+    let count_objects = || {
+        let cb = kernel::read::<u64>(v.arg as *const u8, off!(shrinker_count_objects)).unwrap_or(0);
+        record_names(v.arg, cb);
+        cb
+    };
     if let Some(s) = stats::shrinker(&key, count_objects) {
         s.calls += 1;
         s.ns += ns;

@@ -389,6 +389,18 @@ fn wait_for(s: &Session, what: &str) -> String {
     }
 }
 
+fn wait_gone(s: &Session, what: &str) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while capture(s).contains(what) {
+        assert!(
+            Instant::now() < end,
+            "{what:?} still on screen after 30 s:\n{}",
+            capture(s)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn interactive_top_in_a_real_terminal() {
     require_root();
@@ -426,7 +438,10 @@ fn interactive_top_in_a_real_terminal() {
     tmux(&["send-keys", "-t", &s.0, "?"]);
     wait_for(&s, "99th percentile reclaim latency");
     tmux(&["send-keys", "-t", &s.0, "Escape"]);
+    // A key within tmux's escape-time after Escape would arrive as Alt-key.
+    wait_gone(&s, "99th percentile reclaim latency");
     tmux(&["send-keys", "-t", &s.0, "s"]);
+    std::thread::sleep(Duration::from_millis(300));
     tmux(&["send-keys", "-t", &s.0, "q"]);
     let end = Instant::now() + Duration::from_secs(15);
     while !done.exists() {

@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use anyhow::Result;
-use memtrace_common::{Inflight, InflightKey, MemcgStats, ShrinkerKey, ShrinkerStats};
+use memtrace_common::{
+    Inflight, InflightKey, MemcgStats, ShrinkerInfo, ShrinkerKey, ShrinkerStats,
+};
 use serde::Serialize;
 
 use crate::{
@@ -53,6 +55,9 @@ struct Report {
     error: Option<String>,
 }
 
+/// Fixed in memtrace-ebpf/src/maps.rs: one entry per shrinker seen.
+const SHRINKER_INFO_ENTRIES: u32 = 4096;
+
 fn possible_cpus() -> u64 {
     aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1)
 }
@@ -91,6 +96,12 @@ fn map_memory(sizes: &MapSizes) -> Vec<MapMemory> {
                 size_of::<Inflight>(),
                 sizes.inflight_entries,
             ),
+        },
+        MapMemory {
+            name: "SHRINKER_INFO",
+            kind: "hash",
+            max_entries: SHRINKER_INFO_ENTRIES,
+            bytes: hash(8, size_of::<ShrinkerInfo>(), SHRINKER_INFO_ENTRIES),
         },
         MapMemory {
             name: "EVENTS",

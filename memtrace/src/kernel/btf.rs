@@ -5,7 +5,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
-use memtrace_common::{KernelOffsets, MARK_VICTIM_ARG_PID, MARK_VICTIM_ARG_TASK};
+use memtrace_common::{
+    KernelOffsets, MARK_VICTIM_ARG_PID, MARK_VICTIM_ARG_TASK, SHRINKER_NAMES_FS_TYPE,
+    SHRINKER_NAMES_NAME, SHRINKER_NAMES_SB_EMBEDDED, SHRINKER_NAMES_SB_ID,
+    SHRINKER_NAMES_SB_PRIVATE,
+};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -67,10 +71,15 @@ impl KernelBtf {
     }
 
     fn member_bits(&self, members: &[btf_rs::Member], field: &str) -> Option<u32> {
+        self.member(members, field).map(|(bits, _)| bits)
+    }
+
+    /// Bit offset and member of `field` (searching anonymous members).
+    fn member(&self, members: &[btf_rs::Member], field: &str) -> Option<(u32, btf_rs::Member)> {
         for m in members {
             let name = self.btf.resolve_name(m).unwrap_or_default();
             if name == field {
-                return Some(m.bit_offset());
+                return Some((m.bit_offset(), m.clone()));
             }
             if name.is_empty() {
                 // Anonymous struct/union: the kernel nests fields in these.
@@ -78,13 +87,107 @@ impl KernelBtf {
                     continue;
                 };
                 if let Type::Struct(s) | Type::Union(s) = self.strip(inner) {
-                    if let Some(bits) = self.member_bits(&s.members, field) {
-                        return Some(m.bit_offset() + bits);
+                    if let Some((bits, found)) = self.member(&s.members, field) {
+                        return Some((m.bit_offset() + bits, found));
                     }
                 }
             }
         }
         None
+    }
+
+    /// Byte offset and type (typedefs and qualifiers skipped) of
+    /// `strukt.field`, if this kernel has it at a byte boundary.
+    fn field(&self, strukt: &str, field: &str) -> Option<(u32, Type)> {
+        let members = self.composite(strukt).ok()?;
+        let (bits, m) = self.member(&members, field)?;
+        if bits % 8 != 0 || m.bitfield_size().is_some_and(|b| b != 0) {
+            return None;
+        }
+        let t = self.strip(self.btf.resolve_chained_type(&m).ok()?);
+        Some((bits / 8, t))
+    }
+
+    /// What `t` points to, typedefs and qualifiers skipped; None if `t` is
+    /// not a pointer.
+    fn pointee(&self, t: &Type) -> Option<Type> {
+        match t {
+            Type::Ptr(p) => Some(self.strip(self.btf.resolve_chained_type(p).ok()?)),
+            _ => None,
+        }
+    }
+
+    fn is_char(&self, t: &Type) -> bool {
+        matches!(t, Type::Int(i) if i.size() == 1)
+    }
+
+    fn is_struct(&self, t: &Type, name: &str) -> bool {
+        matches!(t, Type::Struct(s) if self.btf.resolve_name(s).ok().as_deref() == Some(name))
+    }
+
+    /// `strukt.field` if it is a `char *` (any qualifiers).
+    fn string_ptr(&self, strukt: &str, field: &str) -> Option<u32> {
+        let (off, t) = self.field(strukt, field)?;
+        self.is_char(&self.pointee(&t)?).then_some(off)
+    }
+
+    /// The optional offsets that name shrinkers, and the
+    /// `SHRINKER_NAMES_*` bits saying which were found; each missing or
+    /// unexpected field only disables its own piece.
+    fn shrinker_name_offsets(&self, o: &mut KernelOffsets) {
+        let mut flags = 0;
+        if let Some(off) = self.string_ptr("shrinker", "name") {
+            o.shrinker_name = off;
+            flags |= SHRINKER_NAMES_NAME;
+        }
+        // Where a superblock's shrinker lives: embedded in it (before 6.7),
+        // or allocated apart with private_data pointing back (6.7+).
+        match self.field("super_block", "s_shrink") {
+            Some((off, t)) if self.is_struct(&t, "shrinker") => {
+                o.sb_s_shrink = off;
+                flags |= SHRINKER_NAMES_SB_EMBEDDED;
+            }
+            Some((off, t))
+                if self
+                    .pointee(&t)
+                    .is_some_and(|p| self.is_struct(&p, "shrinker")) =>
+            {
+                if let Some((pd, pt)) = self.field("shrinker", "private_data") {
+                    if matches!(pt, Type::Ptr(_)) {
+                        o.sb_s_shrink = off;
+                        o.shrinker_private_data = pd;
+                        flags |= SHRINKER_NAMES_SB_PRIVATE;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if flags & (SHRINKER_NAMES_SB_EMBEDDED | SHRINKER_NAMES_SB_PRIVATE) != 0 {
+            let s_type = self.field("super_block", "s_type").filter(|(_, t)| {
+                self.pointee(t)
+                    .is_some_and(|p| self.is_struct(&p, "file_system_type"))
+            });
+            if let (Some((st, _)), Some(name)) =
+                (s_type, self.string_ptr("file_system_type", "name"))
+            {
+                o.sb_s_type = st;
+                o.fstype_name = name;
+                flags |= SHRINKER_NAMES_FS_TYPE;
+            }
+            // `char s_id[32]`: read as a string bounded by the array.
+            if let Some((id, Type::Array(a))) = self.field("super_block", "s_id") {
+                let elem = self
+                    .btf
+                    .resolve_chained_type(&a)
+                    .ok()
+                    .map(|t| self.strip(t));
+                if a.len() > 0 && elem.is_some_and(|e| self.is_char(&e)) {
+                    o.sb_s_id = id;
+                    flags |= SHRINKER_NAMES_SB_ID;
+                }
+            }
+        }
+        o.shrinker_names = flags;
     }
 
     /// Byte offset of `strukt.field` (searching anonymous members).
@@ -127,7 +230,9 @@ impl KernelBtf {
     }
 
     /// All offsets the programs read. A missing field fails the whole load:
-    /// reading at a guessed offset would produce garbage.
+    /// reading at a guessed offset would produce garbage. The exception is
+    /// the shrinker names: those are optional, and a missing one is only
+    /// not read (`shrinker_names` bits).
     pub fn kernel_offsets(&self) -> Result<KernelOffsets> {
         let memory_cgrp_id = self.enum_value("cgroup_subsys_id", "memory_cgrp_id")?;
         let kn_id = self.offset_of("kernfs_node", "id")?;
@@ -149,7 +254,7 @@ impl KernelBtf {
                 );
             }
         }
-        Ok(KernelOffsets {
+        let mut o = KernelOffsets {
             task_cgroups: self.offset_of("task_struct", "cgroups")?,
             task_pid: self.offset_of("task_struct", "pid")?,
             task_tgid: self.offset_of("task_struct", "tgid")?,
@@ -172,7 +277,10 @@ impl KernelBtf {
             oc_totalpages: self.offset_of("oom_control", "totalpages")?,
             oc_chosen_points: self.offset_of("oom_control", "chosen_points")?,
             valid: 1,
-        })
+            ..KernelOffsets::default()
+        };
+        self.shrinker_name_offsets(&mut o);
+        Ok(o)
     }
 
     /// Parameter names of a kernel function, if BTF has it.
@@ -269,6 +377,44 @@ mod tests {
         assert_eq!(o.memcg_css, 0);
         assert!(o.task_comm > o.task_pid, "comm follows pid in task_struct");
         assert!(o.oc_chosen > o.oc_memcg);
+    }
+
+    #[test]
+    fn shrinker_name_offsets_on_running_kernel() {
+        let b = host();
+        let o = b.kernel_offsets().unwrap();
+        let f = o.shrinker_names;
+        // Every kernel memtrace supports has a superblock shrinker in one of
+        // the two layouts, and superblocks with a type and an id.
+        let embedded = f & SHRINKER_NAMES_SB_EMBEDDED != 0;
+        let private = f & SHRINKER_NAMES_SB_PRIVATE != 0;
+        assert!(embedded != private, "flags {f:#x}");
+        assert_ne!(f & SHRINKER_NAMES_FS_TYPE, 0);
+        assert_ne!(f & SHRINKER_NAMES_SB_ID, 0);
+        assert_eq!(o.sb_s_id, b.offset_of("super_block", "s_id").unwrap());
+        assert_eq!(
+            o.sb_s_shrink,
+            b.offset_of("super_block", "s_shrink").unwrap()
+        );
+        if private {
+            assert_eq!(
+                o.shrinker_private_data,
+                b.offset_of("shrinker", "private_data").unwrap()
+            );
+        }
+        // `shrinker.name` only exists with CONFIG_SHRINKER_DEBUG.
+        assert_eq!(
+            f & SHRINKER_NAMES_NAME != 0,
+            b.offset_of("shrinker", "name").is_ok()
+        );
+        // Wrong types are refused, not read.
+        assert_eq!(
+            b.string_ptr("super_block", "s_id"),
+            None,
+            "an array, not a pointer"
+        );
+        assert_eq!(b.string_ptr("super_block", "no_such_field"), None);
+        assert!(b.string_ptr("file_system_type", "name").is_some());
     }
 
     #[test]

@@ -53,6 +53,16 @@ impl Kallsyms {
         self.entries.iter().any(|e| self.name(e) == name)
     }
 
+    /// Address of the function of exactly this name (start-up only: a
+    /// linear scan); None when absent or hidden (kptr_restrict).
+    pub fn address_of(&self, name: &str) -> Option<u64> {
+        self.entries
+            .iter()
+            .find(|e| self.name(e) == name)
+            .map(|e| e.0)
+            .filter(|&a| a != 0)
+    }
+
     /// The function starting exactly at `addr`. Addresses are all zero
     /// when kptr_restrict hides them, and then nothing matches.
     pub fn name_at(&self, addr: u64) -> Option<&str> {
@@ -98,6 +108,8 @@ ffffffff81800000 D some_data
             Some("xfs_fs_nr_cached_objects")
         );
         assert_eq!(k.name_at(1), None);
+        assert_eq!(k.address_of("super_cache_count"), Some(0xffffffff81700000));
+        assert_eq!(k.address_of("super_cache"), None);
     }
 
     #[test]
@@ -105,5 +117,6 @@ ffffffff81800000 D some_data
         let k = Kallsyms::parse("0000000000000000 T shrink_slab\n");
         assert!(k.exists("shrink_slab"));
         assert_eq!(k.name_at(0), None);
+        assert_eq!(k.address_of("shrink_slab"), None);
     }
 }

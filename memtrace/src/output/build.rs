@@ -13,6 +13,7 @@ use crate::{
     cgroup::{Resolver, container::attribute},
     clock::Clock,
     kernel::symbols::Kallsyms,
+    source::live::ShrinkerNames,
 };
 
 /// A memcg as records name it; the container comes from its path.
@@ -197,10 +198,15 @@ fn shrinker_row(
     s: &ShrinkerStats,
     zero_visible: bool,
     syms: &Kallsyms,
+    names: Option<&ShrinkerNames>,
 ) -> ShrinkerRow {
+    let names = names.cloned().unwrap_or_default();
     ShrinkerRow {
         shrinker: format!("{:#x}", key.shrinker),
         count_objects: syms.name_at(s.count_objects).map(str::to_string),
+        name: names.name,
+        fs_type: names.fs_type,
+        device: names.device,
         calls: s.calls,
         zero: zero_visible.then_some(s.zero),
         freed: s.freed,
@@ -214,6 +220,8 @@ pub struct IntervalContext<'a> {
     pub interval_ns: u64,
     pub visible: &'a Visible,
     pub kallsyms: &'a Kallsyms,
+    /// By shrinker address (`Live::shrinker_names`).
+    pub shrinker_names: &'a std::collections::HashMap<u64, ShrinkerNames>,
 }
 
 pub fn interval(
@@ -258,7 +266,10 @@ pub fn interval(
             d.shrinkers
                 .iter()
                 .take(10)
-                .map(|(k, s)| shrinker_row(k, s, zero_visible, cx.kallsyms))
+                .map(|(k, s)| {
+                    let names = cx.shrinker_names.get(&k.shrinker);
+                    shrinker_row(k, s, zero_visible, cx.kallsyms, names)
+                })
                 .collect()
         }),
         // Filled by the pipeline, which reads cgroupfs.

@@ -117,6 +117,15 @@ pub struct ShrinkerRow {
     pub shrinker: String,
     /// Symbol of its count_objects callback, e.g. "super_cache_count".
     pub count_objects: Option<String>,
+    /// `shrinker->name` (kernels with CONFIG_SHRINKER_DEBUG), e.g. "sb-tmpfs".
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Superblock shrinkers: the filesystem type, e.g. "tmpfs", "ext4".
+    #[serde(default)]
+    pub fs_type: Option<String>,
+    /// Superblock shrinkers: the superblock's `s_id`, e.g. "vda1", "tmpfs".
+    #[serde(default)]
+    pub device: Option<String>,
     pub calls: u64,
     pub zero: Option<u64>,
     pub freed: u64,

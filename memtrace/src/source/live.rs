@@ -1,12 +1,17 @@
 //! The live source: reads the per-CPU aggregate maps and the ring buffer of
 //! the loaded programs.
-use std::{collections::HashMap, os::fd::AsRawFd};
+use std::{
+    collections::{HashMap, HashSet},
+    os::fd::AsRawFd,
+};
 
 use anyhow::{Context, Result, anyhow};
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
+use aya::maps::{
+    HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
+};
 use memtrace_common::{
-    EVENT_OOM_KILL, EVENT_SLOW, MemcgStats, OomEvent, ShrinkerKey, ShrinkerStats, SlowEvent,
-    SystemStats,
+    EVENT_OOM_KILL, EVENT_SLOW, MemcgStats, OomEvent, ShrinkerInfo, ShrinkerKey, ShrinkerStats,
+    SlowEvent, SystemStats,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -19,10 +24,40 @@ pub enum RawEvent {
     Slow(SlowEvent),
 }
 
+/// A shrinker's names as text; None = unknown or not applicable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShrinkerNames {
+    pub name: Option<String>,
+    pub fs_type: Option<String>,
+    pub device: Option<String>,
+}
+
+impl From<&ShrinkerInfo> for ShrinkerNames {
+    fn from(i: &ShrinkerInfo) -> Self {
+        Self {
+            name: kernel_str(&i.name),
+            fs_type: kernel_str(&i.fs_type),
+            device: kernel_str(&i.device),
+        }
+    }
+}
+
+/// Bytes up to the NUL, lossily as UTF-8 (records escape what they must);
+/// None when empty.
+fn kernel_str(bytes: &[u8]) -> Option<String> {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    (end > 0).then(|| String::from_utf8_lossy(&bytes[..end]).into_owned())
+}
+
 pub struct Live {
     pub loaded: Loaded,
     memcgs: PerCpuHashMap<MapData, u64, MemcgStats>,
     shrinkers: PerCpuHashMap<MapData, ShrinkerKey, ShrinkerStats>,
+    shrinker_info: BpfHashMap<MapData, u64, ShrinkerInfo>,
+    /// SHRINKER_INFO entries already read (they never change while present).
+    names: HashMap<u64, ShrinkerNames>,
+    /// SHRINKER_INFO entries no shrinker key referred to at the last read.
+    unreferenced: HashSet<u64>,
     system: PerCpuArray<MapData, SystemStats>,
     pub ring: AsyncFd<RingBuf<MapData>>,
 }
@@ -57,6 +92,7 @@ impl Live {
     pub fn new(mut loaded: Loaded) -> Result<Self> {
         let memcgs = take(&mut loaded, "MEMCG_STATS")?;
         let shrinkers = take(&mut loaded, "SHRINKER_STATS")?;
+        let shrinker_info = take(&mut loaded, "SHRINKER_INFO")?;
         let system = take(&mut loaded, "SYSTEM_STATS")?;
         let ring: RingBuf<MapData> = take(&mut loaded, "EVENTS")?;
         // SAFETY: the AsyncFd owns the ring buffer, hence its fd, for its whole life.
@@ -67,6 +103,9 @@ impl Live {
             loaded,
             memcgs,
             shrinkers,
+            shrinker_info,
+            names: HashMap::new(),
+            unreferenced: HashSet::new(),
             system,
             ring,
         })
@@ -89,6 +128,40 @@ impl Live {
             out.insert(key, sum_cpus(&per_cpu, counters::add_shrinker));
         }
         out
+    }
+
+    /// Names of the shrinkers in `in_use` (the current shrinker totals),
+    /// from SHRINKER_INFO; each entry is read from the kernel once. An entry
+    /// no key has referred to at two reads in a row is removed (the first
+    /// miss may be a shrinker whose key is being added): the map stays
+    /// bounded, and a new shrinker at a freed one's address is read afresh.
+    pub fn shrinker_names(
+        &mut self,
+        in_use: &HashMap<ShrinkerKey, ShrinkerStats>,
+    ) -> HashMap<u64, ShrinkerNames> {
+        let used: HashSet<u64> = in_use.keys().map(|k| k.shrinker).collect();
+        let present: Vec<u64> = self.shrinker_info.keys().filter_map(Result::ok).collect();
+        let mut unreferenced = HashSet::new();
+        for &addr in &present {
+            if used.contains(&addr) {
+                if !self.names.contains_key(&addr) {
+                    if let Ok(info) = self.shrinker_info.get(&addr, 0) {
+                        self.names.insert(addr, ShrinkerNames::from(&info));
+                    }
+                }
+            } else if self.unreferenced.contains(&addr) {
+                let _ = self.shrinker_info.remove(&addr);
+                self.names.remove(&addr);
+            } else {
+                unreferenced.insert(addr);
+            }
+        }
+        self.unreferenced = unreferenced;
+        let present: HashSet<u64> = present.into_iter().collect();
+        self.names.retain(|a, _| present.contains(a));
+        used.into_iter()
+            .filter_map(|a| Some((a, self.names.get(&a)?.clone())))
+            .collect()
     }
 
     pub fn system_totals(&self) -> SystemStats {
@@ -168,4 +241,23 @@ fn prog_recursion_misses(fd: i32) -> Option<u64> {
         )
     };
     (r == 0).then_some(info.recursion_misses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_stop_at_nul_and_empty_is_none() {
+        let mut info = ShrinkerInfo::default();
+        info.fs_type[..6].copy_from_slice(b"tmpfs\0");
+        info.device[..4].copy_from_slice(b"v\xffa\0");
+        info.device[5] = b'x';
+        let n = ShrinkerNames::from(&info);
+        assert_eq!(n.name, None);
+        assert_eq!(n.fs_type.as_deref(), Some("tmpfs"));
+        assert_eq!(n.device.as_deref(), Some("v\u{fffd}a"));
+        // A full buffer without NUL is taken whole.
+        assert_eq!(kernel_str(b"abc").as_deref(), Some("abc"));
+    }
 }

@@ -151,6 +151,8 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         .collect();
 
     let mut config = ProbeConfig {
+        // Superblock shrinkers are told by their count_objects callback.
+        super_cache_count: kallsyms.address_of("super_cache_count").unwrap_or(0),
         slow_charge_ns: opts.slow_charge_ns,
         slow_reclaim_ns: opts.slow_reclaim_ns,
         mark_victim_arg: kbtf

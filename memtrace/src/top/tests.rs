@@ -57,6 +57,9 @@ fn interval(m: Memcg, reclaim_ms: u64, do_shrink: u64, usage: Option<u64>) -> Re
         shrinkers: Some(vec![ShrinkerRow {
             shrinker: "0xffff1".into(),
             count_objects: Some("super_cache_count".into()),
+            name: None,
+            fs_type: Some("tmpfs".into()),
+            device: Some("tmpfs".into()),
             calls: do_shrink,
             zero: None,
             freed: 10,

@@ -361,6 +361,57 @@ fn check_shrink(m: &ModeRun) -> Outcome {
             m.mode
         ));
     }
+    if unavailable.iter().any(|u| u == "shrinkers") {
+        return Ok(detail);
+    }
+    // Superblock shrinkers are named. Each memcg has kernfs dentries and
+    // inodes of the cgroup filesystem charged to it (it read its own cgroup
+    // files), so that superblock's shrinker is called for it in every mode.
+    // (Its tmpfs mount is never shrunk per memcg: tmpfs pins its dentries
+    // and keeps no unused inodes, so the kernel never calls that shrinker
+    // for a memcg; it only shows in global/root passes.)
+    let kernfs = if m.cgroup == "v2" {
+        "cgroup2"
+    } else {
+        "cgroup"
+    };
+    let mut fs_types = std::collections::BTreeSet::new();
+    let mut named = 0;
+    for cg in &memcgs {
+        let mut found = false;
+        for row in m
+            .intervals(cg)
+            .filter_map(|r| r["shrinkers"].as_array())
+            .flatten()
+        {
+            if let Some(t) = row["fs_type"].as_str() {
+                fs_types.insert(t.to_owned());
+                found |= t == kernfs;
+            }
+        }
+        named += found as usize;
+    }
+    let detail =
+        format!("{detail}; {named}/{count} with a {kernfs} shrinker row, fs_types={fs_types:?}");
+    if named == 0 {
+        return Err(format!(
+            "{detail}: want some shrinker row with fs_type \"{kernfs}\""
+        ));
+    }
+    // Every superblock shrinker of every memcg, named.
+    let unnamed = m
+        .records()?
+        .iter()
+        .filter(|r| r["type"] == "memcg_interval")
+        .filter_map(|r| r["shrinkers"].as_array())
+        .flatten()
+        .filter(|s| s["count_objects"] == "super_cache_count")
+        .find(|s| !s["fs_type"].is_string() || !s["device"].is_string());
+    if let Some(s) = unnamed {
+        return Err(format!(
+            "{detail}: superblock shrinker without fs_type/device: {s}"
+        ));
+    }
     Ok(detail)
 }
 
@@ -451,7 +502,7 @@ mod tests {
     fn tracepoint_nulls() {
         let t = transcript(&["INFO scenario=shrink tag=tracepoint parent=/p count=1"]);
         let ndjson = r#"{"type":"header","cgroup_mode":"v2","plan":[{"hook":"shrink_slab","family":"tracepoint","status":"attached"}],"unavailable":["do_shrink_slab_zero"]}
-{"type":"memcg_interval","memcg":{"id":6,"path":"/p/m1"},"do_shrink_slab_calls":2,"do_shrink_slab_zero":null,"shrink_slab_calls":null}
+{"type":"memcg_interval","memcg":{"id":6,"path":"/p/m1"},"do_shrink_slab_calls":2,"do_shrink_slab_zero":null,"shrink_slab_calls":null,"shrinkers":[{"count_objects":"super_cache_count","fs_type":"cgroup2","device":"cgroup2"}]}
 "#;
         let m = ModeRun {
             mode: "tracepoint",
@@ -461,6 +512,17 @@ mod tests {
         };
         assert!(check_shrink(&m).is_ok(), "{:?}", check_shrink(&m));
         assert!(check_plan(&m).is_ok(), "{:?}", check_plan(&m));
+        // Shrinkers listed, but the superblock's is not named.
+        let unnamed = |from: &str, to: &str| ModeRun {
+            records: parse_ndjson(&ndjson.replace(from, to)),
+            mode: "tracepoint",
+            cgroup: "v2",
+            transcript: &t,
+        };
+        let e = check_shrink(&unnamed(r#""cgroup2","device""#, r#"null,"device""#)).unwrap_err();
+        assert!(e.contains("want some shrinker row"), "{e}");
+        let e = check_shrink(&unnamed(r#""device":"cgroup2""#, r#""device":null"#)).unwrap_err();
+        assert!(e.contains("without fs_type/device"), "{e}");
         assert!(
             parse_ndjson("{\"a\":1}\nnot json\n")
                 .unwrap_err()

@@ -120,7 +120,14 @@ impl Recorder {
         let mut body = Vec::new();
         let mut size = 0usize;
         let mut truncated = 0u64;
-        for r in self.history.window(from_ns, to_ns) {
+        // Through `to_ns`, then on to the `system` record that closes the
+        // last interval included, so no interval loses its host figures.
+        let mut closed = true;
+        for r in self.history.window(from_ns, u64::MAX) {
+            if history::ts_ns(r) > to_ns && closed {
+                break;
+            }
+            closed = matches!(r, Record::System(_));
             let len = crate::output::json::line(r).len();
             if size + len > max_bytes {
                 truncated += 1;

@@ -99,7 +99,11 @@ pub fn build(
         ts: kill.ts.clone(),
         ts_ns: kill.ts_ns,
         kill: kill.clone(),
-        global: kill.oom_memcg.is_none() && kill.constraint.as_deref() != Some("memcg"),
+        // Unknown (no log summary, no BPF memcg) is not global.
+        global: matches!(
+            kill.constraint.as_deref(),
+            Some("global" | "cpuset" | "mempolicy")
+        ),
         limit_memcg: kill.oom_memcg.clone(),
         limit_state,
         victim_state,

@@ -1,9 +1,193 @@
-//! `memtrace report`: explains a capture, a stream file or an OOM log.
-use std::path::Path;
+//! `memtrace report`: explains a capture, a stream file or an OOM log, no
+//! root needed. The file's kind is read from its content (its first
+//! record); damaged lines are reported with their numbers and skipped, and
+//! the rest is summarized: the span, a capture's trigger, who paid for
+//! reclaim, the top memcgs and containers, the shrinkers, the shrink_slab
+//! storm signature, and every OOM kill's story.
+mod input;
+mod oom;
+mod storm;
+mod summary;
+mod text;
 
-use anyhow::Result;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, Write},
+    path::Path,
+};
+
+use anyhow::{Context, Result, bail};
+
+use self::{
+    input::{Item, Lines},
+    oom::HistoryAcc,
+    summary::{Aggregator, Report, starts_segment},
+};
+use crate::output::{json, records::Record};
+
+/// A file whose first this-many non-blank lines are all bad is not a
+/// memtrace file: give up instead of reading all of it.
+const GIVE_UP_AFTER: u64 = 64;
+/// Bad lines listed on stderr with the text report.
+const MAX_BAD_LINES_TEXT: usize = 100;
 
 pub fn run(path: &Path, json: bool) -> Result<()> {
-    let _ = (path, json);
-    anyhow::bail!("memtrace report is being written")
+    let report = build(path)?;
+    let out = if json {
+        json::line(&report)
+    } else {
+        let bad = text::bad_lines(&report, MAX_BAD_LINES_TEXT);
+        if !bad.is_empty() {
+            let _ = std::io::stderr().write_all(bad.as_bytes());
+        }
+        text::render(&report).into_bytes()
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&out).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing the report")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Reads and summarizes the file at `path`; an error when nothing in it
+/// could be summarized.
+pub fn build(path: &Path) -> Result<Report> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.is_dir() {
+        bail!(
+            "{} is a directory: give a capture, stream file or OOM log",
+            path.display()
+        );
+    }
+    let name = path.display().to_string();
+    let (mut agg, lines) = summarize(&name, BufReader::new(file))?;
+    agg.set_lines(lines);
+    let mut report = agg.finish();
+    // A second pass sums each kill's history from the file, when it can be
+    // read again (not a pipe).
+    if meta.is_file() && report.oom_kills.iter().any(needs_history) {
+        let file = File::open(path).with_context(|| format!("cannot reopen {}", path.display()))?;
+        add_histories(&mut report, BufReader::new(file), lines)?;
+    }
+    Ok(report)
+}
+
+/// Pass 1: every line into the aggregator. Returns it and the number of
+/// lines read.
+fn summarize<R: BufRead>(name: &str, reader: R) -> Result<(Aggregator, u64)> {
+    let mut lines = Lines::new(reader);
+    let mut agg = Aggregator::new(name);
+    let mut first_bad = None;
+    let mut n = 0u64;
+    loop {
+        let item = lines
+            .next_item()
+            .with_context(|| format!("reading {name}"))?;
+        let Some(item) = item else { break };
+        n += 1;
+        match item {
+            Item::Record(record) => agg.apply(&record),
+            Item::Bad(b) => {
+                if first_bad.is_none() {
+                    first_bad = Some(b.clone());
+                }
+                agg.bad(b);
+                if agg.records() == 0 && n >= GIVE_UP_AFTER {
+                    break;
+                }
+            }
+        }
+    }
+    if agg.records() == 0 {
+        let expected = "expected the NDJSON of `memtrace stream --output`, `memtrace top --save` \
+                        or `memtrace record` (a capture or its OOM log)";
+        match first_bad {
+            None => bail!("{name}: empty file, nothing to report ({expected})"),
+            Some(b) => bail!(
+                "{name}: not a memtrace capture, stream file or OOM log: {} (line {}: {}); \
+                 {expected}",
+                if n >= GIVE_UP_AFTER {
+                    format!("none of its first {n} lines is a memtrace record")
+                } else {
+                    format!(
+                        "none of its {n} line{} is a memtrace record",
+                        if n == 1 { "" } else { "s" }
+                    )
+                },
+                b.line,
+                b.error
+            ),
+        }
+    }
+    Ok((agg, lines.line_no()))
+}
+
+fn needs_history(k: &oom::OomStory) -> bool {
+    !k.before_start && k.history.is_none()
+}
+
+/// Pass 2: sums the memcg_interval records before each kill (of the
+/// limited memcg's subtree, up to oom::HISTORY_WINDOW_NS) into its story.
+fn add_histories<R: BufRead>(report: &mut Report, reader: R, max_lines: u64) -> Result<()> {
+    // (segment, kill ts_ns, story index), sorted for range lookups.
+    let mut kills: Vec<(u64, u64, usize)> = report
+        .oom_kills
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| needs_history(k))
+        .map(|(i, k)| (k.segment, k.ts_ns, i))
+        .collect();
+    kills.sort_unstable();
+    let mut acc: Vec<HistoryAcc> = (0..report.oom_kills.len())
+        .map(|_| HistoryAcc::default())
+        .collect();
+    let mut lines = Lines::new(reader);
+    let mut segment = 0u64;
+    let mut seen_any = false;
+    while lines.line_no() < max_lines {
+        let Some(item) = lines.next_item().context("rereading the file")? else {
+            break;
+        };
+        let Item::Record(record) = item else {
+            continue;
+        };
+        if starts_segment(report.kind, &record) && seen_any {
+            segment += 1;
+        }
+        seen_any = true;
+        let Record::MemcgInterval(i) = &*record else {
+            continue;
+        };
+        // Kills this interval can precede: from its start to WINDOW after.
+        let lo = (segment, i.ts_ns.saturating_sub(i.interval_ns), 0);
+        let hi = (
+            segment,
+            i.ts_ns.saturating_add(oom::HISTORY_WINDOW_NS),
+            usize::MAX,
+        );
+        let from = kills.partition_point(|k| *k < lo);
+        let to = kills.partition_point(|k| *k <= hi);
+        for &(_, _, idx) in &kills[from..to] {
+            if report.oom_kills[idx].covers(segment, i) {
+                acc[idx].add(i);
+            }
+        }
+    }
+    for (story, h) in report.oom_kills.iter_mut().zip(acc) {
+        if needs_history(story)
+            && let Some(h) = h.finish(story.ts_ns)
+        {
+            story.history = Some(h);
+            story.history_from = Some("file");
+        }
+    }
+    Ok(())
 }

@@ -106,33 +106,7 @@ fn live_postmortem(r: &Recorder, pid: u32) -> Value {
 }
 
 fn oom_victim(memcg_dir: &Path) -> u32 {
-    let procs = std::ffi::CString::new(
-        memcg_dir
-            .join("cgroup.procs")
-            .as_os_str()
-            .as_encoded_bytes(),
-    )
-    .unwrap();
-    let mut cmd = Command::new("tail");
-    cmd.arg("/dev/zero");
-    use std::os::unix::process::CommandExt;
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-            libc::close(fd);
-            if ok {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_in(memcg_dir, Command::new("tail").arg("/dev/zero"));
     let pid = child.id();
     wait_timeout(&mut child, Duration::from_secs(60));
     pid
@@ -150,7 +124,7 @@ fn oom_kills_get_json_and_text_post_mortems() {
     let root = TestMemcg::new("record");
     let ctr = root.dir.join(format!("docker-{ID}.scope"));
     fs::create_dir(&ctr).unwrap();
-    let _ctr_guard = DirGuard(ctr.clone());
+    let _ctr_guard = Dirs(vec![ctr.clone()]);
     root.limit_no_swap(64 << 20);
     let pid = oom_victim(&ctr);
     let pm = live_postmortem(&r, pid);
@@ -213,25 +187,6 @@ fn oom_kills_get_json_and_text_post_mortems() {
     );
     let log = r.stop();
     assert!(log.contains("stopped:"), "{log}");
-}
-
-/// Removes a directory (an extra memcg level) on drop.
-struct DirGuard(PathBuf);
-
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            if let Ok(procs) = fs::read_to_string(self.0.join("cgroup.procs")) {
-                for p in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
-                    unsafe { libc::kill(p, libc::SIGKILL) };
-                }
-            }
-            if fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 #[test]

@@ -73,29 +73,6 @@ fn mkdirs(root: &TestMemcg, rel: &str) -> std::path::PathBuf {
     dir
 }
 
-/// Removes a tree of memcgs deepest first (TestMemcg removes the root).
-struct Tree(Vec<std::path::PathBuf>);
-
-impl Drop for Tree {
-    fn drop(&mut self) {
-        let mut dirs = self.0.clone();
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            if let Ok(procs) = fs::read_to_string(d.join("cgroup.procs")) {
-                for p in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
-                    unsafe { libc::kill(p, libc::SIGKILL) };
-                }
-            }
-            for _ in 0..50 {
-                if fs::remove_dir(&d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
 fn all_dirs(root: &std::path::Path, rel: &str) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut dir = root.to_path_buf();
@@ -111,30 +88,13 @@ fn churn(dir: &std::path::Path, file: &std::path::Path) {
     fs::write(dir.join("memory.limit_in_bytes"), (16u64 << 20).to_string())
         .or_else(|_| fs::write(dir.join("memory.max"), (16u64 << 20).to_string()))
         .unwrap();
-    let procs =
-        std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes()).unwrap();
-    let mut cmd = Command::new("dd");
-    cmd.arg("if=/dev/zero")
-        .arg(format!("of={}", file.display()))
-        .args(["bs=1M", "count=64"]);
-    use std::os::unix::process::CommandExt;
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-            libc::close(fd);
-            if ok {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_in(
+        dir,
+        Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", file.display()))
+            .args(["bs=1M", "count=64"]),
+    );
     wait_timeout(&mut child, Duration::from_secs(60));
     let _ = fs::remove_file(file);
 }
@@ -161,7 +121,7 @@ fn containers_of_every_runtime_show_up_and_replay_gives_the_same_rows() {
     let scratch = scratch("top");
     let root = TestMemcg::new("top");
     let layouts = layouts();
-    let mut tree = Tree(Vec::new());
+    let mut tree = Dirs(Vec::new());
     for (rel, _, _) in &layouts {
         tree.0.extend(all_dirs(&root.dir, rel));
         mkdirs(&root, rel);
@@ -311,7 +271,7 @@ fn batch_frames_are_plain_text_even_with_hostile_names() {
     let root = TestMemcg::new("top-batch");
     let evil = root.dir.join("evil\x1b]0;pwned\x07\u{9b}2J name");
     fs::create_dir(&evil).unwrap();
-    let _tree = Tree(vec![evil.clone()]);
+    let _tree = Dirs(vec![evil.clone()]);
     let saved = scratch.join("saved.ndjson");
     let top = Command::new(MEMTRACE)
         .args([

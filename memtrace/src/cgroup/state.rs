@@ -79,6 +79,22 @@ pub struct MemcgState {
     pub pressure_some_total_us: Option<u64>,
 }
 
+impl MemcgState {
+    /// The memory.stat figures, in this order whatever the keys' names
+    /// (v1 `total_*` or v2).
+    fn set_stat(&mut self, v: [Option<u64>; 7]) {
+        [
+            self.anon_bytes,
+            self.file_bytes,
+            self.shmem_bytes,
+            self.inactive_file_bytes,
+            self.unevictable_bytes,
+            self.dirty_bytes,
+            self.writeback_bytes,
+        ] = v;
+    }
+}
+
 /// Reads the state of the memcg at `rel` (`/a/b` relative to `root`, the
 /// mount point of the memory hierarchy, normally `fs.root`; `/` is the
 /// root). A one-off read: to read many memcgs per refresh, keep a
@@ -178,13 +194,15 @@ impl StateReader {
                         "file_writeback",
                     ],
                 );
-                s.anon_bytes = anon;
-                s.file_bytes = file;
-                s.shmem_bytes = shmem;
-                s.inactive_file_bytes = inactive_file;
-                s.unevictable_bytes = unevictable;
-                s.dirty_bytes = dirty;
-                s.writeback_bytes = writeback;
+                s.set_stat([
+                    anon,
+                    file,
+                    shmem,
+                    inactive_file,
+                    unevictable,
+                    dirty,
+                    writeback,
+                ]);
             }
             if let Some(b) = self.file(key, "memory.events") {
                 [s.events_high, s.events_max, s.events_oom, s.events_oom_kill] =
@@ -221,13 +239,15 @@ impl StateReader {
                         "total_writeback",
                     ],
                 );
-                s.anon_bytes = anon;
-                s.file_bytes = file;
-                s.shmem_bytes = shmem;
-                s.inactive_file_bytes = inactive_file;
-                s.unevictable_bytes = unevictable;
-                s.dirty_bytes = dirty;
-                s.writeback_bytes = writeback;
+                s.set_stat([
+                    anon,
+                    file,
+                    shmem,
+                    inactive_file,
+                    unevictable,
+                    dirty,
+                    writeback,
+                ]);
             }
             if let Some(b) = self.file(key, "memory.oom_control") {
                 let [disable, under, kills] =

@@ -147,28 +147,7 @@ impl TestMemcg {
 
     /// Spawns `cmd` inside this memcg (it moves itself before exec).
     pub fn spawn(&self, cmd: &mut Command) -> Child {
-        let procs = self.dir.join("cgroup.procs");
-        let procs = std::ffi::CString::new(procs.as_os_str().as_encoded_bytes()).unwrap();
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if n != 1 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            });
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn workload")
+        spawn_in(&self.dir, cmd)
     }
 
     fn kill_all(dir: &Path) {
@@ -202,6 +181,53 @@ impl Drop for TestMemcg {
             std::thread::sleep(Duration::from_millis(20));
         }
         eprintln!("warning: could not remove {}", self.dir.display());
+    }
+}
+
+/// Spawns `cmd` inside the memcg at `dir`: the child writes itself into
+/// `cgroup.procs` before exec, so nothing it allocates escapes the memcg.
+pub fn spawn_in(dir: &Path, cmd: &mut Command) -> Child {
+    let procs =
+        std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes()).unwrap();
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if n != 1 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn workload")
+}
+
+/// Extra memcg directories (below a `TestMemcg`), removed deepest first on
+/// drop after killing what runs in them.
+pub struct Dirs(pub Vec<PathBuf>);
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let mut dirs = self.0.clone();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            TestMemcg::kill_all(&d);
+            for _ in 0..100 {
+                if fs::remove_dir(&d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::mounts::MemcgFs;
 
@@ -104,6 +105,9 @@ pub fn read_state(fs: &MemcgFs, root: &Path, rel: &str) -> MemcgState {
     StateReader::with_root(fs, root).read(rel)
 }
 
+/// How long a memcg's own limits are trusted before being read again.
+const LIMIT_TTL: Duration = Duration::from_secs(10);
+
 /// Reads [`MemcgState`]s, caching each memcg's own limit for the effective
 /// limit computation until [`StateReader::next_refresh`]. Reuses its
 /// buffers across reads.
@@ -113,9 +117,14 @@ pub struct StateReader {
     /// Limit values at or above this are "unlimited" (PAGE_COUNTER_MAX in
     /// bytes).
     unlimited: u64,
-    /// Own limit of each memcg looked up since the last refresh, by
-    /// normalized path (None = unlimited or unreadable).
-    limits: HashMap<Box<str>, Option<u64>>,
+    /// Own limit of each memcg looked up in the last `LIMIT_TTL`, by
+    /// normalized path (None = unlimited or unreadable): limits are
+    /// configuration, and re-reading them for every memcg every interval
+    /// was a third of the agent's syscalls in a storm.
+    limits: HashMap<Box<str>, (Instant, Option<u64>)>,
+    /// The same for the swap limit.
+    swap_limits: HashMap<Box<str>, (Instant, Option<u64>)>,
+    limit_ttl: Duration,
     /// Scratch path and file contents.
     path: PathBuf,
     buf: Vec<u8>,
@@ -136,15 +145,21 @@ impl StateReader {
             root: root.to_path_buf(),
             unlimited: page_counter_max_bytes(page_size()),
             limits: HashMap::new(),
+            swap_limits: HashMap::new(),
+            limit_ttl: LIMIT_TTL,
             path: PathBuf::new(),
             buf: Vec::with_capacity(8192),
             gone: false,
         }
     }
 
-    /// Forgets the cached limits: call once per refresh, before its reads.
+    /// Forgets cached limits older than `LIMIT_TTL`: call once per
+    /// refresh, before its reads. A changed limit shows within that time.
     pub fn next_refresh(&mut self) {
-        self.limits.clear();
+        let ttl = self.limit_ttl;
+        let fresh = |(at, _): &mut (Instant, Option<u64>)| at.elapsed() < ttl;
+        self.limits.retain(|_, v| fresh(v));
+        self.swap_limits.retain(|_, v| fresh(v));
     }
 
     /// Reads the state of the memcg at `rel` (`/a/b`, `a/b` or `/`). Paths
@@ -168,11 +183,8 @@ impl StateReader {
             limit_bytes: self.limit_of(key),
             ..Default::default()
         };
-        let unlimited = self.unlimited;
         if self.v2 {
-            s.swap_limit_bytes = self
-                .file(key, "memory.swap.max")
-                .and_then(|b| parse_limit(b, unlimited));
+            s.swap_limit_bytes = self.swap_limit_of(key);
             if let Some(b) = self.file(key, "memory.stat") {
                 let [
                     anon,
@@ -215,9 +227,7 @@ impl StateReader {
                 s.pressure_some_total_us = p.some_total_us;
             }
         } else {
-            s.swap_limit_bytes = self
-                .file(key, "memory.memsw.limit_in_bytes")
-                .and_then(|b| parse_limit(b, unlimited));
+            s.swap_limit_bytes = self.swap_limit_of(key);
             if let Some(b) = self.file(key, "memory.stat") {
                 let [
                     anon,
@@ -313,7 +323,7 @@ impl StateReader {
         if key == "/" {
             return None;
         }
-        if let Some(&l) = self.limits.get(key) {
+        if let Some(&(_, l)) = self.limits.get(key) {
             return l;
         }
         let unlimited = self.unlimited;
@@ -322,7 +332,23 @@ impl StateReader {
         let l = self.file(key, name).and_then(|b| parse_limit(b, unlimited));
         // An ancestor's read failure says nothing about the memcg read.
         self.gone = gone;
-        self.limits.insert(key.into(), l);
+        self.limits.insert(key.into(), (Instant::now(), l));
+        l
+    }
+
+    /// Own swap limit (v1 memory+swap, v2 swap alone), cached like limits.
+    fn swap_limit_of(&mut self, key: &str) -> Option<u64> {
+        if let Some(&(_, l)) = self.swap_limits.get(key) {
+            return l;
+        }
+        let unlimited = self.unlimited;
+        let name = if self.v2 {
+            "memory.swap.max"
+        } else {
+            "memory.memsw.limit_in_bytes"
+        };
+        let l = self.file(key, name).and_then(|b| parse_limit(b, unlimited));
+        self.swap_limits.insert(key.into(), (Instant::now(), l));
         l
     }
 
@@ -412,9 +438,27 @@ fn read_file(
 ) -> io::Result<()> {
     set_path(path, root, key);
     path.push(name);
+    read_small(path, buf)
+}
+
+/// Reads a small file (cgroupfs, procfs) into `buf` with plain reads:
+/// `read_to_end` on a `File` first stats it to size the buffer, one more
+/// syscall per file for files whose size the kernel reports as 4096 anyway.
+pub(crate) fn read_small(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut f = File::open(path)?;
     buf.clear();
-    File::open(&*path)?.read_to_end(buf)?;
-    Ok(())
+    let mut len = 0;
+    loop {
+        if buf.len() - len < 4096 {
+            buf.resize(len + 8192, 0);
+        }
+        let n = f.read(&mut buf[len..])?;
+        if n == 0 {
+            buf.truncate(len);
+            return Ok(());
+        }
+        len += n;
+    }
 }
 
 /// Sets `path` to the directory of the memcg at `key` (`/` or `/a/b`).
@@ -856,9 +900,13 @@ thp_fault_alloc 0
         // One-off read, other spelling of the path.
         assert_eq!(read_state(&fs, &base, "a/b/c/"), s);
 
-        // Cached until the next refresh.
+        // Cached for the limit TTL, even across refreshes...
         write("/a", "memory.limit_in_bytes", "1048576\n");
         assert_eq!(r.read("/a/b/c").limited_by.as_deref(), Some("/a/b"));
+        r.next_refresh();
+        assert_eq!(r.read("/a/b/c").limited_by.as_deref(), Some("/a/b"));
+        // ...and read again once it has passed.
+        r.limit_ttl = Duration::ZERO;
         r.next_refresh();
         let s = r.read("/a/b/c");
         assert_eq!(s.effective_limit_bytes, Some(1_048_576));

@@ -10,16 +10,15 @@ use super::mounts::MemcgFs;
 /// only in the memsw counter). None when unreadable (the memcg was deleted,
 /// or it is the v2 root, which has no such file).
 pub fn limit_hits(fs: &MemcgFs, dir: &Path) -> Option<u64> {
-    let read = |name: &str| -> Option<u64> {
-        std::fs::read_to_string(dir.join(name))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+    let mut buf = Vec::with_capacity(256);
+    let mut text = |name: &str| -> Option<String> {
+        super::state::read_small(&dir.join(name), &mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf).into_owned())
     };
     if fs.v2 {
-        events_max(&std::fs::read_to_string(dir.join("memory.events")).ok()?)
+        events_max(&text("memory.events")?)
     } else {
+        let mut read = |name: &str| -> Option<u64> { text(name)?.trim().parse().ok() };
         let memory = read("memory.failcnt")?;
         Some(memory + read("memory.memsw.failcnt").unwrap_or(0))
     }

@@ -4,6 +4,7 @@
 //! in its own module.
 
 mod apt;
+mod bench;
 mod build;
 mod cmd;
 mod debver;
@@ -72,6 +73,9 @@ enum Command {
         #[arg(long)]
         smoke: bool,
     },
+    /// Measure memtrace's cost: workloads untraced vs memtrace vs bpftrace,
+    /// the replay pipeline, start-up, and qemu guests (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
             },
             smoke,
         ),
+        Command::Bench(args) => bench::bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,10 @@
 #   vmtest.workloads=a,b     workloads per mode (default: oom,reclaim,shrink)
 #   vmtest.stream_secs=N     cap on each `memtrace stream` run
 #   vmtest.shrink_memcgs=N   memcgs (each with a tmpfs) of the shrink workload
+#   vmtest.bench=R           benchmark instead of test (xtask/src/bench): R
+#                            rounds of storm and churn, untraced and under
+#                            memtrace in each of vmtest.modes; no checks
+#   vmtest.bench_memcgs=N    storm memcgs; vmtest.bench_mib=M churn MiB
 # Output protocol (parsed by xtask/src/vm/protocol.rs):
 #   console: RESULT <name> pass|fail|skip [detail] / INFO k=v... / VMTEST-DONE
 #   ttyS1:   @@FILE <name> ... @@END <name>
@@ -30,6 +34,7 @@ up() { cut -d' ' -f1 /proc/uptime; }
 echo "VMTEST-INIT uptime=$(up) kernel=$(uname -r)"
 
 CG=v2; MODES=; WORKLOADS=oom,reclaim,shrink; STREAM_SECS=120; SHRINK_MEMCGS=16
+BENCH=; BENCH_MEMCGS=200; BENCH_MIB=128
 for a in $(cat /proc/cmdline); do
   case "$a" in
     vmtest.cg=*) CG=${a#*=} ;;
@@ -37,6 +42,9 @@ for a in $(cat /proc/cmdline); do
     vmtest.workloads=*) WORKLOADS=${a#*=} ;;
     vmtest.stream_secs=*) STREAM_SECS=${a#*=} ;;
     vmtest.shrink_memcgs=*) SHRINK_MEMCGS=${a#*=} ;;
+    vmtest.bench=*) BENCH=${a#*=} ;;
+    vmtest.bench_memcgs=*) BENCH_MEMCGS=${a#*=} ;;
+    vmtest.bench_mib=*) BENCH_MIB=${a#*=} ;;
   esac
 done
 MODES=$(echo "$MODES" | tr , ' ')
@@ -232,6 +240,108 @@ stream_mode() {
   echo "INFO scenario=timing tag=$m start=$t0 ready=$t1 end=$(up)"
   emit stream-$m.ndjson $out; emit stream-$m.stderr $err
 }
+
+# ---------------------------------------------------------------- bench
+# vmtest.bench=R: `cargo xtask bench` (xtask/src/bench/guest.rs). Each round
+# runs the storm and the churn once untraced and once under memtrace per
+# attach mode, in rotating order, and prints one line per session:
+#   INFO scenario=bench round= workload= config= kernel_ns= units= wall_cs=
+#        hits= losses= ready_ds=
+# kernel_ns: storm = CPU of the drop_caches writer (this shell, PID 1, read
+# from a child while it waits, so it is up to date), churn = dd's system
+# time (cstime of PID 1's reaped children, 10 ms ticks).
+cpu1() { read a b < /proc/$$/schedstat; echo $a; }
+cstime1() { cut -d' ' -f17 /proc/$$/stat; }
+cs() { awk '{ printf "%d", $1 * 100 }' /proc/uptime; }
+# sum_key <key> <file>: sum of every "key":N in an NDJSON file
+sum_key() { [ -f "$2" ] || { echo 0; return; }; awk -v k="\"$1\":" '{ while ((i = index($0, k)) > 0) { $0 = substr($0, i + length(k)); s += $0 + 0 } } END { printf "%d", s }' "$2"; }
+# last_key <key> <file>: the last "key":N
+last_key() { [ -f "$2" ] || { echo 0; return; }; awk -v k="\"$1\":" '{ while ((i = index($0, k)) > 0) { $0 = substr($0, i + length(k)); v = $0 + 0 } } END { printf "%d", v }' "$2"; }
+
+bench_storm_setup() {
+  mkcg bench_storm; i=0
+  while [ $i -lt $BENCH_MEMCGS ]; do
+    mkcg bench_storm/m$i; mkdir -p /mnt/b/$i
+    runin bench_storm/m$i sh -c 'mount -t tmpfs -o size=1m bench "$1" && : > "$1/f"' - /mnt/b/$i
+    i=$((i+1))
+  done
+}
+bench_populate() {
+  sh -c 'i=0; while [ $i -lt $1 ]; do echo $$ > "$2/m$i/cgroup.procs"; j=0;
+         while [ $j -lt 8 ]; do [ -e /mnt/b/$i/n$j ]; j=$((j+1)); done; i=$((i+1)); done
+         echo $$ > "$3/cgroup.procs"' - $BENCH_MEMCGS $CGROOT/bench_storm $CGROOT
+}
+# Sets KNS UNITS
+bench_storm() {
+  KNS=0; UNITS=0
+  for d in 1 2; do
+    bench_populate
+    a=$(cpu1); echo 2 > /proc/sys/vm/drop_caches; b=$(cpu1)
+    KNS=$((KNS + b - a)); UNITS=$((UNITS + 1))
+  done
+}
+bench_churn() {
+  echo 1 > /proc/sys/vm/drop_caches
+  a=$(cstime1)
+  runin bench_churn dd if=/dev/vda of=/dev/null bs=1M count=$BENCH_MIB 2>/dev/null
+  b=$(cstime1)
+  KNS=$(( (b - a) * 10000000 )); UNITS=1
+}
+bench_session() {
+  # Own names: helpers (runin, stop, mkcg) set c, i and d globally.
+  BR=$1; BW=$2; BC=$3; BOUT=/tmp/bench-$BW-$BC-$BR.ndjson; BI=0; H=0; L=0
+  if [ $BC != untraced ]; then
+    rm -f $BOUT
+    memtrace stream --attach $BC --interval 1s --output $BOUT >/tmp/bench.err 2>&1 &
+    BPID=$!
+    while [ $BI -lt 600 ] && alive $BPID && ! grep -q '"type" *: *"header"' $BOUT 2>/dev/null; do
+      sleep 0.1; BI=$((BI+1))
+    done
+    if ! alive $BPID; then
+      echo "INFO scenario=bench round=$BR workload=$BW config=$BC error=memtrace_exited"
+      emit bench-$BC.stderr /tmp/bench.err; return
+    fi
+  fi
+  t0=$(cs); bench_$BW; t1=$(cs)
+  if [ $BC != untraced ]; then
+    stop $BPID INT 300
+    H=0
+    for k in charge_calls shrink_slab_calls do_shrink_slab_calls reclaim_memcg_count reclaim_direct_count; do
+      H=$((H + $(sum_key $k $BOUT)))
+    done
+    for k in ringbuf_drops memcg_map_full shrinker_map_full inflight_map_full missed_returns; do
+      L=$((L + $(last_key $k $BOUT)))
+    done
+    rm -f $BOUT
+  fi
+  echo "INFO scenario=bench round=$BR workload=$BW config=$BC kernel_ns=$KNS units=$UNITS wall_cs=$((t1 - t0)) hits=$H losses=$L ready_ds=$BI"
+}
+bench_main() {
+  echo "INFO scenario=bench_setup start=$(up)"
+  bench_storm_setup
+  mkcg bench_churn 32M
+  echo "INFO scenario=bench_setup end=$(up) memcgs=$BENCH_MEMCGS"
+  CONFIGS="untraced $MODES"
+  bench_storm; bench_churn   # warm-up, not reported
+  r=1
+  while [ $r -le $BENCH ]; do
+    # rotate the configuration order by round
+    set -- $CONFIGS; n=$#; k=$(( (r - 1) % n )); ORDER=
+    while [ $k -gt 0 ]; do first=$1; shift; set -- "$@" $first; k=$((k-1)); done
+    ORDER="$*"
+    for bw in storm churn; do
+      for bc in $ORDER; do bench_session $r $bw $bc; done
+    done
+    r=$((r+1))
+  done
+}
+
+if [ -n "$BENCH" ]; then
+  bench_main
+  echo "VMTEST-DONE uptime=$(up)"
+  sync
+  poweroff -f
+fi
 
 if [ -z "$MODES" ]; then
   # Smoke run: the payload is any static binary; exercise the kernel only.

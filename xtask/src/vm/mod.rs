@@ -13,6 +13,7 @@
 //! `MEMTRACE_VM_CGROUPS=v1` narrows the cgroup layouts,
 //! `MEMTRACE_VM_ACCEL=tcg|kvm` forces the accelerator.
 
+pub mod bench;
 mod host;
 mod initramfs;
 mod kernels;

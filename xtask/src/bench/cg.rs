@@ -1,0 +1,286 @@
+//! memcgs and mounts the bench creates, each removed by a Drop guard (also
+//! when a run fails), plus the clean-up of what a killed earlier run left.
+//!
+//! Every memcg lives below `<memory root>/memtrace-bench-<pid>`; the storm's
+//! tmpfs mounts live in a private mount namespace owned by a helper shell,
+//! so they vanish with it even if the bench itself is killed.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::sys;
+
+pub const PREFIX: &str = "memtrace-bench-";
+
+/// The memory controller's hierarchy root (cgroup v1 memory or v2).
+pub fn memcg_root() -> Result<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    let mut v2 = None;
+    for line in info.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount_point = pre.split(' ').nth(4).unwrap_or("");
+        let mut post = post.split(' ');
+        let fstype = post.next().unwrap_or("");
+        let opts = post.nth(1).unwrap_or("");
+        if fstype == "cgroup" && opts.split(',').any(|o| o == "memory") {
+            return Ok(PathBuf::from(mount_point));
+        }
+        if fstype == "cgroup2" {
+            let controllers = fs::read_to_string(Path::new(mount_point).join("cgroup.controllers"))
+                .unwrap_or_default();
+            if controllers.split_whitespace().any(|c| c == "memory") {
+                v2 = Some(PathBuf::from(mount_point));
+            }
+        }
+    }
+    v2.context("no memory cgroup hierarchy is mounted")
+}
+
+pub fn is_v2(root: &Path) -> bool {
+    root.join("cgroup.controllers").exists()
+}
+
+fn kill_procs(dir: &Path) {
+    for _ in 0..100 {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let pids: Vec<u32> = procs
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        for p in pids {
+            sys::signal(p, sys::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills every process in `dir`'s subtree and removes it, deepest first.
+pub fn remove_tree(dir: &Path) -> bool {
+    if !dir.exists() {
+        return true;
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    kill_procs(dir);
+    for _ in 0..150 {
+        if fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return true;
+        }
+        kill_procs(dir);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("bench: warning: could not remove {}", dir.display());
+    false
+}
+
+/// The bench's own subtree of the memory hierarchy.
+pub struct BenchCgroups {
+    pub root: PathBuf,
+    pub dir: PathBuf,
+    pub v2: bool,
+}
+
+impl BenchCgroups {
+    pub fn create() -> Result<Self> {
+        let root = memcg_root()?;
+        let v2 = is_v2(&root);
+        let dir = root.join(format!("{PREFIX}{}", std::process::id()));
+        remove_tree(&dir);
+        fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        if v2 {
+            let _ = fs::write(dir.join("cgroup.subtree_control"), "+memory");
+        }
+        Ok(Self { root, dir, v2 })
+    }
+
+    /// A child memcg (`rel` may contain `/`; parents must exist).
+    pub fn mkdir(&self, rel: &str) -> Result<PathBuf> {
+        let d = self.dir.join(rel);
+        let _ = fs::remove_dir(&d);
+        fs::create_dir(&d).with_context(|| format!("mkdir {}", d.display()))?;
+        if self.v2 {
+            let _ = fs::write(d.join("cgroup.subtree_control"), "+memory");
+        }
+        Ok(d)
+    }
+
+    /// A memory limit without swap (so the OOM killer answers on hosts
+    /// with swap).
+    pub fn limit(&self, memcg: &Path, bytes: u64) -> Result<()> {
+        if self.v2 {
+            sys::write_file(&memcg.join("memory.max"), &bytes.to_string())?;
+            let _ = fs::write(memcg.join("memory.swap.max"), "0");
+        } else {
+            sys::write_file(&memcg.join("memory.limit_in_bytes"), &bytes.to_string())?;
+            let _ = fs::write(memcg.join("memory.memsw.limit_in_bytes"), bytes.to_string());
+            let _ = fs::write(memcg.join("memory.swappiness"), "0");
+        }
+        Ok(())
+    }
+
+    /// `argv` run inside `memcg`: a shell moves itself there, then execs.
+    pub fn command_in(memcg: &Path, argv: &[&str]) -> Command {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c")
+            .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+            .arg(memcg)
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+}
+
+impl Drop for BenchCgroups {
+    fn drop(&mut self) {
+        remove_tree(&self.dir);
+    }
+}
+
+/// The pid in a `memtrace-bench-<pid>[-...]` name.
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    rest.split('-').next()?.parse().ok()
+}
+
+fn dead(pid: u32) -> bool {
+    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes what an earlier, killed run left: bench memcgs whose owner is
+/// gone, mounts below `/tmp/memtrace-bench-<dead pid>-mnt` (normally
+/// private to a helper's namespace, so there should be none) and those
+/// directories.
+pub fn clean_stale() {
+    if let Ok(root) = memcg_root()
+        && let Ok(entries) = fs::read_dir(&root)
+    {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if owner_pid(&name).is_some_and(dead) {
+                eprintln!("bench: removing stale {}", e.path().display());
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let stale_dir = |p: &str| {
+        p.strip_prefix("/tmp/")
+            .and_then(|rest| owner_pid(rest.split('/').next().unwrap_or("")))
+            .is_some_and(dead)
+    };
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut stale: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| stale_dir(m))
+        .collect();
+    stale.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in &stale {
+        eprintln!("bench: unmounting stale {m}");
+        let _ = Command::new("umount").args(["-l", m]).status();
+    }
+    if let Ok(entries) = fs::read_dir("/tmp") {
+        for e in entries.flatten() {
+            let p = e.path();
+            if stale_dir(&p.to_string_lossy()) && e.file_type().is_ok_and(|t| t.is_dir()) {
+                let still_mounted = fs::read_to_string("/proc/self/mounts")
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| {
+                        l.split(' ')
+                            .nth(1)
+                            .is_some_and(|m| m.starts_with(&*p.to_string_lossy()))
+                    });
+                if !still_mounted {
+                    eprintln!("bench: removing stale {}", p.display());
+                    let _ = fs::remove_dir_all(&p);
+                }
+            }
+        }
+    }
+}
+
+/// A shell in its own mount namespace that owns the storm's tmpfs mounts
+/// and touches files from inside each memcg on request. Its stdin is a
+/// pipe from the bench: when the bench goes away, the shell reads EOF and
+/// exits, and its namespace (with every mount) goes with it.
+pub struct NsHelper {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl NsHelper {
+    pub fn start() -> Result<Self> {
+        let mut child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "/bin/sh", "-s"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting `unshare --mount /bin/sh` (util-linux)")?;
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut h = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        h.run("true")?;
+        Ok(h)
+    }
+
+    /// Runs `script` in the helper shell and waits for it to finish; the
+    /// script's own stdout lines before the marker are returned.
+    pub fn run(&mut self, script: &str) -> Result<Vec<String>> {
+        let marker = "@@BENCH-DONE";
+        writeln!(self.stdin, "{script}\necho {marker} $?")?;
+        self.stdin.flush()?;
+        let mut out = Vec::new();
+        let started = Instant::now();
+        loop {
+            let mut line = String::new();
+            if self.stdout.read_line(&mut line)? == 0 {
+                bail!("the namespace helper exited while running: {script:.200}");
+            }
+            if let Some(rc) = line.trim().strip_prefix(marker) {
+                if rc.trim() != "0" {
+                    bail!(
+                        "namespace helper script failed (status {}): {script:.200}",
+                        rc.trim()
+                    );
+                }
+                return Ok(out);
+            }
+            out.push(line.trim_end().to_owned());
+            if started.elapsed() > Duration::from_secs(600) {
+                bail!("namespace helper script takes over 10 minutes");
+            }
+        }
+    }
+}
+
+impl Drop for NsHelper {
+    fn drop(&mut self) {
+        sys::signal(self.child.id(), sys::SIGKILL);
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,445 @@
+//! Markdown tables from a results JSON (a live run, or `--report FILE`).
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::sys::{Summary, summarize};
+
+/// (table, samples' workload kind, unit, which passes of a storm session).
+const TABLES: [(&str, &str, &str, Passes); 4] = [
+    (
+        "storm, steady state",
+        "storm",
+        "per `drop_caches` pass, 2nd and later passes of a session",
+        Passes::Later,
+    ),
+    (
+        "storm, first pass after the tracer started",
+        "storm",
+        "the tracers create their map entries for every memcg and shrinker here",
+        Passes::First,
+    ),
+    ("churn", "churn", "per dd run", Passes::All),
+    ("oom", "oom", "per OOM kill", Passes::All),
+];
+
+const WORKLOADS: [(&str, &str); 3] = [
+    ("storm", "per `drop_caches` pass"),
+    ("churn", "per dd run"),
+    ("oom", "per OOM kill"),
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Passes {
+    All,
+    First,
+    Later,
+}
+
+/// A storm sample's kernel time per pass for the chosen passes.
+fn kernel_of(s: &Value, passes: Passes) -> Option<f64> {
+    let drops: Vec<f64> = s["workload"]["drop_cpu_s"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    match passes {
+        Passes::All => s["workload"]["kernel_s"].as_f64(),
+        Passes::First => drops.first().copied(),
+        Passes::Later if drops.len() > 1 => {
+            Some(drops[1..].iter().sum::<f64>() / (drops.len() - 1) as f64)
+        }
+        Passes::Later => None,
+    }
+}
+
+fn wall_of(s: &Value, passes: Passes) -> Option<f64> {
+    let drops: Vec<f64> = s["workload"]["drop_wall_s"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    match passes {
+        Passes::All => s["workload"]["wall_s"].as_f64(),
+        Passes::First => drops.first().copied(),
+        Passes::Later if drops.len() > 1 => {
+            Some(drops[1..].iter().sum::<f64>() / (drops.len() - 1) as f64)
+        }
+        Passes::Later => None,
+    }
+}
+
+/// Seconds, in a readable unit.
+pub fn secs(s: f64) -> String {
+    if !s.is_finite() {
+        "-".into()
+    } else if s.abs() >= 1.0 {
+        format!("{s:.2} s")
+    } else if s.abs() >= 1e-3 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{:.0} µs", s * 1e6)
+    }
+}
+
+fn spread(s: &Summary, f: impl Fn(f64) -> String) -> String {
+    format!("{} ({}–{})", f(s.median), f(s.min), f(s.max))
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.3}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn samples<'a>(r: &'a Value, kind: &'a str, config: &'a str) -> impl Iterator<Item = &'a Value> {
+    r["samples"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(move |s| s["workload_kind"] == kind && s["config"] == config)
+}
+
+/// Units of work in one sample (drops, kills, runs).
+fn units(s: &Value) -> f64 {
+    let w = &s["workload"];
+    w["drop_cpu_s"]
+        .as_array()
+        .or(w["kill_wall_s"].as_array())
+        .map_or(1.0, |a| a.len().max(1) as f64)
+}
+
+fn stat(r: &Value, kind: &str, config: &str, f: impl Fn(&Value) -> Option<f64>) -> Option<Summary> {
+    let v: Vec<f64> = samples(r, kind, config).filter_map(f).collect();
+    summarize(&v)
+}
+
+fn configs(r: &Value) -> Vec<(String, bool)> {
+    r["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("?").to_owned(),
+                c["available"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+pub fn render(r: &Value) -> String {
+    let mut o = String::new();
+    let m = &r["machine"];
+    let _ = writeln!(
+        o,
+        "Machine: {} CPUs ({}), {:.1} GiB RAM, swap {} KiB, kernel {}, {}; memcg hierarchy {}. \
+         {} rounds{}.\n",
+        m["nproc"],
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["mem_total_kib"].as_f64().unwrap_or(0.0) / 1048576.0,
+        m["swap_total_kib"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["os"].as_str().unwrap_or("?"),
+        r["cgroup_mode"].as_str().unwrap_or("?"),
+        r["rounds"],
+        if r["quick"] == true { " (--quick)" } else { "" },
+    );
+    let p = &r["params"];
+    let _ = writeln!(
+        o,
+        "Workloads: storm = {} memcgs, each with its own tmpfs and {} fresh negative dentries \
+         per pass, then `echo 2 > /proc/sys/vm/drop_caches` ({} passes per session; kernel time \
+         = the writer's CPU time); churn = `dd` of {} MiB to a file on disk inside a {} MiB memcg \
+         (kernel time = dd's sys time); oom = `tail /dev/zero` in a {} MiB memcg, {} kills per \
+         session (kernel time = tail's sys time).\n",
+        p["storm_memcgs"],
+        p["storm_dentries_per_memcg"],
+        p["storm_drops_per_session"],
+        p["churn_mib"],
+        p["churn_limit_mib"],
+        p["oom_limit_mib"],
+        p["oom_kills_per_session"],
+    );
+
+    // ------------------------------------------------ workload tables
+    for (title, kind, unit, passes) in TABLES {
+        let _ = writeln!(o, "#### {title} ({unit})\n");
+        let _ = writeln!(
+            o,
+            "| configuration | kernel time, median (min–max) | vs untraced | wall, median (min–max) | vs untraced | hook hits | added kernel ns per hit |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+        let kernel = |c: &str| stat(r, kind, c, |s| kernel_of(s, passes));
+        let wall = |c: &str| stat(r, kind, c, |s| wall_of(s, passes));
+        let hits = |c: &str| {
+            stat(r, kind, c, |s| {
+                Some(s["tracer"]["hits"]["total"].as_f64()? / units(s))
+            })
+        };
+        let base = kernel("untraced");
+        let base_k = base.map_or(f64::NAN, |s| s.median);
+        // A difference smaller than the untraced runs' own spread is noise.
+        let noise = base.map_or(0.0, |s| s.max - s.min);
+        let per_hit_cell = |delta: f64, hits: f64| {
+            let ns = format!("{:.0}", delta * 1e9 / hits);
+            if delta.abs() <= noise {
+                format!("{ns} (within noise)")
+            } else {
+                ns
+            }
+        };
+        let base_w = wall("untraced").map_or(f64::NAN, |s| s.median);
+        for (c, available) in configs(r) {
+            if !available {
+                let _ = writeln!(o, "| {c} | not yet available | | | | | |");
+                continue;
+            }
+            let (Some(k), Some(w)) = (kernel(&c), wall(&c)) else {
+                continue;
+            };
+            let (h, per_hit) = match hits(&c) {
+                Some(h) if c != "untraced" && h.median > 0.0 => (
+                    format!("{:.0}", h.median),
+                    per_hit_cell(k.median - base_k, h.median),
+                ),
+                _ => ("-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                o,
+                "| {c} | {} | {} | {} | {} | {h} | {per_hit} |",
+                spread(&k, secs),
+                ratio(k.median, base_k),
+                spread(&w, secs),
+                ratio(w.median, base_w),
+            );
+        }
+        if let (Some(mt), Some(bt)) = (kernel("memtrace-stream"), kernel("bpftrace")) {
+            let _ = writeln!(
+                o,
+                "\nmemtrace stream / bpftrace kernel time (medians): {}; added over untraced: memtrace {}, bpftrace {}.",
+                ratio(mt.median, bt.median),
+                secs(mt.median - base_k),
+                secs(bt.median - base_k),
+            );
+        }
+        o.push('\n');
+    }
+
+    // ------------------------------------------------ agent cost
+    let _ = writeln!(o, "#### Agent cost (userspace, per session)\n");
+    let _ = writeln!(
+        o,
+        "| configuration | workload | time to ready | CPU to ready | CPU after ready | traced | peak RSS | records | records/s | losses |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+    for (c, available) in configs(r) {
+        if c == "untraced" {
+            continue;
+        }
+        if !available {
+            let _ = writeln!(o, "| {c} | - | not yet available | | | | | | | |");
+            continue;
+        }
+        for (kind, _) in WORKLOADS {
+            let t = |f: &dyn Fn(&Value) -> Option<f64>| stat(r, kind, &c, |s| f(&s["tracer"]));
+            let (Some(ready), Some(cpu0), Some(cpu), Some(traced), Some(rss), Some(recs)) = (
+                t(&|x| x["ready_s"].as_f64()),
+                t(&|x| x["startup_cpu_s"].as_f64()),
+                t(&|x| x["cpu_after_ready_s"].as_f64()),
+                t(&|x| x["traced_s"].as_f64()),
+                t(&|x| x["maxrss_kib"].as_f64()),
+                t(&|x| x["records"].as_f64()),
+            ) else {
+                continue;
+            };
+            let rate = t(&|x| Some(x["records"].as_f64()? / x["traced_s"].as_f64()?));
+            let mut losses = std::collections::BTreeMap::<String, u64>::new();
+            let mut reported = false;
+            for s in samples(r, kind, &c) {
+                if let Some(l) = s["tracer"]["losses"].as_object() {
+                    reported = true;
+                    for (k, v) in l {
+                        *losses.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+                    }
+                }
+            }
+            let nonzero: Vec<String> = losses
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let losses = if c == "bpftrace" || !reported {
+                "n/a".to_owned()
+            } else if nonzero.is_empty() {
+                "all 0".to_owned()
+            } else {
+                nonzero.join(", ")
+            };
+            let _ = writeln!(
+                o,
+                "| {c} | {kind} | {} | {} | {} | {} | {:.1} MiB (max {:.1}) | {:.0} | {:.0} | {losses} |",
+                secs(ready.median),
+                secs(cpu0.median),
+                secs(cpu.median),
+                secs(traced.median),
+                rss.median / 1024.0,
+                rss.max / 1024.0,
+                recs.median,
+                rate.map_or(0.0, |x| x.median),
+            );
+        }
+    }
+    o.push_str(
+        "\nCPU is user+system of the agent process (all threads; /proc and wait4, 10 ms ticks); \
+         \"to ready\" is from spawn until the stream's header line is written (memtrace) or every \
+         probe is attached (bpftrace). bpftrace's records are its printed map entries.\n\n",
+    );
+
+    // ------------------------------------------------ bpf_stats
+    if let Some(prof) = r["profile"].as_object() {
+        let _ = writeln!(
+            o,
+            "#### Kernel-side cost per program (`kernel.bpf_stats_enabled=1`, one storm + churn + OOM session)\n"
+        );
+        let _ = writeln!(o, "| configuration | program | runs | ns per run |");
+        let _ = writeln!(o, "|---|---|---|---|");
+        for (c, v) in prof {
+            for p in v["programs"].as_array().into_iter().flatten() {
+                if p["run_cnt"].as_u64().unwrap_or(0) == 0 {
+                    continue;
+                }
+                let _ = writeln!(
+                    o,
+                    "| {c} | {} | {} | {:.0} |",
+                    p["name"].as_str().unwrap_or("?"),
+                    p["run_cnt"],
+                    p["ns_per_run"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+            let _ = writeln!(
+                o,
+                "| {c} | **all, per hook hit (entry+exit)** | {} hits | **{:.0}** |",
+                v["hits"]["total"],
+                v["ns_per_hit"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+        o.push('\n');
+    }
+
+    // ------------------------------------------------ pipeline
+    if let Some(runs) = r["pipeline"]["runs"].as_array() {
+        let _ = writeln!(
+            o,
+            "#### Pipeline without the kernel (replay of {} records, {:.1} MiB, one core)\n",
+            r["pipeline"]["records"],
+            r["pipeline"]["bytes"].as_f64().unwrap_or(0.0) / 1048576.0
+        );
+        let _ = writeln!(
+            o,
+            "| command | records/s, median (min–max) | wall | CPU | peak RSS |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|");
+        let mut commands: Vec<&str> = runs.iter().filter_map(|x| x["command"].as_str()).collect();
+        commands.dedup();
+        commands.sort();
+        commands.dedup();
+        for c in commands {
+            let of = |k: &str| {
+                let v: Vec<f64> = runs
+                    .iter()
+                    .filter(|x| x["command"] == c)
+                    .filter_map(|x| x[k].as_f64())
+                    .collect();
+                summarize(&v)
+            };
+            if let (Some(rate), Some(wall), Some(cpu), Some(rss)) = (
+                of("records_per_s"),
+                of("wall_s"),
+                of("cpu_s"),
+                of("maxrss_kib"),
+            ) {
+                let _ = writeln!(
+                    o,
+                    "| `{c}` | {} | {} | {} | {:.1} MiB |",
+                    spread(&rate, |x| format!("{:.0}", x)),
+                    secs(wall.median),
+                    secs(cpu.median),
+                    rss.max / 1024.0
+                );
+            }
+        }
+        o.push('\n');
+    }
+
+    // ------------------------------------------------ guests
+    if let Some(guests) = r["guests"].as_array() {
+        let _ = writeln!(
+            o,
+            "#### qemu guests (TCG software emulation: compare only within one boot)\n"
+        );
+        for g in guests {
+            if let Some(e) = g["error"].as_str() {
+                let _ = writeln!(o, "guest run failed: {e}\n");
+                continue;
+            }
+            let _ = writeln!(
+                o,
+                "Kernel {} ({}), cgroup {}, {} memcgs in the storm, {} rounds, boot wall {}.\n",
+                g["kernel"].as_str().unwrap_or("?"),
+                g["release"].as_str().unwrap_or("?"),
+                g["cgroup"].as_str().unwrap_or("?"),
+                g["storm_memcgs"],
+                g["rounds"],
+                secs(g["wall_s"].as_f64().unwrap_or(f64::NAN)),
+            );
+            let _ = writeln!(
+                o,
+                "| workload | configuration | kernel time, median (min–max) | vs untraced | hook hits | added kernel ns per hit |"
+            );
+            let _ = writeln!(o, "|---|---|---|---|---|---|");
+            let rows = g["samples"].as_array().cloned().unwrap_or_default();
+            let mut cfgs: Vec<String> = rows
+                .iter()
+                .filter_map(|s| s["config"].as_str().map(str::to_owned))
+                .collect();
+            cfgs.sort();
+            cfgs.dedup();
+            cfgs.sort_by_key(|c| c != "untraced");
+            for kind in ["storm", "churn"] {
+                let of = |c: &str, f: &dyn Fn(&Value) -> Option<f64>| {
+                    let v: Vec<f64> = rows
+                        .iter()
+                        .filter(|s| s["workload_kind"] == kind && s["config"] == c)
+                        .filter_map(f)
+                        .collect();
+                    summarize(&v)
+                };
+                let base =
+                    of("untraced", &|s| s["kernel_s"].as_f64()).map_or(f64::NAN, |s| s.median);
+                for c in &cfgs {
+                    let Some(k) = of(c, &|s| s["kernel_s"].as_f64()) else {
+                        continue;
+                    };
+                    let h = of(c, &|s| s["hits"].as_f64());
+                    let (hs, per) = match h {
+                        Some(h) if c != "untraced" && h.median > 0.0 => (
+                            format!("{:.0}", h.median),
+                            format!("{:.0}", (k.median - base) * 1e9 / h.median),
+                        ),
+                        _ => ("-".into(), "-".into()),
+                    };
+                    let _ = writeln!(
+                        o,
+                        "| {kind} | {c} | {} | {} | {hs} | {per} |",
+                        spread(&k, secs),
+                        ratio(k.median, base)
+                    );
+                }
+            }
+            o.push('\n');
+        }
+    }
+    o
+}

@@ -59,8 +59,9 @@ pub async fn run(args: StreamArgs) -> Result<()> {
         if !sink.write(&[header])? {
             return Ok(());
         }
-        while let Some(batch) = replay.next_batch()? {
-            if !sink.write(&batch)? {
+        // One record at a time: memory stays flat whatever the file's size.
+        while let Some(rec) = replay.next_record()? {
+            if !sink.write(std::slice::from_ref(&rec))? {
                 break;
             }
         }

@@ -152,18 +152,33 @@ impl OutDir {
         }
     }
 
-    /// The text post-mortem, fsynced.
-    pub fn write_postmortem_text(&self, stamp: &str, pid: u32, text: &str) -> Result<PathBuf> {
+    /// The text post-mortem; fsynced when `durable`.
+    pub fn write_postmortem_text(
+        &self,
+        stamp: &str,
+        pid: u32,
+        text: &str,
+        durable: bool,
+    ) -> Result<PathBuf> {
         let (path, mut f) = self.new_file("oom", &format!("{stamp}-{pid}"), "txt", 0o640)?;
         f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
+            .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 
-    /// Appends one record to the OOM log, fsynced, rotating the log to
-    /// `<log>.1` first when it would grow past `--oom-log-max`.
-    pub fn append_oom_log(&self, r: &Record) -> Result<()> {
+    /// Flushes everything written without `durable` (one sync of the
+    /// file system instead of two per post-mortem).
+    pub fn sync(&self) {
+        if let Ok(f) = File::open(&self.dir) {
+            let _ = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) };
+        }
+    }
+
+    /// Appends one record to the OOM log (fsynced when `durable`),
+    /// rotating the log to `<log>.1` first when it would grow past
+    /// `--oom-log-max`.
+    pub fn append_oom_log(&self, r: &Record, durable: bool) -> Result<()> {
         let line = json::line(r);
         if let Ok(md) = fs::symlink_metadata(&self.oom_log) {
             if md.len() + line.len() as u64 > self.oom_log_max && md.len() > 0 {
@@ -174,7 +189,7 @@ impl OutDir {
         }
         let mut f = open_append(&self.oom_log, 0o600)?;
         f.write_all(&line)
-            .and_then(|()| f.sync_data())
+            .and_then(|()| if durable { f.sync_data() } else { Ok(()) })
             .with_context(|| format!("writing {}", self.oom_log.display()))?;
         Ok(())
     }
@@ -250,7 +265,7 @@ mod tests {
         let victim = d.join("victim");
         fs::write(&victim, "keep\n").unwrap();
         std::os::unix::fs::symlink(&victim, d.join("oom.ndjson")).unwrap();
-        assert!(out.append_oom_log(&sys()).is_err());
+        assert!(out.append_oom_log(&sys(), true).is_err());
         std::os::unix::fs::symlink(&victim, d.join("capture-20261122T000003Z.ndjson")).unwrap();
         let p = out.write_capture("20261122T000003Z", &[sys()]).unwrap();
         assert!(p.ends_with("capture-20261122T000003Z-1.ndjson"), "{p:?}");
@@ -264,7 +279,7 @@ mod tests {
         let line = json::line(&sys()).len() as u64;
         let out = OutDir::open(&d, None, 3 * line, 10).unwrap();
         for _ in 0..20 {
-            out.append_oom_log(&sys()).unwrap();
+            out.append_oom_log(&sys(), true).unwrap();
         }
         let cur = fs::read_to_string(out.oom_log()).unwrap();
         // Three lines fit: 20 appends leave the last 2 in the log.

@@ -9,6 +9,7 @@ mod spike;
 use std::collections::HashSet;
 
 use anyhow::Result;
+use futures_util::FutureExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -190,14 +191,17 @@ impl Recorder {
         let text = postmortem::text(&pm);
         let st = stamp(&pm.ts);
         let rec = Record::OomPostmortem(Box::new(pm));
-        match self.out.append_oom_log(&rec) {
+        // Kills from before start are history: one sync after them all
+        // instead of two per kill (there can be hundreds in the log).
+        let durable = !k.before_start;
+        match self.out.append_oom_log(&rec, durable) {
             Ok(()) => {}
             Err(e) => say(&format!("OOM log NOT written: {e:#} (still watching)")),
         }
         if self.args.oom_text_stderr {
             eprint!("{text}");
         } else {
-            match self.out.write_postmortem_text(&st, pid, &text) {
+            match self.out.write_postmortem_text(&st, pid, &text, durable) {
                 Ok(path) => say(&format!(
                     "OOM kill of pid {pid} ({}): post-mortem in {}",
                     k.victim.comm,
@@ -268,16 +272,26 @@ pub async fn run(args: RecordArgs) -> Result<()> {
             rec.args.dir.display().to_string()
         }
     ));
+    // Kills still in the kernel log, one at a time so a signal is not kept
+    // waiting behind hundreds of them.
     let backlog = pipe.backlog();
-    rec.handle(&backlog, &mut pipe);
-    loop {
+    let mut stopped = false;
+    for r in &backlog {
+        if sigint.recv().now_or_never().is_some() || sigterm.recv().now_or_never().is_some() {
+            stopped = true;
+            break;
+        }
+        rec.handle(std::slice::from_ref(r), &mut pipe);
+    }
+    rec.out.sync();
+    while !stopped {
         tokio::select! {
             records = pipe.next() => {
                 let records = records?;
                 rec.handle(&records, &mut pipe);
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = sigint.recv() => stopped = true,
+            _ = sigterm.recv() => stopped = true,
         }
     }
     // Pending kills and a capture still in its --post window are written

@@ -268,18 +268,38 @@ fn boot_one(
         "vm-test: booting {} ({}, {}) with cgroup {cg}",
         kernel.spec.label, kernel.package, kernel.release
     );
-    let run = qemu::boot(&qemu::GuestConfig {
-        kernel: &kernel.vmlinux,
-        initrd,
-        disk: Some(disk),
-        cmdline: format!("vmtest.cg={cg} vmtest.modes={}", modes.join(",")),
-        mem_mib: GUEST_MEM_MIB,
-        smp: GUEST_CPUS,
-        timeout: Duration::from_secs(args.timeout_secs),
-        console_log: console_log.clone(),
-        data_log: logs.join(format!("{stem}.data.log")),
-        verbose,
-    })?;
+    let boot = || {
+        qemu::boot(&qemu::GuestConfig {
+            kernel: &kernel.vmlinux,
+            initrd,
+            disk: Some(disk),
+            cmdline: format!("vmtest.cg={cg} vmtest.modes={}", modes.join(",")),
+            mem_mib: GUEST_MEM_MIB,
+            smp: GUEST_CPUS,
+            timeout: Duration::from_secs(args.timeout_secs),
+            console_log: console_log.clone(),
+            data_log: logs.join(format!("{stem}.data.log")),
+            verbose,
+        })
+    };
+    let mut run = boot()?;
+    if run.time_of(protocol::INIT_MARKER).is_none() {
+        // A guest that dies before /init ran no test: under software
+        // emulation the kernel occasionally faults while booting (seen once
+        // on 6.12: an int3 Oops in sched_clock_cpu). Boot it once more, and
+        // say so; a failure after /init is never retried.
+        let failed = logs.join(format!("{stem}.console.failed-boot.log"));
+        let _ = fs::rename(&console_log, &failed);
+        eprintln!(
+            "vm-test: {prefix}: the guest never reached /init (no test ran; console in {}); booting it once more",
+            failed.display()
+        );
+        tally.timings.push(format!(
+            "{prefix}: first boot never reached /init ({}), retried",
+            failed.display()
+        ));
+        run = boot()?;
+    }
     let t = Transcript::parse(run.console.iter().map(|(_, l)| l.as_str()), &run.data);
 
     let boot_detail = format!(

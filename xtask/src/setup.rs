@@ -116,7 +116,8 @@ pub fn setup_test() -> Result<()> {
     ensure_installed(&TEST_PACKAGES)
 }
 
-fn ensure_installed(packages: &[&str]) -> Result<()> {
+/// Installs whichever of `packages` is missing.
+pub fn ensure_installed(packages: &[&str]) -> Result<()> {
     let installed = apt::installed(packages)?;
     let missing: Vec<String> = packages
         .iter()

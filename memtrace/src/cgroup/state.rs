@@ -81,8 +81,7 @@ pub struct MemcgState {
 }
 
 impl MemcgState {
-    /// The memory.stat figures, in this order whatever the keys' names
-    /// (v1 `total_*` or v2).
+    /// The memory.stat figures, in the order of `stat_keys` in `read`.
     fn set_stat(&mut self, v: [Option<u64>; 7]) {
         [
             self.anon_bytes,
@@ -183,39 +182,33 @@ impl StateReader {
             limit_bytes: self.limit_of(key),
             ..Default::default()
         };
+        s.swap_limit_bytes = self.swap_limit_of(key);
+        // The same figures under v1's hierarchical names and v2's names.
+        let stat_keys = if self.v2 {
+            [
+                "anon",
+                "file",
+                "shmem",
+                "inactive_file",
+                "unevictable",
+                "file_dirty",
+                "file_writeback",
+            ]
+        } else {
+            [
+                "total_rss",
+                "total_cache",
+                "total_shmem",
+                "total_inactive_file",
+                "total_unevictable",
+                "total_dirty",
+                "total_writeback",
+            ]
+        };
+        if let Some(b) = self.file(key, "memory.stat") {
+            s.set_stat(keyed(b, stat_keys));
+        }
         if self.v2 {
-            s.swap_limit_bytes = self.swap_limit_of(key);
-            if let Some(b) = self.file(key, "memory.stat") {
-                let [
-                    anon,
-                    file,
-                    shmem,
-                    inactive_file,
-                    unevictable,
-                    dirty,
-                    writeback,
-                ] = keyed(
-                    b,
-                    [
-                        "anon",
-                        "file",
-                        "shmem",
-                        "inactive_file",
-                        "unevictable",
-                        "file_dirty",
-                        "file_writeback",
-                    ],
-                );
-                s.set_stat([
-                    anon,
-                    file,
-                    shmem,
-                    inactive_file,
-                    unevictable,
-                    dirty,
-                    writeback,
-                ]);
-            }
             if let Some(b) = self.file(key, "memory.events") {
                 [s.events_high, s.events_max, s.events_oom, s.events_oom_kill] =
                     keyed(b, ["high", "max", "oom", "oom_kill"]);
@@ -227,38 +220,6 @@ impl StateReader {
                 s.pressure_some_total_us = p.some_total_us;
             }
         } else {
-            s.swap_limit_bytes = self.swap_limit_of(key);
-            if let Some(b) = self.file(key, "memory.stat") {
-                let [
-                    anon,
-                    file,
-                    shmem,
-                    inactive_file,
-                    unevictable,
-                    dirty,
-                    writeback,
-                ] = keyed(
-                    b,
-                    [
-                        "total_rss",
-                        "total_cache",
-                        "total_shmem",
-                        "total_inactive_file",
-                        "total_unevictable",
-                        "total_dirty",
-                        "total_writeback",
-                    ],
-                );
-                s.set_stat([
-                    anon,
-                    file,
-                    shmem,
-                    inactive_file,
-                    unevictable,
-                    dirty,
-                    writeback,
-                ]);
-            }
             if let Some(b) = self.file(key, "memory.oom_control") {
                 let [disable, under, kills] =
                     keyed(b, ["oom_kill_disable", "under_oom", "oom_kill"]);

@@ -35,7 +35,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{apt, build, cmd};
+use crate::{build, cmd};
 use tracer::Config;
 use workload::{Kind, Params};
 
@@ -101,7 +101,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             memtrace.display()
         );
     }
-    ensure_packages(&["bpftrace", "util-linux"])?;
+    crate::setup::ensure_installed(&["bpftrace", "util-linux"])?;
     let record_available = Command::new(&memtrace)
         .args(["record", "--help"])
         .stdout(std::process::Stdio::null())
@@ -258,22 +258,6 @@ impl Drop for ScratchGuard {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
-}
-
-/// Installs missing Debian packages (like `setup`'s helpers do).
-fn ensure_packages(packages: &[&str]) -> Result<()> {
-    let installed = apt::installed(packages)?;
-    let missing: Vec<String> = packages
-        .iter()
-        .filter(|p| !installed.contains_key(**p))
-        .map(|p| p.to_string())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("bench: installing {}", missing.join(" "));
-    apt::update()?;
-    apt::install(&missing)
 }
 
 fn command_line(argv: &[&str]) -> Value {

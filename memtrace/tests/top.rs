@@ -366,8 +366,8 @@ fn interactive_top_in_a_real_terminal() {
     require_root();
     let _g = serial();
     let s = Session(format!("memtrace-test-{}", std::process::id()));
-    let done = std::env::temp_dir().join(format!("memtrace-tui-exit-{}", std::process::id()));
-    let _ = fs::remove_file(&done);
+    let scratch = scratch("tui");
+    let done = scratch.join("exit-status");
     // The pane stays open after top exits, to show what it left behind.
     let cmd = format!(
         "{MEMTRACE} top --interval 500ms; echo $? > {}; sleep 60",
@@ -416,5 +416,4 @@ fn interactive_top_in_a_real_terminal() {
     // The terminal is back to the normal screen: no table left on it.
     let after = capture(&s);
     assert!(!after.contains("RECLAIM"), "alternate screen left: {after}");
-    let _ = fs::remove_file(&done);
 }

@@ -212,10 +212,32 @@ mod tests {
     use crate::output::records::System;
     use std::os::unix::fs::PermissionsExt;
 
-    fn tmp(name: &str) -> PathBuf {
+    /// A scratch directory, removed on drop (also when a test fails).
+    struct Tmp(PathBuf);
+
+    impl std::ops::Deref for Tmp {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for Tmp {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tmp(name: &str) -> Tmp {
         let d = std::env::temp_dir().join(format!("memtrace-files-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
-        d
+        Tmp(d)
     }
 
     fn sys() -> Record {
@@ -255,7 +277,6 @@ mod tests {
             .count();
         assert_eq!(n, 2, "--max-captures 2");
         assert!(!a.exists(), "the oldest went");
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -270,7 +291,6 @@ mod tests {
         let p = out.write_capture("20261122T000003Z", &[sys()]).unwrap();
         assert!(p.ends_with("capture-20261122T000003Z-1.ndjson"), "{p:?}");
         assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -289,7 +309,6 @@ mod tests {
             fs::metadata(out.oom_log()).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -303,6 +322,5 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("--dir"), "{e}");
-        fs::remove_dir_all(&d).unwrap();
     }
 }

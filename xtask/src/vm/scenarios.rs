@@ -152,6 +152,10 @@ pub const MODE_CHECKS: &[ModeCheck] = &[
         name: "shrink",
         run: check_shrink,
     },
+    ModeCheck {
+        name: "cgroupfs_state",
+        run: check_cgroupfs_state,
+    },
 ];
 
 /// Checks done once per boot.
@@ -319,6 +323,71 @@ fn check_reclaim(m: &ModeRun) -> Outcome {
     }
     detail.push(format!("reclaims={count} reclaim_ns={reclaim_ns}"));
     Ok(detail.join(" "))
+}
+
+/// The cgroupfs state records carry (attribution issue), on every layout,
+/// and the v2-only files the host (cgroup v1) cannot exercise.
+fn check_cgroupfs_state(m: &ModeRun) -> Outcome {
+    let info = m.info("reclaim")?;
+    let memcg = info["memcg"].as_str();
+    let states: Vec<&Value> = m
+        .intervals(memcg)
+        .map(|r| &r["state"])
+        .filter(|s| s.is_object())
+        .collect();
+    // Usage itself may already be back near 0 when an interval closes (the
+    // next workload's drop_caches empties the memcg): not asserted.
+    let st = states
+        .iter()
+        .find(|s| s["usage_bytes"].is_u64())
+        .ok_or_else(|| format!("no interval of {memcg} carries its cgroupfs state"))?;
+    let usage = st["usage_bytes"].as_u64().unwrap_or(0);
+    let limit = st["effective_limit_bytes"]
+        .as_u64()
+        .ok_or("no effective limit")?;
+    if limit < usage || !path_is(&st["limited_by"], memcg) {
+        return Err(format!(
+            "effective limit {limit} by {} for usage {usage}",
+            st["limited_by"]
+        ));
+    }
+    if st["working_set_bytes"].as_u64().is_none_or(|w| w > usage) {
+        return Err(format!(
+            "working set {} vs usage {usage}",
+            st["working_set_bytes"]
+        ));
+    }
+    let hits = m.sum(memcg, "limit_hits")?.unwrap_or(0);
+    if hits == 0 {
+        return Err(format!(
+            "no limit hits for {memcg} though it reclaimed at its limit"
+        ));
+    }
+    let systems: Vec<&Value> = m
+        .records()?
+        .iter()
+        .filter(|r| r["type"] == "system")
+        .collect();
+    if systems.is_empty() || systems.iter().any(|s| !s["dying_memcgs"].is_u64()) {
+        return Err("system records lack dying_memcgs".into());
+    }
+    let mut detail = format!("usage {usage} of {limit}, limit hits {hits}");
+    if m.cgroup == "v2" {
+        // memory.events and memory.pressure exist only on cgroup v2.
+        let max = states
+            .iter()
+            .filter_map(|s| s["events_max"].as_u64())
+            .max()
+            .unwrap_or(0);
+        if max == 0 {
+            return Err(format!("memory.events max is 0 or missing for {memcg}"));
+        }
+        if !states.iter().any(|s| s["pressure_some_total_us"].is_u64()) {
+            return Err(format!("memory.pressure missing for {memcg}"));
+        }
+        detail.push_str(&format!(", memory.events max {max}, memory.pressure read"));
+    }
+    Ok(detail)
 }
 
 fn check_shrink(m: &ModeRun) -> Outcome {

@@ -119,6 +119,12 @@ pub struct FilterArgs {
     pub container: Option<String>,
 }
 
+impl FilterArgs {
+    pub fn filter(&self) -> anyhow::Result<crate::filter::Filter> {
+        crate::filter::Filter::new(self.cgroup.as_deref(), self.container.as_deref())
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct StreamArgs {
     #[command(flatten)]

@@ -42,10 +42,7 @@ pub async fn run(args: StreamArgs) -> Result<()> {
     // First, so a SIGTERM during start-up still ends in a clean exit.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let filter = Filter::new(
-        args.filter.cgroup.as_deref(),
-        args.filter.container.as_deref(),
-    )?;
+    let filter = args.filter.filter()?;
     // Open the output first: a bad path should fail before any probing.
     let out = match &args.output {
         Some(p) => NdjsonWriter::create(p)?,

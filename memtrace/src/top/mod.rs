@@ -73,10 +73,7 @@ impl Feed {
 pub async fn run(args: TopArgs) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let filter = Filter::new(
-        args.filter.cgroup.as_deref(),
-        args.filter.container.as_deref(),
-    )?;
+    let filter = args.filter.filter()?;
     let save = args.save.as_deref().map(NdjsonWriter::create).transpose()?;
     let mut feed = Feed {
         model: Model::new(args.by),

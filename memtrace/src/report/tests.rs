@@ -17,8 +17,9 @@ use crate::{
         escape::is_dangerous,
         json,
         records::{
-            Capture, Header, Memcg, MemcgInterval, OomHistory, OomKill, OomPostmortem, Record,
-            ShrinkerRow, System, Task, TaskRss, Trigger, Unreclaimable, Victim,
+            Capture, Family, Header, Memcg, MemcgInterval, OomHistory, OomKill, OomPostmortem,
+            PlanEntry, Record, ShrinkerRow, System, Task, TaskRss, Trigger, Unreclaimable, Unseen,
+            Victim,
         },
     },
 };
@@ -50,8 +51,8 @@ fn header(unavailable: &[&str]) -> Record {
         cgroup_mode: "v2".into(),
         attach_mode: "auto".into(),
         interval_ms: Some(1000),
-        unavailable: unavailable.iter().map(|s| s.to_string()).collect(),
-        plan: vec![json!({"hook": "do_shrink_slab", "family": "kprobe"})],
+        unavailable: Unseen::from_names(unavailable),
+        plan: vec![PlanEntry::new("do_shrink_slab", Some(Family::Kprobe))],
         kmsg: true,
         ..Default::default()
     })

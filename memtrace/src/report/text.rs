@@ -2,6 +2,7 @@
 //! container names, comms, shrinker labels, host names, timestamps) goes
 //! through `escape::text`; `render` finally escapes anything dangerous that
 //! is left, so no control character from a record reaches the terminal.
+use crate::output::fields::Field;
 use std::fmt::Write;
 
 use super::{
@@ -113,7 +114,7 @@ fn memcg_label(m: &Memcg) -> String {
     if let Some(c) = &m.container
         && c.runtime != "cgroup"
     {
-        let _ = write!(s, " [{} {}]", e(c.runtime), e(&c.name));
+        let _ = write!(s, " [{} {}]", e(&c.runtime), e(&c.name));
     }
     s
 }
@@ -230,8 +231,8 @@ fn history_line(h: &OomHistory, from: &str, zero_seen: bool) -> String {
 }
 
 fn kill(out: &mut String, n: usize, k: &OomStory, r: &Report) {
-    let unseen = |f: &str| r.not_visible.iter().any(|x| x == f);
-    let zero_seen = !unseen("do_shrink_slab_zero");
+    let unseen = |f| !r.not_visible.sees(f);
+    let zero_seen = !unseen(Field::DoShrinkSlabZero);
     let v = &k.victim;
     let _ = write!(out, "  [{n}] {}  {} (pid {}", e(&k.ts), e(&v.comm), v.pid);
     if let Some(t) = v.tgid.filter(|t| *t != v.pid) {
@@ -295,7 +296,7 @@ fn kill(out: &mut String, n: usize, k: &OomStory, r: &Report) {
     if let Some(t) = &k.trigger {
         let pid = match t.pid {
             Some(p) => format!("pid {p}"),
-            None if unseen("oom_kill.trigger.pid") => format!("pid {NOT_VISIBLE}"),
+            None if unseen(Field::OomTriggerPid) => format!("pid {NOT_VISIBLE}"),
             None => "pid unknown: only the kernel log named it".into(),
         };
         let _ = writeln!(
@@ -424,7 +425,7 @@ fn storm_section(out: &mut String, r: &Report) {
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let o = &mut out;
-    let zero_seen = !r.not_visible.iter().any(|f| f == "do_shrink_slab_zero");
+    let zero_seen = r.not_visible.sees(Field::DoShrinkSlabZero);
 
     let _ = writeln!(o, "memtrace report: {} ({})", e(&r.file), r.kind.describe());
     let _ = write!(
@@ -460,29 +461,19 @@ pub fn render(r: &Report) -> String {
             e(&h.memtrace_version),
             e(&h.attach_mode)
         );
-        let mut fams: Vec<(String, Vec<String>)> = Vec::new();
-        let mut missing = Vec::new();
-        for p in &h.plan {
-            let hook = e(p["hook"].as_str().unwrap_or("?"));
-            match p["family"].as_str() {
-                Some(f) => match fams.iter_mut().find(|(x, _)| x == f) {
-                    Some((_, v)) => v.push(hook),
-                    None => fams.push((f.to_string(), vec![hook])),
-                },
-                None => missing.push(hook),
-            }
-        }
+        let (fams, missing) = h.plan_by_family();
+        let hooks = |v: &[&str]| v.iter().map(|x| e(x)).collect::<Vec<_>>().join(" ");
         let mut parts: Vec<String> = fams
             .iter()
-            .map(|(f, v)| format!("{}: {}", e(f), v.join(" ")))
+            .map(|(f, v)| format!("{}: {}", f.as_str(), hooks(v)))
             .collect();
         if !missing.is_empty() {
-            parts.push(format!("unavailable: {}", missing.join(" ")));
+            parts.push(format!("unavailable: {}", hooks(&missing)));
         }
         let _ = writeln!(o, "  attach plan: {}", parts.join("; "));
     }
     if !r.not_visible.is_empty() {
-        let f: Vec<String> = r.not_visible.iter().map(|x| e(x)).collect();
+        let f: Vec<String> = r.not_visible.iter().map(|x| x.name().to_string()).collect();
         let _ = writeln!(
             o,
             "  {NOT_VISIBLE} (\"-\" in tables, never 0): {}",

@@ -18,6 +18,7 @@ use crate::{
         records::{Capture, FORMAT_VERSION, Header, OomKill, Record, Trigger},
     },
     pipeline::{LivePipeline, OomSnapshot, Output, PipelineOptions},
+    source::ndjson::{Item, Lines},
 };
 use files::{OutDir, stamp};
 use history::History;
@@ -26,15 +27,20 @@ use spike::SpikeDetector;
 /// Post-mortems already in the OOM log (victim pid, time), so a restart
 /// does not write the kernel log's old kills again.
 fn already_logged(path: &std::path::Path) -> Vec<(u32, u64)> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(file) = std::fs::File::open(path) else {
         return Vec::new();
     };
-    text.lines()
-        .filter_map(|l| match serde_json::from_str::<Record>(l) {
-            Ok(Record::OomPostmortem(p)) => Some((p.kill.victim.pid, p.kill.ts_ns)),
-            _ => None,
-        })
-        .collect()
+    // Damaged lines name no kill; they are report's to point out.
+    let mut lines = Lines::new(std::io::BufReader::new(file));
+    let mut out = Vec::new();
+    while let Ok(Some(item)) = lines.next_item() {
+        if let Item::Record(r) = item
+            && let Record::OomPostmortem(p) = *r
+        {
+            out.push((p.kill.victim.pid, p.kill.ts_ns));
+        }
+    }
+    out
 }
 
 struct Recorder {

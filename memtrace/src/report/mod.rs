@@ -4,7 +4,6 @@
 //! the rest is summarized: the span, a capture's trigger, who paid for
 //! reclaim, the top memcgs and containers, the shrinkers, the shrink_slab
 //! storm signature, and every OOM kill's story.
-mod input;
 mod oom;
 mod storm;
 mod summary;
@@ -22,11 +21,13 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use self::{
-    input::{Item, Lines},
     oom::HistoryAcc,
     summary::{Aggregator, Report, starts_segment},
 };
-use crate::output::{json, records::Record};
+use crate::{
+    output::{json, records::Record},
+    source::ndjson::{Item, Lines},
+};
 
 /// A file whose first this-many non-blank lines are all bad is not a
 /// memtrace file: give up instead of reading all of it.

@@ -4,12 +4,12 @@
 //! signature), per OOM kill. A quantity no record could see stays `None`
 //! ("not visible on this plan"), never 0.
 use crate::output::fields::{Field, Unseen};
+use crate::source::ndjson::BadLine;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
 use super::{
-    input::BadLine,
     oom::OomStory,
     storm::{self, IntervalEval, Storm, Thresholds},
 };

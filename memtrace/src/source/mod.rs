@@ -3,4 +3,5 @@
 pub mod kmsg;
 pub mod live;
 pub mod loader;
+pub mod ndjson;
 pub mod replay;

@@ -2,18 +2,18 @@
 //! `top --save`), read back one interval at a time. No kernel, no root.
 use std::{
     fs::File,
-    io::{BufRead, BufReader},
+    io::BufReader,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
 
+use super::ndjson::{Item, Lines};
 use crate::output::records::Record;
 
 pub struct Replay {
     path: PathBuf,
-    lines: std::io::Lines<BufReader<File>>,
-    line_no: usize,
+    lines: Lines<BufReader<File>>,
     header: Option<Record>,
 }
 
@@ -24,8 +24,7 @@ impl Replay {
             File::open(path).with_context(|| format!("opening {} for replay", path.display()))?;
         let mut r = Self {
             path: path.to_path_buf(),
-            lines: BufReader::new(file).lines(),
-            line_no: 0,
+            lines: Lines::new(BufReader::new(file)),
             header: None,
         };
         match r.next_record()? {
@@ -45,26 +44,17 @@ impl Replay {
     }
 
     /// The next record; a line that is not a record is an error naming the
-    /// file and line.
+    /// file and line (a replay shows a file as it was recorded, or nothing).
     pub fn next_record(&mut self) -> Result<Option<Record>> {
-        loop {
-            let Some(line) = self.lines.next() else {
-                return Ok(None);
-            };
-            self.line_no += 1;
-            let line =
-                line.with_context(|| format!("{}:{}: reading", self.path.display(), self.line_no))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let rec = serde_json::from_str(&line).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}: not a memtrace record: {e}",
-                    self.path.display(),
-                    self.line_no
-                )
-            })?;
-            return Ok(Some(rec));
+        let path = self.path.display();
+        let item = self
+            .lines
+            .next_item()
+            .with_context(|| format!("{path}:{}: reading", self.lines.line_no() + 1))?;
+        match item {
+            None => Ok(None),
+            Some(Item::Record(r)) => Ok(Some(*r)),
+            Some(Item::Bad(b)) => bail!("{path}:{}: not a memtrace record: {}", b.line, b.error),
         }
     }
 

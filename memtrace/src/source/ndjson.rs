@@ -1,7 +1,10 @@
-//! Reading a record file line by line without giving up on damage: every
-//! line is either a record or a bad line with its number and what is wrong
-//! with it. Lines are read as bytes (a file may hold anything) and capped,
-//! so a binary file or a runaway line cannot exhaust memory.
+//! The one NDJSON reader: every record file memtrace reads (`--replay`,
+//! `report`, `record`'s own OOM log) goes through it. Every line is either
+//! a record or a bad line with its number and what is wrong with it; the
+//! caller decides whether a bad line ends the read (`--replay`) or is
+//! named and skipped (`report`). Lines are read as bytes (a file may hold
+//! anything) and capped, so a binary file or a runaway line cannot exhaust
+//! memory.
 use std::io::{self, BufRead};
 
 use serde::Serialize;

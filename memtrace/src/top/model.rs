@@ -52,7 +52,16 @@ pub struct Row {
     pub oom_kills: u64,
     /// Its busiest shrinkers in the last interval.
     pub shrinkers: Vec<ShrinkerRow>,
+    /// When a record last named it (ns since boot), for [`ROW_GRACE_NS`].
+    #[serde(skip)]
+    pub last_seen_ns: u64,
 }
+
+/// A row no record has named for this long leaves the table: its memcgs
+/// went idle or were removed (containers come and go; the table must not
+/// grow with every one that ever existed). An OOM kill names its row too,
+/// so a killed container stays a minute after its last kill.
+pub const ROW_GRACE_NS: u64 = 60_000_000_000;
 
 /// Host-wide figures for the header line.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -182,6 +191,7 @@ impl Model {
                     .entry(key.clone())
                     .or_insert_with(|| Row { key, ..fresh });
                 row.oom_kills += 1;
+                row.last_seen_ns = row.last_seen_ns.max(k.ts_ns);
             }
         }
         self.ooms.push_back(k.clone());
@@ -230,6 +240,7 @@ impl Model {
             });
             let ns = i.interval_ns;
             row.memcgs += 1;
+            row.last_seen_ns = row.last_seen_ns.max(i.ts_ns);
             add(
                 &mut row.limit_hits_per_s,
                 i.limit_hits.map(|v| per_s(v, ns)),
@@ -292,6 +303,7 @@ impl Model {
                 .sort_by(|a, b| b.calls.cmp(&a.calls).then(a.shrinker.cmp(&b.shrinker)));
             row.shrinkers.truncate(10);
         }
+        rows.retain(|_, r| s.ts_ns.saturating_sub(r.last_seen_ns) <= ROW_GRACE_NS);
         self.rows = rows;
         self.summary.ts = s.ts.clone();
         self.summary.sys_pct = s.sys_pct;

@@ -5,7 +5,7 @@ use ratatui::{
 };
 
 use super::{
-    model::{By, Column, Model},
+    model::{By, Column, Model, ROW_GRACE_NS},
     table, tui,
 };
 use crate::{
@@ -134,6 +134,29 @@ fn idle_rows_stay_with_zero_rates() {
         rows.iter()
             .all(|r| r.reclaim_ms_per_s == Some(0.0) && r.charge_failures_per_s.is_none())
     );
+}
+
+#[test]
+fn rows_of_gone_memcgs_leave_after_the_grace_period() {
+    let mut m = docker_model();
+    let at = |ns: u64| {
+        Record::System(System {
+            ts_ns: ns,
+            ..Default::default()
+        })
+    };
+    m.apply(&at(ROW_GRACE_NS));
+    assert_eq!(m.rows(Column::Name, "").len(), 2, "still within the grace");
+    // One memcg keeps reporting; the others' rows go once the grace is over.
+    let mut busy = interval(memcg("/system.slice/nginx.service", 12), 10, 0, None);
+    if let Record::MemcgInterval(i) = &mut busy {
+        i.ts_ns = ROW_GRACE_NS + 1;
+    }
+    m.apply(&busy);
+    m.apply(&at(ROW_GRACE_NS + 1));
+    let rows = m.rows(Column::Name, "");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].name, "nginx.service");
 }
 
 #[test]

@@ -117,6 +117,29 @@ impl Family {
     }
 }
 
+impl Memcg {
+    /// Its path, or `id:N` when it was never resolved.
+    pub fn path_or_id(&self) -> String {
+        self.path
+            .clone()
+            .unwrap_or_else(|| format!("id:{}", self.id))
+    }
+
+    /// The key per-container views (`top`, `report`) group its figures
+    /// under: its container's `runtime/id`, else `memcg/<path or id:N>`.
+    pub fn container_key(&self) -> String {
+        match &self.container {
+            Some(c) => format!("{}/{}", c.runtime, c.id),
+            None => self.memcg_key(),
+        }
+    }
+
+    /// The key of the memcg itself.
+    pub fn memcg_key(&self) -> String {
+        format!("memcg/{}", self.path_or_id())
+    }
+}
+
 impl PlanEntry {
     /// A hook attached with `family` (None: unavailable), nothing else known.
     pub fn new(hook: &str, family: Option<Family>) -> Self {

@@ -157,13 +157,6 @@ fn memcg_key(m: &Memcg) -> String {
     format!("{}:{}", m.id, m.path.as_deref().unwrap_or(""))
 }
 
-fn container_key(m: &Memcg) -> String {
-    match &m.container {
-        Some(c) => format!("{}/{}", c.runtime, c.id),
-        None => format!("memcg/{}", memcg_key(m)),
-    }
-}
-
 fn memcg_name(m: &Memcg) -> String {
     match &m.path {
         Some(p) => p.clone(),
@@ -671,7 +664,7 @@ impl Aggregator {
         m.add(i);
         let c = self
             .containers
-            .entry(container_key(&i.memcg))
+            .entry(i.memcg.container_key())
             .or_insert_with(|| container_usage(&i.memcg));
         c.add(i);
         c.memcg_keys.insert(mk.clone());
@@ -839,7 +832,7 @@ impl Aggregator {
                     .or_insert_with(|| memcg_usage(m))
                     .oom_kills += 1;
                 self.containers
-                    .entry(container_key(m))
+                    .entry(m.container_key())
                     .or_insert_with(|| container_usage(m))
                     .oom_kills += 1;
             }

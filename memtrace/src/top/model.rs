@@ -129,10 +129,10 @@ impl Model {
 
     /// Row key, display name, and identity of a memcg.
     fn identity(&self, m: &Memcg) -> (String, Row) {
-        let path = m.path.clone().unwrap_or_else(|| format!("id:{}", m.id));
+        let path = m.path_or_id();
         match (self.by, &m.container) {
             (By::Container, Some(c)) => (
-                format!("{}/{}", c.runtime, c.id),
+                m.container_key(),
                 Row {
                     name: c.name.to_string(),
                     runtime: c.runtime.to_string(),
@@ -144,7 +144,7 @@ impl Model {
                 },
             ),
             _ => (
-                format!("memcg/{path}"),
+                m.memcg_key(),
                 Row {
                     // The memcg's own name; details show the whole path.
                     name: path

@@ -18,7 +18,7 @@ use crate::{
         json,
         records::{
             Capture, Header, Memcg, MemcgInterval, OomHistory, OomKill, OomPostmortem, Record,
-            ShrinkerRow, System, Task, TaskRss, Trigger, Unreclaimable, Victim,
+            ShrinkerRow, Slow, System, Task, TaskRss, Trigger, Unreclaimable, Victim,
         },
     },
 };
@@ -772,4 +772,251 @@ fn post_mortem_without_history_or_constraint_says_so() {
         "{t}"
     );
     assert!(!t.contains("intervals"), "an OOM log has no intervals: {t}");
+}
+
+/// A capture that reaches most of the text report: a trigger with records
+/// left out, a plan with an unavailable hook, a storm, containers, an OOM
+/// kill under an ancestor's limit, slow events and a bad line.
+fn golden_capture() -> String {
+    let Record::Header(mut h) = header(&[]) else {
+        unreachable!()
+    };
+    h.plan = vec![
+        json!({"hook": "mem_cgroup_charge", "family": "kprobe"}),
+        json!({"hook": "vmscan:mm_vmscan_memcg_reclaim_begin", "family": "tracepoint"}),
+        json!({"hook": "do_shrink_slab", "family": "kprobe"}),
+        json!({"hook": "shrink_slab"}),
+    ];
+    let mut recs = vec![Record::Capture(Box::new(Capture {
+        ts: ts(9),
+        ts_ns: 9 * S,
+        format_version: 1,
+        trigger: Trigger {
+            kind: "sys_time".into(),
+            ts: ts(2),
+            ts_ns: 2 * S,
+            threshold_pct: 30.0,
+            sustained_ns: 5 * S,
+            peak_sys_pct: 87.5,
+            peak_cpu_sys_pct: 99.0,
+            peak_cpu: None,
+        },
+        from_ns: 0,
+        to_ns: 4 * S,
+        header: h,
+        truncated_records: 12,
+    }))];
+    let docker = memcg(&format!("/system.slice/docker-{DOCKER}.scope"), 70);
+    let parent = memcg("/kubepods/pod1", 80);
+    let child = memcg("/kubepods/pod1/app", 81);
+    for sec in 1..=3 {
+        for i in 0..60 {
+            recs.push(interval(
+                memcg(&format!("/ct/{i}"), 1000 + i),
+                Iv {
+                    sec,
+                    reclaim_ns: i * 1_000_000,
+                    calls: 500,
+                    zero: Some(480),
+                    limit_hits: i % 3,
+                },
+            ));
+        }
+        for (m, reclaim_ns) in [(&docker, 1_000_000_000), (&child, 2_000_000_000)] {
+            recs.push(interval(
+                m.clone(),
+                Iv {
+                    sec,
+                    reclaim_ns,
+                    calls: 7,
+                    zero: Some(1),
+                    limit_hits: 1,
+                },
+            ));
+        }
+        recs.push(system(sec, 85.0));
+        if sec == 2 {
+            let mut k = kill(4242, 2, child.clone(), Some(parent.clone()));
+            k.trigger = Some(Task {
+                pid: Some(4240),
+                tgid: Some(4240),
+                comm: "java".into(),
+            });
+            k.victim.tgid = Some(4000);
+            k.totalpages = Some(16384);
+            k.chosen_points = Some(16000);
+            recs.push(Record::from(k));
+            for (what, ns) in [("memcg_reclaim", 80_000_000), ("charge", 3_000_000)] {
+                let slow = Slow {
+                    ts: ts(sec),
+                    ts_ns: sec * S,
+                    what: what.into(),
+                    duration_ns: ns,
+                    memcg: child.clone(),
+                    pages: 32,
+                    result: None,
+                    task: Task {
+                        pid: (what == "charge").then_some(4241),
+                        tgid: None,
+                        comm: "java".into(),
+                    },
+                };
+                recs.push(if what == "charge" {
+                    Record::SlowCharge(slow)
+                } else {
+                    Record::SlowReclaim(slow)
+                });
+            }
+        }
+    }
+    let mut last = system(4, 85.0);
+    if let Record::System(s) = &mut last {
+        s.ringbuf_drops = 3;
+    }
+    recs.push(last);
+    let mut text = ndjson(&recs);
+    text.push_str("{\"type\":\"memcg_interval\",\"ts\":\n");
+    text
+}
+
+/// An OOM log: a post-mortem under an ancestor's limit and more earlier
+/// kills than are listed, one of each kind of limit.
+fn golden_oom_log() -> Vec<Record> {
+    let parent = memcg("/parent", 50);
+    let child = memcg("/parent/child", 51);
+    let mut pm = OomPostmortem {
+        ts: ts(10),
+        ts_ns: 10 * S,
+        kill: kill(99, 10, child.clone(), Some(parent.clone())),
+        global: false,
+        limit_memcg: Some(parent.clone()),
+        limit_state: Some(MemcgState {
+            usage_bytes: Some(60 << 20),
+            limit_bytes: Some(64 << 20),
+            ..Default::default()
+        }),
+        victim_state: Some(MemcgState {
+            usage_bytes: Some(50 << 20),
+            ..Default::default()
+        }),
+        tasks: Some(vec![TaskRss {
+            pid: 2,
+            comm: "big".into(),
+            rss_anon_kb: Some(40 << 10),
+            rss_file_kb: None,
+            rss_shmem_kb: None,
+        }]),
+        unreclaimable: Some(Unreclaimable {
+            shmem_bytes: None,
+            unevictable_bytes: Some(0),
+            dirty_bytes: Some(4096),
+            writeback_bytes: Some(0),
+            share_pct: None,
+        }),
+        history: Some(OomHistory {
+            window_ns: 300 * S,
+            intervals: 1,
+            charge_failures: Some(2),
+            limit_hits: Some(925),
+            reclaim_count: 439,
+            reclaim_ns: 190_128_598,
+            reclaim_pages: 102_439,
+            do_shrink_slab_calls: Some(526),
+            do_shrink_slab_zero: Some(500),
+            shrink_slab_ns: Some(7_000_000),
+        }),
+        notes: vec!["victim memcg already removed".into()],
+    };
+    pm.kill.totalpages = Some(16384);
+    let mut recs = vec![Record::OomPostmortem(Box::new(pm))];
+    let other = memcg("/other", 60);
+    let earlier = [
+        (Some(child.clone()), Some("memcg")),
+        (Some(parent.clone()), Some("memcg")),
+        (None, Some("global")),
+        (Some(other), Some("memcg")),
+        (None, None),
+        (Some(child.clone()), Some("cpuset")),
+        (Some(child.clone()), Some("mempolicy")),
+    ];
+    for (i, (limit, constraint)) in earlier.into_iter().enumerate() {
+        let mut k = kill(200 + i as u32, 1, child.clone(), limit);
+        k.before_start = true;
+        k.constraint = constraint.map(str::to_string);
+        if i == 4 {
+            k.victim_memcg = None;
+        }
+        recs.push(Record::OomPostmortem(Box::new(OomPostmortem {
+            ts: ts(1),
+            ts_ns: S,
+            global: constraint == Some("global"),
+            kill: k,
+            ..Default::default()
+        })));
+    }
+    recs
+}
+
+/// The text report, byte for byte, of files that between them reach every
+/// section of `text::render`: its layout is an interface (people read it,
+/// scripts grep it), so a change to it must be deliberate. After one, run
+/// the test with MEMTRACE_BLESS=1 to rewrite the stored copy.
+#[test]
+fn text_report_matches_the_golden_copy() {
+    let quiet = Iv {
+        sec: 1,
+        reclaim_ns: 0,
+        calls: 0,
+        zero: None,
+        limit_hits: 0,
+    };
+    let mut unknown = kill(7, 1, memcg("/solo", 9), None);
+    unknown.victim_memcg = None;
+    let two_runs = [
+        header(&[]),
+        system(1, 1.0),
+        Record::from(unknown),
+        header(&[]),
+        system(2, 1.0),
+    ];
+    let cases: Vec<(&str, Report)> = vec![
+        ("capture", report_of(&golden_capture()).unwrap()),
+        ("oom log", report(&golden_oom_log())),
+        (
+            "tracepoint plan",
+            storm_file(&TRACEPOINT_UNAVAILABLE, 60, 500, None, 85.0),
+        ),
+        ("few memcgs", storm_file(&[], 10, 5000, Some(4900), 85.0)),
+        (
+            "headerless and quiet",
+            report(&[interval(memcg("/web", 5), quiet), system(1, 1.0)]),
+        ),
+        ("two runs, a kill without intervals", report(&two_runs)),
+    ];
+    let mut got = String::new();
+    for (name, r) in &cases {
+        got.push_str(&format!("===== {name}\n{}", text::render(r)));
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/report/testdata/text.golden"
+    );
+    if std::env::var_os("MEMTRACE_BLESS").is_some() {
+        std::fs::write(path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(path).unwrap_or_default();
+    if got != want {
+        let line = got
+            .lines()
+            .zip(want.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| got.lines().count().min(want.lines().count()));
+        panic!(
+            "the text report differs from {path} from line {}:\n got: {:?}\nwant: {:?}\n\
+             (MEMTRACE_BLESS=1 rewrites it after an intended change)",
+            line + 1,
+            got.lines().nth(line),
+            want.lines().nth(line)
+        );
+    }
 }

@@ -133,6 +133,14 @@ fn system(sec: u64, sys_pct: f64) -> Record {
     })
 }
 
+/// Asserts that the text report `t` says each of `parts`, showing it if not.
+#[track_caller]
+fn assert_says(t: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(t.contains(p), "no {p:?} in:\n{t}");
+    }
+}
+
 fn ndjson(records: &[Record]) -> String {
     records
         .iter()
@@ -153,8 +161,26 @@ fn report(records: &[Record]) -> Report {
     report_of(&ndjson(records)).unwrap()
 }
 
-/// One interval in which `memcgs` memcgs each get `calls` do_shrink_slab
-/// calls, `zero` of them freeing nothing, closed at `sys_pct`.
+/// Interval `sec` of `memcgs` memcgs (`/ct/N`) that each get `calls`
+/// do_shrink_slab calls, `zero` of them freeing nothing, and no reclaim.
+fn shrinking(sec: u64, memcgs: u64, calls: u64, zero: Option<u64>) -> Vec<Record> {
+    (0..memcgs)
+        .map(|i| {
+            interval(
+                memcg(&format!("/ct/{i}"), 1000 + i),
+                Iv {
+                    sec,
+                    reclaim_ns: 0,
+                    calls,
+                    zero,
+                    limit_hits: 0,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Three intervals of [`shrinking`], each closed at `sys_pct`.
 fn storm_file(
     unavailable: &[&str],
     memcgs: u64,
@@ -164,18 +190,7 @@ fn storm_file(
 ) -> Report {
     let mut recs = vec![header(unavailable)];
     for sec in 1..=3 {
-        for i in 0..memcgs {
-            recs.push(interval(
-                memcg(&format!("/ct/{i}"), 1000 + i),
-                Iv {
-                    sec,
-                    reclaim_ns: 0,
-                    calls,
-                    zero,
-                    limit_hits: 0,
-                },
-            ));
-        }
+        recs.extend(shrinking(sec, memcgs, calls, zero));
         recs.push(system(sec, sys));
     }
     report(&recs)
@@ -192,15 +207,15 @@ fn storm_signature_present_with_its_numbers() {
     assert_eq!(w.memcgs, 60);
     assert_eq!(w.zero_pct, Some(96.0));
     let t = text::render(&r);
-    assert!(t.contains("SHRINK_SLAB STORM: PRESENT"), "{t}");
-    assert!(
-        t.contains("30,000/s") && t.contains("across 60 memcgs"),
-        "{t}"
-    );
-    assert!(t.contains("96.0% freed nothing"), "{t}");
-    assert!(
-        t.contains(">= 10,000 do_shrink_slab calls/s across >= 50 memcgs"),
-        "{t}"
+    assert_says(
+        &t,
+        &[
+            "SHRINK_SLAB STORM: PRESENT",
+            "30,000/s",
+            "across 60 memcgs",
+            "96.0% freed nothing",
+            ">= 10,000 do_shrink_slab calls/s across >= 50 memcgs",
+        ],
     );
     assert_eq!(r.shrinker_totals.zero_pct, Some(96.0));
     assert_eq!(r.shrinkers[0].zero_pct, Some(96.0));
@@ -216,8 +231,13 @@ fn storm_signature_absent_when_calls_free_objects_or_sys_is_low() {
     let r = storm_file(&[], 60, 500, Some(100), 85.0);
     assert_eq!(r.storm.verdict, Verdict::Absent);
     let t = text::render(&r);
-    assert!(t.contains("SHRINK_SLAB STORM: not present"), "{t}");
-    assert!(t.contains("less than 90% freeing nothing"), "{t}");
+    assert_says(
+        &t,
+        &[
+            "SHRINK_SLAB STORM: not present",
+            "less than 90% freeing nothing",
+        ],
+    );
 
     let r = storm_file(&[], 60, 500, Some(480), 12.0);
     assert_eq!(r.storm.verdict, Verdict::Absent);
@@ -239,14 +259,13 @@ fn tracepoint_plan_cannot_confirm_and_never_prints_zero_for_the_unseen() {
     assert_eq!(r.top_memcgs_by_shrinker_calls[0].zero_pct, None);
     assert_eq!(r.reclaim.shrink_slab_kswapd_ns, None);
     let t = text::render(&r);
-    assert!(
-        t.contains("SHRINK_SLAB STORM: CANNOT BE CONFIRMED on this attach plan"),
-        "{t}"
-    );
-    assert!(t.contains("kprobes or fentry"), "{t}");
-    assert!(
-        t.contains("calls that freed nothing are not visible on this plan"),
-        "{t}"
+    assert_says(
+        &t,
+        &[
+            "SHRINK_SLAB STORM: CANNOT BE CONFIRMED on this attach plan",
+            "kprobes or fentry",
+            "calls that freed nothing are not visible on this plan",
+        ],
     );
     for l in t
         .lines()
@@ -282,9 +301,15 @@ fn tracepoint_plan_cannot_confirm_and_never_prints_zero_for_the_unseen() {
     assert_eq!(r.storm.verdict, Verdict::Absent);
 }
 
-#[test]
-fn capture_threshold_lowers_the_sys_condition_and_trigger_is_shown() {
-    let mut recs = vec![Record::Capture(Box::new(Capture {
+/// The first record of a capture of 0..4 s, triggered at 2 s by sys above
+/// `threshold_pct` (peaking at `peak_sys_pct`) sustained for 5 s.
+fn capture(
+    header: Header,
+    threshold_pct: f64,
+    peak_sys_pct: f64,
+    peak_cpu: Option<u32>,
+) -> Capture {
+    Capture {
         ts: ts(9),
         ts_ns: 9 * S,
         format_version: 1,
@@ -292,33 +317,32 @@ fn capture_threshold_lowers_the_sys_condition_and_trigger_is_shown() {
             kind: "sys_time".into(),
             ts: ts(2),
             ts_ns: 2 * S,
-            threshold_pct: 20.0,
+            threshold_pct,
             sustained_ns: 5 * S,
-            peak_sys_pct: 27.5,
+            peak_sys_pct,
             peak_cpu_sys_pct: 99.0,
-            peak_cpu: Some(1),
+            peak_cpu,
         },
         from_ns: 0,
         to_ns: 4 * S,
-        header: match header(&[]) {
-            Record::Header(h) => h,
-            _ => unreachable!(),
-        },
+        header,
         truncated_records: 0,
-    }))];
+    }
+}
+
+fn header_of(r: Record) -> Header {
+    match r {
+        Record::Header(h) => h,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn capture_threshold_lowers_the_sys_condition_and_trigger_is_shown() {
+    let c = capture(header_of(header(&[])), 20.0, 27.5, Some(1));
+    let mut recs = vec![Record::Capture(Box::new(c))];
     for sec in 1..=3 {
-        for i in 0..60 {
-            recs.push(interval(
-                memcg(&format!("/ct/{i}"), 1000 + i),
-                Iv {
-                    sec,
-                    reclaim_ns: 0,
-                    calls: 500,
-                    zero: Some(480),
-                    limit_hits: 0,
-                },
-            ));
-        }
+        recs.extend(shrinking(sec, 60, 500, Some(480)));
         recs.push(system(sec, 25.0));
     }
     let r = report(&recs);
@@ -328,12 +352,14 @@ fn capture_threshold_lowers_the_sys_condition_and_trigger_is_shown() {
     // A capture counts cumulative counters from its first record.
     assert_eq!(r.reclaim.kswapd_awake_ns, Some(S));
     let t = text::render(&r);
-    assert!(t.contains("(capture)"), "{t}");
-    assert!(
-        t.contains("host sys above 20.0% from 2026-11-22T03:00:02.000000Z (sys_time): peak 27.5% (busiest cpu 1 at 99.0%), sustained 5.00 s"),
-        "{t}"
+    assert_says(
+        &t,
+        &[
+            "(capture)",
+            "host sys above 20.0% from 2026-11-22T03:00:02.000000Z (sys_time): peak 27.5% (busiest cpu 1 at 99.0%), sustained 5.00 s",
+            "window: 2.00 s before to 2.00 s after",
+        ],
     );
-    assert!(t.contains("window: 2.00 s before to 2.00 s after"), "{t}");
 }
 
 fn kill(pid: u32, sec: u64, victim: Memcg, limit: Option<Memcg>) -> OomKill {
@@ -408,20 +434,16 @@ fn parent_limit_oom_story_names_the_ancestor_and_the_history_before_it() {
     assert_eq!(h.do_shrink_slab_calls, Some(50));
     // The kill is counted on the victim's memcg and container.
     let t = text::render(&r);
-    assert!(t.contains("tail (pid 4242"), "{t}");
-    assert!(
-        t.contains("the limit of /parent, an ANCESTOR of the victim's memcg, fired"),
-        "{t}"
-    );
-    assert!(t.contains("killed in /parent/child"), "{t}");
-    assert!(t.contains("rss: anon 63.8M, file 1.6M, shmem 0"), "{t}");
-    assert!(
-        t.contains("reclaim 600.0 ms in 12 episodes (500 pages), limit hits 100"),
-        "{t}"
-    );
-    assert!(
-        t.contains("badness score and the memory weighed (totalpages): not visible on this plan"),
-        "{t}"
+    assert_says(
+        &t,
+        &[
+            "tail (pid 4242",
+            "the limit of /parent, an ANCESTOR of the victim's memcg, fired",
+            "killed in /parent/child",
+            "rss: anon 63.8M, file 1.6M, shmem 0",
+            "reclaim 600.0 ms in 12 episodes (500 pages), limit hits 100",
+            "badness score and the memory weighed (totalpages): not visible on this plan",
+        ],
     );
     // The own-limit case reads differently.
     let r = report(&[
@@ -432,15 +454,15 @@ fn parent_limit_oom_story_names_the_ancestor_and_the_history_before_it() {
     assert!(text::render(&r).contains("the victim's own memcg /parent/child hit its limit"));
 }
 
-#[test]
-fn oom_log_post_mortem_story() {
-    let limited = memcg(&format!("/system.slice/docker-{DOCKER}.scope"), 70);
-    let pm = OomPostmortem {
+/// The post-mortem of `kill` at 10 s under `limit`'s limit: its usage and
+/// limit, two tasks left, the unreclaimable share, 300 s of history, a note.
+fn postmortem(kill: OomKill, limit: Memcg) -> OomPostmortem {
+    OomPostmortem {
         ts: ts(10),
         ts_ns: 10 * S,
-        kill: kill(99, 10, limited.clone(), Some(limited.clone())),
+        kill,
         global: false,
-        limit_memcg: Some(limited.clone()),
+        limit_memcg: Some(limit),
         limit_state: Some(MemcgState {
             usage_bytes: Some(60 << 20),
             limit_bytes: Some(64 << 20),
@@ -483,29 +505,34 @@ fn oom_log_post_mortem_story() {
             shrink_slab_ns: None,
         }),
         notes: vec!["victim memcg already removed".into()],
-    };
+    }
+}
+
+#[test]
+fn oom_log_post_mortem_story() {
+    let limited = memcg(&format!("/system.slice/docker-{DOCKER}.scope"), 70);
+    let pm = postmortem(
+        kill(99, 10, limited.clone(), Some(limited.clone())),
+        limited,
+    );
     let r = report(&[Record::OomPostmortem(Box::new(pm.clone()))]);
     assert_eq!(r.kind, Kind::OomLog);
     assert!(!r.headerless);
     let k = &r.oom_kills[0];
     assert_eq!(k.history_from, Some("postmortem"));
     let t = text::render(&r);
-    assert!(t.contains("(OOM log)"), "{t}");
-    assert!(t.contains(&format!("[docker {}]", &DOCKER[..12])), "{t}");
-    assert!(t.contains("post-mortem: limit 64.0M, usage 60.0M"), "{t}");
-    assert!(
-        t.contains("unreclaimable: 16.7% of usage (shmem 10.0M"),
-        "{t}"
+    assert_says(
+        &t,
+        &[
+            "(OOM log)",
+            &format!("[docker {}]", &DOCKER[..12]),
+            "post-mortem: limit 64.0M, usage 60.0M",
+            "unreclaimable: 16.7% of usage (shmem 10.0M",
+            "top tasks by rss (2 left): big (pid 2) 50.0M, small (pid 1) 100K",
+            "reclaim 190.1 ms in 439 episodes (102,439 pages), limit hits 925, charge failures not visible on this plan",
+            "note: victim memcg already removed",
+        ],
     );
-    assert!(
-        t.contains("top tasks by rss (2 left): big (pid 2) 50.0M, small (pid 1) 100K"),
-        "{t}"
-    );
-    assert!(
-        t.contains("reclaim 190.1 ms in 439 episodes (102,439 pages), limit hits 925, charge failures not visible on this plan"),
-        "{t}"
-    );
-    assert!(t.contains("note: victim memcg already removed"), "{t}");
     // The same kill in a stream and in a post-mortem is one story.
     let r = report(&[
         header(&[]),
@@ -651,11 +678,13 @@ fn shrinker_labels_are_shown_when_present_and_optional() {
     ]);
     let r = report(&[header(&[]), Record::MemcgInterval(i), system(1, 1.0)]);
     let t = text::render(&r);
-    assert!(
-        t.contains("super_cache_count (0xffffa, fs tmpfs, device tmpfs)"),
-        "{t}"
+    assert_says(
+        &t,
+        &[
+            "super_cache_count (0xffffa, fs tmpfs, device tmpfs)",
+            "super_cache_count (0xffffb)",
+        ],
     );
-    assert!(t.contains("super_cache_count (0xffffb)"), "{t}");
     assert_eq!(r.shrinkers[1].fs_type, None);
 }
 
@@ -698,14 +727,16 @@ fn hostile_names_are_escaped_in_text() {
         .filter(|&c| c != '\n' && is_dangerous(c))
         .collect();
     assert!(bad.is_empty(), "raw control characters {bad:?} in {t}");
-    assert!(
-        t.contains("/x\\x1b[2J\\x1b]0;pwned\\x07\\x0a{\"type\""),
-        "{t}"
+    assert_says(
+        &t,
+        &[
+            "/x\\x1b[2J\\x1b]0;pwned\\x07\\x0a{\"type\"",
+            "\\x1b[2Jtail\\x07 (pid 1",
+            "device dev\\x1b[31m",
+            "host host\\x07\\x1bc",
+            "\\u{202e}gpj",
+        ],
     );
-    assert!(t.contains("\\x1b[2Jtail\\x07 (pid 1"), "{t}");
-    assert!(t.contains("device dev\\x1b[31m"), "{t}");
-    assert!(t.contains("host host\\x07\\x1bc"), "{t}");
-    assert!(t.contains("\\u{202e}gpj"), "{t}");
     // Each record's line stays one line: the injected newline is escaped.
     assert!(
         !t.lines().any(|l| l.starts_with("{\"type\":\"fake\"}")),
@@ -733,8 +764,13 @@ fn appended_runs_count_cumulative_counters_per_run() {
     // kswapd awake: run 1 from 0 to 1 s, run 2 from 0 to 1.5 s.
     assert_eq!(r.reclaim.kswapd_awake_ns, Some(2_500_000_000));
     let t = text::render(&r);
-    assert!(t.contains("ringbuf_drops 7: OOM/slow events lost"), "{t}");
-    assert!(t.contains("2 runs of memtrace appended"), "{t}");
+    assert_says(
+        &t,
+        &[
+            "ringbuf_drops 7: OOM/slow events lost",
+            "2 runs of memtrace appended",
+        ],
+    );
 }
 
 #[test]
@@ -767,9 +803,11 @@ fn post_mortem_without_history_or_constraint_says_so() {
     let r = report(&[Record::OomPostmortem(Box::new(pm))]);
     assert_eq!(r.oom_kills[0].limit_of, LimitOf::Own);
     let t = text::render(&r);
-    assert!(
-        t.contains("before the kill (agent history): no interval of this memcg recorded in the 76.0 s before it"),
-        "{t}"
+    assert_says(
+        &t,
+        &[
+            "before the kill (agent history): no interval of this memcg recorded in the 76.0 s before it",
+        ],
     );
     assert!(!t.contains("intervals"), "an OOM log has no intervals: {t}");
 }
@@ -778,50 +816,21 @@ fn post_mortem_without_history_or_constraint_says_so() {
 /// left out, a plan with an unavailable hook, a storm, containers, an OOM
 /// kill under an ancestor's limit, slow events and a bad line.
 fn golden_capture() -> String {
-    let Record::Header(mut h) = header(&[]) else {
-        unreachable!()
-    };
+    let mut h = header_of(header(&[]));
     h.plan = vec![
         json!({"hook": "mem_cgroup_charge", "family": "kprobe"}),
         json!({"hook": "vmscan:mm_vmscan_memcg_reclaim_begin", "family": "tracepoint"}),
         json!({"hook": "do_shrink_slab", "family": "kprobe"}),
         json!({"hook": "shrink_slab"}),
     ];
-    let mut recs = vec![Record::Capture(Box::new(Capture {
-        ts: ts(9),
-        ts_ns: 9 * S,
-        format_version: 1,
-        trigger: Trigger {
-            kind: "sys_time".into(),
-            ts: ts(2),
-            ts_ns: 2 * S,
-            threshold_pct: 30.0,
-            sustained_ns: 5 * S,
-            peak_sys_pct: 87.5,
-            peak_cpu_sys_pct: 99.0,
-            peak_cpu: None,
-        },
-        from_ns: 0,
-        to_ns: 4 * S,
-        header: h,
-        truncated_records: 12,
-    }))];
+    let mut c = capture(h, 30.0, 87.5, None);
+    c.truncated_records = 12;
+    let mut recs = vec![Record::Capture(Box::new(c))];
     let docker = memcg(&format!("/system.slice/docker-{DOCKER}.scope"), 70);
     let parent = memcg("/kubepods/pod1", 80);
     let child = memcg("/kubepods/pod1/app", 81);
     for sec in 1..=3 {
-        for i in 0..60 {
-            recs.push(interval(
-                memcg(&format!("/ct/{i}"), 1000 + i),
-                Iv {
-                    sec,
-                    reclaim_ns: i * 1_000_000,
-                    calls: 500,
-                    zero: Some(480),
-                    limit_hits: i % 3,
-                },
-            ));
-        }
+        recs.extend(shrinking(sec, 60, 500, Some(480)));
         for (m, reclaim_ns) in [(&docker, 1_000_000_000), (&child, 2_000_000_000)] {
             recs.push(interval(
                 m.clone(),
@@ -835,40 +844,33 @@ fn golden_capture() -> String {
             ));
         }
         recs.push(system(sec, 85.0));
-        if sec == 2 {
-            let mut k = kill(4242, 2, child.clone(), Some(parent.clone()));
-            k.trigger = Some(Task {
-                pid: Some(4240),
-                tgid: Some(4240),
-                comm: "java".into(),
-            });
-            k.victim.tgid = Some(4000);
-            k.totalpages = Some(16384);
-            k.chosen_points = Some(16000);
-            recs.push(Record::from(k));
-            for (what, ns) in [("memcg_reclaim", 80_000_000), ("charge", 3_000_000)] {
-                let slow = Slow {
-                    ts: ts(sec),
-                    ts_ns: sec * S,
-                    what: what.into(),
-                    duration_ns: ns,
-                    memcg: child.clone(),
-                    pages: 32,
-                    result: None,
-                    task: Task {
-                        pid: (what == "charge").then_some(4241),
-                        tgid: None,
-                        comm: "java".into(),
-                    },
-                };
-                recs.push(if what == "charge" {
-                    Record::SlowCharge(slow)
-                } else {
-                    Record::SlowReclaim(slow)
-                });
-            }
-        }
     }
+    let mut k = kill(4242, 2, child.clone(), Some(parent));
+    k.trigger = Some(Task {
+        pid: Some(4240),
+        tgid: Some(4240),
+        comm: "java".into(),
+    });
+    k.victim.tgid = Some(4000);
+    k.totalpages = Some(16384);
+    k.chosen_points = Some(16000);
+    recs.push(Record::from(k));
+    let slow = |duration_ns, pid| Slow {
+        ts: ts(3),
+        ts_ns: 3 * S,
+        what: "memcg_reclaim".into(),
+        duration_ns,
+        memcg: child.clone(),
+        pages: 32,
+        result: None,
+        task: Task {
+            pid,
+            tgid: None,
+            comm: "java".into(),
+        },
+    };
+    recs.push(Record::SlowReclaim(slow(80_000_000, None)));
+    recs.push(Record::SlowCharge(slow(3_000_000, Some(4241))));
     let mut last = system(4, 85.0);
     if let Record::System(s) = &mut last {
         s.ringbuf_drops = 3;
@@ -885,56 +887,32 @@ fn golden_oom_log() -> Vec<Record> {
     let parent = memcg("/parent", 50);
     let child = memcg("/parent/child", 51);
     let mut pm = OomPostmortem {
-        ts: ts(10),
-        ts_ns: 10 * S,
-        kill: kill(99, 10, child.clone(), Some(parent.clone())),
-        global: false,
-        limit_memcg: Some(parent.clone()),
-        limit_state: Some(MemcgState {
-            usage_bytes: Some(60 << 20),
-            limit_bytes: Some(64 << 20),
-            ..Default::default()
-        }),
         victim_state: Some(MemcgState {
             usage_bytes: Some(50 << 20),
             ..Default::default()
         }),
-        tasks: Some(vec![TaskRss {
-            pid: 2,
-            comm: "big".into(),
-            rss_anon_kb: Some(40 << 10),
-            rss_file_kb: None,
-            rss_shmem_kb: None,
-        }]),
-        unreclaimable: Some(Unreclaimable {
-            shmem_bytes: None,
-            unevictable_bytes: Some(0),
-            dirty_bytes: Some(4096),
-            writeback_bytes: Some(0),
-            share_pct: None,
-        }),
-        history: Some(OomHistory {
-            window_ns: 300 * S,
-            intervals: 1,
-            charge_failures: Some(2),
-            limit_hits: Some(925),
-            reclaim_count: 439,
-            reclaim_ns: 190_128_598,
-            reclaim_pages: 102_439,
-            do_shrink_slab_calls: Some(526),
-            do_shrink_slab_zero: Some(500),
-            shrink_slab_ns: Some(7_000_000),
-        }),
-        notes: vec!["victim memcg already removed".into()],
+        ..postmortem(
+            kill(99, 10, child.clone(), Some(parent.clone())),
+            parent.clone(),
+        )
     };
     pm.kill.totalpages = Some(16384);
+    if let Some(u) = &mut pm.unreclaimable {
+        u.share_pct = None;
+        u.shmem_bytes = None;
+    }
+    if let Some(h) = &mut pm.history {
+        h.intervals = 1;
+        h.charge_failures = Some(2);
+        h.do_shrink_slab_zero = Some(500);
+        h.shrink_slab_ns = Some(7_000_000);
+    }
     let mut recs = vec![Record::OomPostmortem(Box::new(pm))];
-    let other = memcg("/other", 60);
     let earlier = [
         (Some(child.clone()), Some("memcg")),
-        (Some(parent.clone()), Some("memcg")),
+        (Some(parent), Some("memcg")),
         (None, Some("global")),
-        (Some(other), Some("memcg")),
+        (Some(memcg("/other", 60)), Some("memcg")),
         (None, None),
         (Some(child.clone()), Some("cpuset")),
         (Some(child.clone()), Some("mempolicy")),

@@ -308,61 +308,70 @@ mod tests {
             Some(OomLine::Summary { oom_memcg: None, task_memcg: None, pid: 9, ref constraint, .. }) if constraint == "CONSTRAINT_MEMORY_POLICY"));
     }
 
+    /// The (oom_memcg, task_memcg) of a summary line.
+    fn memcgs(summary: &str) -> (Option<String>, Option<String>) {
+        match parse_oom_line(summary) {
+            Some(OomLine::Summary {
+                oom_memcg,
+                task_memcg,
+                ..
+            }) => (oom_memcg, task_memcg),
+            other => panic!("not a summary: {other:?}"),
+        }
+    }
+
     #[test]
     fn hierarchical_memcg() {
         let s = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/parent,task_memcg=/parent/child,task=tail,pid=10,uid=0";
-        let Some(OomLine::Summary {
-            oom_memcg,
-            task_memcg,
-            ..
-        }) = parse_oom_line(s)
-        else {
-            panic!()
-        };
-        assert_eq!(oom_memcg.as_deref(), Some("/parent"));
-        assert_eq!(task_memcg.as_deref(), Some("/parent/child"));
+        assert_eq!(
+            memcgs(s),
+            (Some("/parent".into()), Some("/parent/child".into()))
+        );
         // A path containing ",task_memcg=": the descendant split wins.
         let s = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/p,task_memcg=x,task_memcg=/p,task_memcg=x/c,task=t,pid=1,uid=0";
-        let Some(OomLine::Summary {
-            oom_memcg,
-            task_memcg,
-            ..
-        }) = parse_oom_line(s)
-        else {
-            panic!()
-        };
-        assert_eq!(oom_memcg.as_deref(), Some("/p,task_memcg=x"));
-        assert_eq!(task_memcg.as_deref(), Some("/p,task_memcg=x/c"));
+        assert_eq!(
+            memcgs(s),
+            (
+                Some("/p,task_memcg=x".into()),
+                Some("/p,task_memcg=x/c".into())
+            )
+        );
+    }
+
+    /// The comm, pid, total_vm, anon rss and oom_score_adj of a `Killed
+    /// process` line.
+    fn killed(line: &str) -> (String, u32, Option<u64>, Option<u64>, Option<i32>) {
+        match parse_oom_line(line) {
+            Some(OomLine::Killed {
+                comm,
+                pid,
+                total_vm_kb,
+                anon_rss_kb,
+                oom_score_adj,
+                ..
+            }) => (comm, pid, total_vm_kb, anon_rss_kb, oom_score_adj),
+            other => panic!("not a Killed line: {other:?}"),
+        }
     }
 
     #[test]
     fn hostile_comms() {
         let k = "Memory cgroup out of memory: Killed process 42 (a) b\\x1b c) total-vm:100kB, anon-rss:50kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:0";
-        let Some(OomLine::Killed {
-            comm,
-            pid,
-            anon_rss_kb,
-            ..
-        }) = parse_oom_line(k)
-        else {
-            panic!()
-        };
         assert_eq!(
-            (comm.as_str(), pid, anon_rss_kb),
-            ("a) b\\x1b c", 42, Some(50))
+            killed(k),
+            ("a) b\\x1b c".into(), 42, Some(100), Some(50), Some(0))
         );
         let k = "Out of memory: Killed process 3 (x) total-vm:1kB) total-vm:100kB, anon-rss:50kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:-1000";
-        let Some(OomLine::Killed {
-            comm,
-            total_vm_kb,
-            oom_score_adj,
-            ..
-        }) = parse_oom_line(k)
-        else {
-            panic!()
-        };
-        assert_eq!(comm, "x) total-vm:1kB");
-        assert_eq!((total_vm_kb, oom_score_adj), (Some(100), Some(-1000)));
+        assert_eq!(
+            killed(k),
+            (
+                "x) total-vm:1kB".into(),
+                3,
+                Some(100),
+                Some(50),
+                Some(-1000)
+            )
+        );
         let s = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/m,task_memcg=/m,task=a,pid=1,uid=2=x,pid=55,uid=0";
         let Some(OomLine::Summary { task, pid, uid, .. }) = parse_oom_line(s) else {
             panic!()

@@ -133,12 +133,15 @@ fn system(sec: u64, sys_pct: f64) -> Record {
     })
 }
 
-/// Asserts that the text report `t` says each of `parts`, showing it if not.
+/// The text report of `r`, asserted to say each of `parts` (showing it if
+/// not).
 #[track_caller]
-fn assert_says(t: &str, parts: &[&str]) {
+fn render_saying(r: &Report, parts: &[&str]) -> String {
+    let t = text::render(r);
     for p in parts {
         assert!(t.contains(p), "no {p:?} in:\n{t}");
     }
+    t
 }
 
 fn ndjson(records: &[Record]) -> String {
@@ -206,9 +209,8 @@ fn storm_signature_present_with_its_numbers() {
     assert_eq!(w.calls_per_s, Some(30_000.0));
     assert_eq!(w.memcgs, 60);
     assert_eq!(w.zero_pct, Some(96.0));
-    let t = text::render(&r);
-    assert_says(
-        &t,
+    render_saying(
+        &r,
         &[
             "SHRINK_SLAB STORM: PRESENT",
             "30,000/s",
@@ -230,9 +232,8 @@ fn storm_signature_present_with_its_numbers() {
 fn storm_signature_absent_when_calls_free_objects_or_sys_is_low() {
     let r = storm_file(&[], 60, 500, Some(100), 85.0);
     assert_eq!(r.storm.verdict, Verdict::Absent);
-    let t = text::render(&r);
-    assert_says(
-        &t,
+    render_saying(
+        &r,
         &[
             "SHRINK_SLAB STORM: not present",
             "less than 90% freeing nothing",
@@ -258,9 +259,8 @@ fn tracepoint_plan_cannot_confirm_and_never_prints_zero_for_the_unseen() {
     assert!(r.shrinker_totals.calls_found_objects_only);
     assert_eq!(r.top_memcgs_by_shrinker_calls[0].zero_pct, None);
     assert_eq!(r.reclaim.shrink_slab_kswapd_ns, None);
-    let t = text::render(&r);
-    assert_says(
-        &t,
+    let t = render_saying(
+        &r,
         &[
             "SHRINK_SLAB STORM: CANNOT BE CONFIRMED on this attach plan",
             "kprobes or fentry",
@@ -351,9 +351,8 @@ fn capture_threshold_lowers_the_sys_condition_and_trigger_is_shown() {
     assert_eq!(r.storm.verdict, Verdict::Present);
     // A capture counts cumulative counters from its first record.
     assert_eq!(r.reclaim.kswapd_awake_ns, Some(S));
-    let t = text::render(&r);
-    assert_says(
-        &t,
+    render_saying(
+        &r,
         &[
             "(capture)",
             "host sys above 20.0% from 2026-11-22T03:00:02.000000Z (sys_time): peak 27.5% (busiest cpu 1 at 99.0%), sustained 5.00 s",
@@ -433,9 +432,8 @@ fn parent_limit_oom_story_names_the_ancestor_and_the_history_before_it() {
     assert_eq!(h.intervals, 3);
     assert_eq!(h.do_shrink_slab_calls, Some(50));
     // The kill is counted on the victim's memcg and container.
-    let t = text::render(&r);
-    assert_says(
-        &t,
+    render_saying(
+        &r,
         &[
             "tail (pid 4242",
             "the limit of /parent, an ANCESTOR of the victim's memcg, fired",
@@ -520,9 +518,8 @@ fn oom_log_post_mortem_story() {
     assert!(!r.headerless);
     let k = &r.oom_kills[0];
     assert_eq!(k.history_from, Some("postmortem"));
-    let t = text::render(&r);
-    assert_says(
-        &t,
+    render_saying(
+        &r,
         &[
             "(OOM log)",
             &format!("[docker {}]", &DOCKER[..12]),
@@ -677,9 +674,8 @@ fn shrinker_labels_are_shown_when_present_and_optional() {
         shrinker("0xffffb", 2, Some(0), false),
     ]);
     let r = report(&[header(&[]), Record::MemcgInterval(i), system(1, 1.0)]);
-    let t = text::render(&r);
-    assert_says(
-        &t,
+    render_saying(
+        &r,
         &[
             "super_cache_count (0xffffa, fs tmpfs, device tmpfs)",
             "super_cache_count (0xffffb)",
@@ -721,14 +717,8 @@ fn hostile_names_are_escaped_in_text() {
     }
     let recs = vec![h, Record::MemcgInterval(i), system(1, 1.0), Record::from(k)];
     let r = report(&recs);
-    let t = text::render(&r);
-    let bad: Vec<char> = t
-        .chars()
-        .filter(|&c| c != '\n' && is_dangerous(c))
-        .collect();
-    assert!(bad.is_empty(), "raw control characters {bad:?} in {t}");
-    assert_says(
-        &t,
+    let t = render_saying(
+        &r,
         &[
             "/x\\x1b[2J\\x1b]0;pwned\\x07\\x0a{\"type\"",
             "\\x1b[2Jtail\\x07 (pid 1",
@@ -737,6 +727,11 @@ fn hostile_names_are_escaped_in_text() {
             "\\u{202e}gpj",
         ],
     );
+    let bad: Vec<char> = t
+        .chars()
+        .filter(|&c| c != '\n' && is_dangerous(c))
+        .collect();
+    assert!(bad.is_empty(), "raw control characters {bad:?} in {t}");
     // Each record's line stays one line: the injected newline is escaped.
     assert!(
         !t.lines().any(|l| l.starts_with("{\"type\":\"fake\"}")),
@@ -763,9 +758,8 @@ fn appended_runs_count_cumulative_counters_per_run() {
     assert_eq!(r.losses.ringbuf_drops, 7);
     // kswapd awake: run 1 from 0 to 1 s, run 2 from 0 to 1.5 s.
     assert_eq!(r.reclaim.kswapd_awake_ns, Some(2_500_000_000));
-    let t = text::render(&r);
-    assert_says(
-        &t,
+    render_saying(
+        &r,
         &[
             "ringbuf_drops 7: OOM/slow events lost",
             "2 runs of memtrace appended",
@@ -802,9 +796,8 @@ fn post_mortem_without_history_or_constraint_says_so() {
     });
     let r = report(&[Record::OomPostmortem(Box::new(pm))]);
     assert_eq!(r.oom_kills[0].limit_of, LimitOf::Own);
-    let t = text::render(&r);
-    assert_says(
-        &t,
+    let t = render_saying(
+        &r,
         &[
             "before the kill (agent history): no interval of this memcg recorded in the 76.0 s before it",
         ],

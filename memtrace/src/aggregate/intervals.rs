@@ -79,7 +79,7 @@ impl IntervalAggregator {
     /// polls. Forgetting them here makes a returning memcg start from zero.
     pub fn evict(
         &mut self,
-        is_deleted: impl Fn(u64) -> bool,
+        mut is_deleted: impl FnMut(u64) -> bool,
         memcg_capacity: usize,
         shrinker_capacity: usize,
     ) -> Evictions {

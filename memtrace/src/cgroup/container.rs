@@ -46,29 +46,7 @@
 //! from; only it tells such a directory apart from the real container.
 //! Nothing here panics or allocates beyond the result, whatever the path.
 
-use serde::{Deserialize, Serialize};
-
-/// Who a memcg's memory is charged to, for display and aggregation.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-pub struct Container {
-    /// "docker", "containerd", "cri-o", "podman", "systemd" or "cgroup".
-    pub runtime: &'static str,
-    /// Full container id (64 hex digits; `conmon-<id>` for a monitor), the
-    /// unit name for systemd, the cgroup path for plain and pod cgroups.
-    pub id: String,
-    /// What `top` shows: the 12-digit short id as `docker ps` shows it
-    /// (`conmon-<short id>` for a monitor), the unit name for systemd,
-    /// `pod/<8 chars of uid>` for a pod, else the last path component ("/"
-    /// for the root).
-    pub name: String,
-    /// Kubernetes pod uid as kubectl shows it (dashes, not underscores).
-    pub pod_uid: Option<String>,
-    /// Kubernetes QoS class: "guaranteed", "burstable" or "besteffort".
-    pub qos: Option<&'static str>,
-    /// Path of the cgroup the identity belongs to (the container's, unit's
-    /// or pod's directory), an ancestor of the memcg's path or that path.
-    pub cgroup: String,
-}
+pub use crate::output::records::Container;
 
 /// Length of a container id (docker, containerd, cri-o, podman).
 const ID_LEN: usize = 64;
@@ -122,51 +100,6 @@ struct Pod<'a> {
 /// `path` (relative to the memory hierarchy's root, as `/a/b`; `a/b`, ``,
 /// repeated and trailing slashes are accepted) belongs to. See the module
 /// documentation for the rules.
-/// A `Container` as read back from a record file (`--replay`): runtime and
-/// QoS map back to the names this module produces; anything else (a newer
-/// memtrace's runtime) reads as a plain cgroup.
-#[derive(Deserialize)]
-struct ContainerWire {
-    runtime: String,
-    id: String,
-    name: String,
-    pod_uid: Option<String>,
-    qos: Option<String>,
-    cgroup: String,
-}
-
-impl<'de> Deserialize<'de> for Container {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        ContainerWire::deserialize(d).map(Container::from)
-    }
-}
-
-impl From<ContainerWire> for Container {
-    fn from(w: ContainerWire) -> Self {
-        const RUNTIMES: [&str; 6] = [
-            "docker",
-            "containerd",
-            "cri-o",
-            "podman",
-            "systemd",
-            "cgroup",
-        ];
-        const QOS: [&str; 3] = ["guaranteed", "burstable", "besteffort"];
-        Container {
-            runtime: RUNTIMES
-                .iter()
-                .find(|r| **r == w.runtime)
-                .copied()
-                .unwrap_or("cgroup"),
-            id: w.id,
-            name: w.name,
-            pod_uid: w.pod_uid,
-            qos: w.qos.and_then(|q| QOS.iter().find(|x| **x == q).copied()),
-            cgroup: w.cgroup,
-        }
-    }
-}
-
 pub fn attribute(path: &str) -> Container {
     let mut container: Option<Found> = None;
     // Innermost pod cgroup so far, and the one enclosing `container`.
@@ -218,28 +151,28 @@ pub fn attribute(path: &str) -> Container {
             (_, false) => (c.id.to_owned(), c.id[..SHORT_ID_LEN].to_owned()),
         };
         return Container {
-            runtime: c.runtime,
+            runtime: c.runtime.into(),
             id,
             name,
             pod_uid: container_pod.map(|p| dashed_uid(p.uid)),
-            qos: container_pod.map(|p| p.qos),
+            qos: container_pod.map(|p| p.qos.into()),
             cgroup: normalize(&path[..c.end]),
         };
     }
     if let Some(p) = pod {
         let cgroup = normalize(&path[..p.end]);
         return Container {
-            runtime: "cgroup",
+            runtime: "cgroup".into(),
             id: cgroup.clone(),
             name: format!("pod/{}", &p.uid[..8]),
             pod_uid: Some(dashed_uid(p.uid)),
-            qos: Some(p.qos),
+            qos: Some(p.qos.into()),
             cgroup,
         };
     }
     if let Some((end, name)) = unit {
         return Container {
-            runtime: "systemd",
+            runtime: "systemd".into(),
             id: name.to_owned(),
             name: name.to_owned(),
             pod_uid: None,
@@ -249,7 +182,7 @@ pub fn attribute(path: &str) -> Container {
     }
     let cgroup = normalize(path);
     Container {
-        runtime: "cgroup",
+        runtime: "cgroup".into(),
         id: cgroup.clone(),
         name: if last.is_empty() { "/" } else { last }.to_owned(),
         pod_uid: None,
@@ -413,7 +346,11 @@ mod tests {
     fn check(path: &str, want: Want) {
         let c = attribute(path);
         let (id, name, uid, cgroup) = (&*c.id, &*c.name, c.pod_uid.as_deref(), &*c.cgroup);
-        assert_eq!((c.runtime, id, name, uid, c.qos, cgroup), want, "{path:?}");
+        assert_eq!(
+            (c.runtime.as_str(), id, name, uid, c.qos.as_deref(), cgroup),
+            want,
+            "{path:?}"
+        );
     }
 
     /// `path` is in container ID of `runtime` (directory `cgroup`), in pod
@@ -699,7 +636,7 @@ mod tests {
         for p in bad {
             let c = attribute(&p);
             assert_eq!(
-                (c.runtime, c.pod_uid, c.qos),
+                (c.runtime.as_str(), c.pod_uid, c.qos),
                 ("cgroup", None, None),
                 "{p:?}"
             );
@@ -785,7 +722,7 @@ mod tests {
                 .is_some_and(|r| r.is_empty() || r.starts_with('/'));
             assert!(under || c.cgroup == "/", "{path:?}: {c:?}");
             assert_eq!(c.pod_uid.is_some(), c.qos.is_some());
-            match c.runtime {
+            match c.runtime.as_str() {
                 "docker" | "containerd" | "cri-o" | "podman" => {
                     let id = c.id.strip_prefix("conmon-").unwrap_or(&c.id);
                     assert!(is_id(id), "{path:?}: {c:?}");

@@ -16,83 +16,19 @@ use std::time::{Duration, Instant};
 
 use super::mounts::MemcgFs;
 
-/// Snapshot of one memcg. Every field is None when its file is absent or
-/// unreadable (not every kernel has every file; the v2 root has no
-/// `memory.current`/`memory.max`/`memory.events`) and all of them are None
-/// for a memcg that no longer exists.
-///
-/// Byte counts are hierarchical (they include descendants) on v1 and v2
-/// alike: v1 `memory.usage_in_bytes` and the `total_*` keys of v1
-/// `memory.stat`, v2 `memory.current` and `memory.stat`.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct MemcgState {
-    /// v1 `memory.usage_in_bytes`, v2 `memory.current`.
-    pub usage_bytes: Option<u64>,
-    /// The memcg's own limit (None = unlimited: v1's huge PAGE_COUNTER_MAX
-    /// value or v2 "max"). v1 `memory.limit_in_bytes`, v2 `memory.max`.
-    pub limit_bytes: Option<u64>,
-    /// Effective limit: the lowest limit on the path from this memcg up to
-    /// the root, and the path of the memcg that sets it (itself or an
-    /// ancestor; on a tie, the one closest to this memcg). None when nothing
-    /// on the path is limited.
-    pub effective_limit_bytes: Option<u64>,
-    pub limited_by: Option<String>,
-    /// v1 `memory.memsw.limit_in_bytes` (memory+swap) / v2 `memory.swap.max`
-    /// (swap alone); None = unlimited or absent (no swap accounting).
-    pub swap_limit_bytes: Option<u64>,
-    /// usage - inactive_file (cAdvisor/Kubernetes working set), saturating.
-    pub working_set_bytes: Option<u64>,
-    /// Anonymous memory: v1 `total_rss` (NR_ANON_MAPPED, which includes
-    /// transparent huge pages: `rss_huge` is a subset of it), v2 `anon`.
-    pub anon_bytes: Option<u64>,
-    /// Page cache, tmpfs/shmem and swap cache included: v1 `total_cache`,
-    /// v2 `file`.
-    pub file_bytes: Option<u64>,
-    /// v1 `total_shmem`, v2 `shmem` (part of `file_bytes`).
-    pub shmem_bytes: Option<u64>,
-    /// v1 `total_unevictable`, v2 `unevictable`.
-    pub unevictable_bytes: Option<u64>,
-    /// v1 `total_dirty`, v2 `file_dirty`.
-    pub dirty_bytes: Option<u64>,
-    /// v1 `total_writeback`, v2 `file_writeback`.
-    pub writeback_bytes: Option<u64>,
-    /// v1 `total_inactive_file`, v2 `inactive_file`.
-    pub inactive_file_bytes: Option<u64>,
-    /// v1 memory.oom_control: tasks hang in the charge path instead of dying
-    /// when oom_kill_disable=1; under_oom=1 means they hang now. None on v2,
-    /// which has neither.
-    pub oom_kill_disable: Option<bool>,
-    pub under_oom: Option<bool>,
-    /// v2 memory.events (cumulative, hierarchical): high/max/oom/oom_kill;
-    /// v1: only oom_kill, from memory.oom_control's "oom_kill" line (4.13+).
-    /// (v1 limit hits are [`super::stats::limit_hits`].)
-    pub events_high: Option<u64>,
-    pub events_max: Option<u64>,
-    pub events_oom: Option<u64>,
-    pub events_oom_kill: Option<u64>,
-    /// v2 memory.pressure: "some" and "full" avg10 (percent) and "some"
-    /// total (µs). None on v1 (a hybrid host's cgroup2 mount has
-    /// memory.pressure files, but of cgroup2 groups, not of the memcgs) and
-    /// when PSI is disabled.
-    pub pressure_some_avg10: Option<f64>,
-    pub pressure_full_avg10: Option<f64>,
-    pub pressure_some_total_us: Option<u64>,
-}
+pub use crate::output::records::MemcgState;
 
-impl MemcgState {
-    /// The memory.stat figures, in the order of `stat_keys` in `read`.
-    fn set_stat(&mut self, v: [Option<u64>; 7]) {
-        [
-            self.anon_bytes,
-            self.file_bytes,
-            self.shmem_bytes,
-            self.inactive_file_bytes,
-            self.unevictable_bytes,
-            self.dirty_bytes,
-            self.writeback_bytes,
-        ] = v;
-    }
+/// Sets the memory.stat figures, in the order of `stat_keys` in `read`.
+fn set_stat(s: &mut MemcgState, v: [Option<u64>; 7]) {
+    [
+        s.anon_bytes,
+        s.file_bytes,
+        s.shmem_bytes,
+        s.inactive_file_bytes,
+        s.unevictable_bytes,
+        s.dirty_bytes,
+        s.writeback_bytes,
+    ] = v;
 }
 
 /// Reads the state of the memcg at `rel` (`/a/b` relative to `root`, the
@@ -206,7 +142,7 @@ impl StateReader {
             ]
         };
         if let Some(b) = self.file(key, "memory.stat") {
-            s.set_stat(keyed(b, stat_keys));
+            set_stat(&mut s, keyed(b, stat_keys));
         }
         if self.v2 {
             if let Some(b) = self.file(key, "memory.events") {

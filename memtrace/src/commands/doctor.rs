@@ -1,5 +1,6 @@
 //! `memtrace doctor`: what this kernel supports and the plan memtrace would
 //! use, found by actually loading and attaching every candidate program.
+use crate::output::fields::Unseen;
 use std::path::Path;
 
 use anyhow::Result;
@@ -49,7 +50,7 @@ struct Report {
     symbols: std::collections::BTreeMap<&'static str, Option<String>>,
     /// The plan `--attach auto` picks, with every family's outcome.
     plan: Vec<PlanEntry>,
-    unavailable: Vec<&'static str>,
+    unavailable: Unseen,
     maps: Vec<MapMemory>,
     maps_total_bytes: u64,
     error: Option<String>,
@@ -129,7 +130,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         families: Default::default(),
         symbols: Default::default(),
         plan: Vec::new(),
-        unavailable: Vec::new(),
+        unavailable: Unseen::default(),
         maps: map_memory(&opts.maps),
         maps_total_bytes: 0,
         error: None,
@@ -255,7 +256,7 @@ fn print_text(r: &Report) {
             p.status,
             t(p.target.as_deref().unwrap_or(""))
         );
-        if let Some(l) = p.loses {
+        if let Some(l) = &p.loses {
             println!("  {:<17} cannot see: {}", "", t(l));
         }
     }
@@ -263,7 +264,7 @@ fn print_text(r: &Report) {
         println!();
         println!(
             "fields null in records on this plan: {}",
-            r.unavailable.join(", ")
+            r.unavailable.names().join(", ")
         );
     }
     println!();

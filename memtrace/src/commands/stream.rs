@@ -8,7 +8,7 @@ use crate::{
     cli::StreamArgs,
     filter::Filter,
     output::{records::Record, writer::NdjsonWriter},
-    pipeline::LivePipeline,
+    pipeline::{LivePipeline, Output, PipelineOptions},
     source::replay::Replay,
 };
 
@@ -20,9 +20,9 @@ struct Sink {
 impl Sink {
     /// Writes what passes the filter; false once the reader went away
     /// (`| head`), which ends the stream quietly.
-    fn write(&mut self, records: &[Record]) -> Result<bool> {
+    fn write<'a>(&mut self, records: impl IntoIterator<Item = &'a Record>) -> Result<bool> {
         let mut oom = false;
-        for r in records.iter().filter(|r| self.filter.record(r)) {
+        for r in records.into_iter().filter(|r| self.filter.record(r)) {
             match self.out.write(r) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
@@ -36,6 +36,10 @@ impl Sink {
         }
         Ok(true)
     }
+}
+
+fn records(outputs: &[Output]) -> impl Iterator<Item = &Record> {
+    outputs.iter().map(|o| &o.record)
 }
 
 pub async fn run(args: StreamArgs) -> Result<()> {
@@ -53,12 +57,12 @@ pub async fn run(args: StreamArgs) -> Result<()> {
     if let Some(path) = &args.replay {
         let mut replay = Replay::open(path)?;
         let header = replay.header().clone();
-        if !sink.write(&[header])? {
+        if !sink.write([&header])? {
             return Ok(());
         }
         // One record at a time: memory stays flat whatever the file's size.
         while let Some(rec) = replay.next_record()? {
-            if !sink.write(std::slice::from_ref(&rec))? {
+            if !sink.write([&rec])? {
                 break;
             }
         }
@@ -67,8 +71,13 @@ pub async fn run(args: StreamArgs) -> Result<()> {
     }
 
     let opts = args.probe.load_options()?;
-    let mut pipe = LivePipeline::start(&opts, args.interval)?;
-    if !sink.write(&[pipe.header()])? || !sink.write(&pipe.backlog())? {
+    let popts = PipelineOptions {
+        interval: args.interval,
+        oom_snapshots: false,
+    };
+    let mut pipe = LivePipeline::start(&opts, popts)?;
+    let header = Record::Header(pipe.header().clone());
+    if !sink.write([&header])? || !sink.write(records(&pipe.backlog()))? {
         return Ok(());
     }
     let deadline = async {
@@ -80,8 +89,8 @@ pub async fn run(args: StreamArgs) -> Result<()> {
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            records = pipe.next() => {
-                if !sink.write(&records?)? {
+            outputs = pipe.next() => {
+                if !sink.write(records(&outputs?))? {
                     return Ok(());
                 }
             }
@@ -90,7 +99,7 @@ pub async fn run(args: StreamArgs) -> Result<()> {
             _ = &mut deadline => break,
         }
     }
-    sink.write(&pipe.finish())?;
+    sink.write(records(&pipe.finish()))?;
     let _ = sink.out.sync();
     Ok(())
 }

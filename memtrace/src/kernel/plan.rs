@@ -6,25 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Family {
-    Fentry,
-    Kprobe,
-    TpBtf,
-    Tracepoint,
-}
-
-impl Family {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::Fentry => "fentry",
-            Family::Kprobe => "kprobe",
-            Family::TpBtf => "tp_btf",
-            Family::Tracepoint => "tracepoint",
-        }
-    }
-}
+use crate::output::fields::{Field, Unseen};
+pub use crate::output::records::Family;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,9 +39,9 @@ pub struct HookSpec {
     /// (program, category, name) classic tracepoints, all attached together.
     pub tracepoint: &'static [(&'static str, &'static str, &'static str)],
     /// Record fields this hook feeds (`null` when it is unavailable).
-    pub fields: &'static [&'static str],
+    pub fields: &'static [Field],
     /// Fields the tracepoint fallback cannot fill.
-    pub tracepoint_loses: &'static [&'static str],
+    pub tracepoint_loses: &'static [Field],
     /// What the fallback cannot see, in words, for doctor and the header.
     pub tracepoint_note: &'static str,
 }
@@ -85,12 +68,12 @@ pub const HOOKS: &[HookSpec] = &[
         tp_btf: &[],
         tracepoint: &[],
         fields: &[
-            "charge_calls",
-            "charge_failures",
-            "charge_ns",
-            "charge_pages",
-            "charge_p50_ns",
-            "charge_p99_ns",
+            Field::ChargeCalls,
+            Field::ChargeFailures,
+            Field::ChargeNs,
+            Field::ChargePages,
+            Field::ChargeP50Ns,
+            Field::ChargeP99Ns,
         ],
         tracepoint_loses: &[],
         tracepoint_note: "no tracepoint equivalent: charge calls, failures and latency are not seen (limit hits still come from cgroupfs)",
@@ -110,10 +93,10 @@ pub const HOOKS: &[HookSpec] = &[
         tp_btf: &[],
         tracepoint: &[],
         fields: &[
-            "shrink_slab_calls",
-            "shrink_slab_ns",
-            "shrink_slab_freed",
-            "shrink_slab_kswapd_ns",
+            Field::ShrinkSlabCalls,
+            Field::ShrinkSlabNs,
+            Field::ShrinkSlabFreed,
+            Field::ShrinkSlabKswapdNs,
         ],
         tracepoint_loses: &[],
         tracepoint_note: "no tracepoint equivalent: per-memcg shrink_slab passes and their time are not seen",
@@ -136,13 +119,13 @@ pub const HOOKS: &[HookSpec] = &[
         ],
         tracepoint: &[],
         fields: &[
-            "do_shrink_slab_calls",
-            "do_shrink_slab_zero",
-            "do_shrink_slab_freed",
-            "do_shrink_slab_ns",
-            "shrinkers",
+            Field::DoShrinkSlabCalls,
+            Field::DoShrinkSlabZero,
+            Field::DoShrinkSlabFreed,
+            Field::DoShrinkSlabNs,
+            Field::Shrinkers,
         ],
-        tracepoint_loses: &["do_shrink_slab_zero"],
+        tracepoint_loses: &[Field::DoShrinkSlabZero],
         tracepoint_note: "mm_shrink_slab_start/end fire only when a shrinker reported objects: calls that found nothing (the shrink_slab storm signature) are invisible, so do_shrink_slab_zero is null and do_shrink_slab_calls counts only calls that found objects",
     },
     HookSpec {
@@ -160,14 +143,14 @@ pub const HOOKS: &[HookSpec] = &[
         tp_btf: &[("mark_victim_btf", "mark_victim")],
         tracepoint: &[("mark_victim_tp", "oom", "mark_victim")],
         fields: &[
-            "oom_kill.totalpages",
-            "oom_kill.chosen_points",
-            "oom_kill.trigger.pid",
+            Field::OomTotalpages,
+            Field::OomChosenPoints,
+            Field::OomTriggerPid,
         ],
         tracepoint_loses: &[
-            "oom_kill.totalpages",
-            "oom_kill.chosen_points",
-            "oom_kill.trigger.pid",
+            Field::OomTotalpages,
+            Field::OomChosenPoints,
+            Field::OomTriggerPid,
         ],
         tracepoint_note: "mark_victim has no oom_control: the memcg whose limit fired and the triggering comm come from the kernel log only; totalpages, chosen_points and the trigger's pid are null",
     },
@@ -190,9 +173,9 @@ pub const HOOKS: &[HookSpec] = &[
             ("direct_end_tp", "vmscan", "mm_vmscan_direct_reclaim_end"),
         ],
         fields: &[
-            "reclaim_direct_count",
-            "reclaim_direct_ns",
-            "reclaim_direct_pages",
+            Field::ReclaimDirectCount,
+            Field::ReclaimDirectNs,
+            Field::ReclaimDirectPages,
         ],
         tracepoint_loses: &[],
         tracepoint_note: "",
@@ -212,9 +195,9 @@ pub const HOOKS: &[HookSpec] = &[
             ("memcg_end_tp", "vmscan", "mm_vmscan_memcg_reclaim_end"),
         ],
         fields: &[
-            "reclaim_memcg_count",
-            "reclaim_memcg_ns",
-            "reclaim_memcg_pages",
+            Field::ReclaimMemcgCount,
+            Field::ReclaimMemcgNs,
+            Field::ReclaimMemcgPages,
         ],
         tracepoint_loses: &[],
         tracepoint_note: "",
@@ -233,14 +216,14 @@ pub const HOOKS: &[HookSpec] = &[
             ("kswapd_wake_tp", "vmscan", "mm_vmscan_kswapd_wake"),
             ("kswapd_sleep_tp", "vmscan", "mm_vmscan_kswapd_sleep"),
         ],
-        fields: &["stats.kswapd_wakes", "stats.kswapd_ns"],
+        fields: &[Field::KswapdWakes, Field::KswapdNs],
         tracepoint_loses: &[],
         tracepoint_note: "",
     },
 ];
 
 /// Fields fed by either reclaim hook.
-pub const RECLAIM_PERCENTILE_FIELDS: &[&str] = &["reclaim_p50_ns", "reclaim_p99_ns"];
+pub const RECLAIM_PERCENTILE_FIELDS: &[Field] = &[Field::ReclaimP50Ns, Field::ReclaimP99Ns];
 
 /// What the planner knows about the kernel before trying anything.
 #[derive(Debug, Default, Clone)]
@@ -389,7 +372,7 @@ pub fn candidates(spec: &HookSpec, mode: AttachMode, facts: &KernelFacts) -> Hoo
 
 /// Record fields a plan leaves `null`: those of unavailable hooks, and
 /// those a tracepoint fallback cannot fill.
-pub fn unavailable_fields(chosen: &[(&HookSpec, Option<Family>)]) -> Vec<&'static str> {
+pub fn unavailable_fields(chosen: &[(&HookSpec, Option<Family>)]) -> Unseen {
     let mut out = Vec::new();
     for (spec, family) in chosen {
         match family {
@@ -406,7 +389,7 @@ pub fn unavailable_fields(chosen: &[(&HookSpec, Option<Family>)]) -> Vec<&'stati
     if !reclaim_seen {
         out.extend_from_slice(RECLAIM_PERCENTILE_FIELDS);
     }
-    out
+    Unseen::new(out)
 }
 
 pub fn spec(hook: &str) -> Option<&'static HookSpec> {
@@ -546,10 +529,10 @@ mod tests {
             })
             .collect();
         let u = unavailable_fields(&chosen);
-        assert!(u.contains(&"charge_calls"));
-        assert!(u.contains(&"shrink_slab_ns"));
-        assert!(u.contains(&"do_shrink_slab_zero"));
-        assert!(!u.contains(&"do_shrink_slab_calls"));
-        assert!(!u.contains(&"reclaim_p99_ns"));
+        assert!(!u.sees(Field::ChargeCalls));
+        assert!(!u.sees(Field::ShrinkSlabNs));
+        assert!(!u.sees(Field::DoShrinkSlabZero));
+        assert!(u.sees(Field::DoShrinkSlabCalls));
+        assert!(u.sees(Field::ReclaimP99Ns));
     }
 }

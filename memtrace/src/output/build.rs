@@ -1,17 +1,20 @@
 //! Building records from what the sources produced: memcg ids resolved to
 //! paths, kernel comms decoded, and fields the plan cannot see left null.
-use std::collections::HashSet;
-
 use memtrace_common::{
     OOM_HAS_OOM_MEMCG, OOM_HAS_TOTALPAGES, OOM_HAS_VICTIM_TASK, SLOW_CHARGE, SLOW_RECLAIM_DIRECT,
-    ShrinkerKey, ShrinkerStats, SlowEvent,
+    ShrinkerKey, ShrinkerStats, SlowEvent, SystemStats,
 };
 
-use super::{escape::comm, records::*};
+use super::{
+    escape::comm,
+    fields::{Field, Unseen},
+    records::*,
+};
 use crate::{
     aggregate::{counters::percentile, intervals::MemcgDelta, oom::JoinedOom},
     cgroup::{Resolver, container::attribute},
     clock::Clock,
+    host::HostSample,
     kernel::symbols::Kallsyms,
     source::live::ShrinkerNames,
 };
@@ -63,7 +66,7 @@ fn constraint(kernel: &str) -> String {
     .to_string()
 }
 
-pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
+pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock, unseen: &Unseen) -> OomKill {
     let bpf = j.bpf.or(j.mark);
     let k = j.kmsg.as_ref();
     let mut sources = Vec::new();
@@ -129,7 +132,7 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
         trigger: j
             .bpf
             .map(|b| Task {
-                pid: Some(b.trigger_pid),
+                pid: unseen.get(Field::OomTriggerPid, b.trigger_pid),
                 tgid: Some(b.trigger_tgid),
                 comm: comm(&b.trigger_comm),
             })
@@ -142,14 +145,14 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock) -> OomKill {
                         comm: c,
                     })
             }),
-        totalpages: totals.map(|b| b.totalpages),
-        chosen_points: totals.map(|b| b.chosen_points),
+        totalpages: totals.and_then(|b| unseen.get(Field::OomTotalpages, b.totalpages)),
+        chosen_points: totals.and_then(|b| unseen.get(Field::OomChosenPoints, b.chosen_points)),
         sources,
     }
 }
 
 /// A `slow_charge` or `slow_reclaim` record.
-pub fn slow(e: &SlowEvent, resolver: &mut Resolver, clock: &Clock) -> Record {
+pub fn slow(e: &SlowEvent, memcg: Memcg, clock: &Clock) -> Record {
     let rec = Slow {
         ts: clock.rfc3339(e.ts_ns),
         ts_ns: e.ts_ns,
@@ -160,7 +163,7 @@ pub fn slow(e: &SlowEvent, resolver: &mut Resolver, clock: &Clock) -> Record {
         }
         .to_string(),
         duration_ns: e.duration_ns,
-        memcg: memcg(resolver, e.memcg_id),
+        memcg,
         pages: e.pages,
         result: (e.what == SLOW_CHARGE).then_some(e.result),
         task: Task {
@@ -173,23 +176,6 @@ pub fn slow(e: &SlowEvent, resolver: &mut Resolver, clock: &Clock) -> Record {
         Record::SlowCharge(rec)
     } else {
         Record::SlowReclaim(rec)
-    }
-}
-
-/// Fields the plan can see; everything else is null in records.
-pub struct Visible {
-    unavailable: HashSet<&'static str>,
-}
-
-impl Visible {
-    pub fn new(unavailable: &[&'static str]) -> Self {
-        Self {
-            unavailable: unavailable.iter().copied().collect(),
-        }
-    }
-
-    fn get(&self, field: &str, value: u64) -> Option<u64> {
-        (!self.unavailable.contains(field)).then_some(value)
     }
 }
 
@@ -214,11 +200,58 @@ fn shrinker_row(
     }
 }
 
+/// What a `system` record says that the agent itself counted.
+pub struct AgentCounts {
+    pub ts_ns: u64,
+    pub interval_ns: u64,
+    pub live_memcgs: u64,
+    pub dying_memcgs: Option<u64>,
+    pub map_evictions: u64,
+    pub prog_recursion_misses: Option<u64>,
+    pub memcg_entries: u64,
+    pub shrinker_entries: u64,
+}
+
+/// A `system` record: the host sample, the kernel's global counters and
+/// the agent's own.
+pub fn system(
+    clock: &Clock,
+    host: &HostSample,
+    s: &SystemStats,
+    unseen: &Unseen,
+    a: AgentCounts,
+) -> System {
+    System {
+        ts: clock.rfc3339(a.ts_ns),
+        ts_ns: a.ts_ns,
+        interval_ns: a.interval_ns,
+        sys_pct: host.sys_pct,
+        max_cpu_sys_pct: host.max_cpu_sys_pct,
+        max_cpu: host.max_cpu,
+        iowait_pct: host.iowait_pct,
+        kswapd_cpu_pct: host.kswapd_cpu_pct,
+        dying_memcgs: a.dying_memcgs,
+        live_memcgs: a.live_memcgs,
+        kswapd_wakes: unseen.get(Field::KswapdWakes, s.kswapd_wakes),
+        kswapd_ns: unseen.get(Field::KswapdNs, s.kswapd_ns),
+        ringbuf_drops: s.ringbuf_drops,
+        memcg_map_full: s.memcg_map_full,
+        shrinker_map_full: s.shrinker_map_full,
+        inflight_map_full: s.inflight_map_full,
+        unmatched_returns: s.unmatched_returns,
+        missed_returns: s.missed_returns,
+        map_evictions: a.map_evictions,
+        prog_recursion_misses: a.prog_recursion_misses,
+        memcg_entries: a.memcg_entries,
+        shrinker_entries: a.shrinker_entries,
+    }
+}
+
 pub struct IntervalContext<'a> {
     pub clock: &'a Clock,
     pub ts_ns: u64,
     pub interval_ns: u64,
-    pub visible: &'a Visible,
+    pub unseen: &'a Unseen,
     pub kallsyms: &'a Kallsyms,
     /// By shrinker address (`Live::shrinker_names`).
     pub shrinker_names: &'a std::collections::HashMap<u64, ShrinkerNames>,
@@ -231,38 +264,38 @@ pub fn interval(
     cx: &IntervalContext,
 ) -> MemcgInterval {
     let s = &d.stats;
-    let v = cx.visible;
-    let zero_visible = v.get("do_shrink_slab_zero", 0).is_some();
+    let v = cx.unseen;
+    let zero_visible = v.sees(Field::DoShrinkSlabZero);
     let p = |hist, q, field| percentile(hist, q).and_then(|x| v.get(field, x));
     MemcgInterval {
         ts: cx.clock.rfc3339(cx.ts_ns),
         ts_ns: cx.ts_ns,
         interval_ns: cx.interval_ns,
         memcg,
-        charge_calls: v.get("charge_calls", s.charge_calls),
-        charge_failures: v.get("charge_failures", s.charge_failures),
-        charge_ns: v.get("charge_ns", s.charge_ns),
-        charge_pages: v.get("charge_pages", s.charge_pages),
-        charge_p50_ns: p(&s.charge_hist, 50.0, "charge_p50_ns"),
-        charge_p99_ns: p(&s.charge_hist, 99.0, "charge_p99_ns"),
-        reclaim_direct_count: v.get("reclaim_direct_count", s.reclaim_count[0]),
-        reclaim_direct_ns: v.get("reclaim_direct_ns", s.reclaim_ns[0]),
-        reclaim_direct_pages: v.get("reclaim_direct_pages", s.reclaim_pages[0]),
-        reclaim_memcg_count: v.get("reclaim_memcg_count", s.reclaim_count[1]),
-        reclaim_memcg_ns: v.get("reclaim_memcg_ns", s.reclaim_ns[1]),
-        reclaim_memcg_pages: v.get("reclaim_memcg_pages", s.reclaim_pages[1]),
-        reclaim_p50_ns: p(&s.reclaim_hist, 50.0, "reclaim_p50_ns"),
-        reclaim_p99_ns: p(&s.reclaim_hist, 99.0, "reclaim_p99_ns"),
-        shrink_slab_calls: v.get("shrink_slab_calls", s.shrink_slab_calls),
-        shrink_slab_ns: v.get("shrink_slab_ns", s.shrink_slab_ns),
-        shrink_slab_freed: v.get("shrink_slab_freed", s.shrink_slab_freed),
-        shrink_slab_kswapd_ns: v.get("shrink_slab_kswapd_ns", s.shrink_slab_kswapd_ns),
-        do_shrink_slab_calls: v.get("do_shrink_slab_calls", s.do_shrink_calls),
-        do_shrink_slab_zero: v.get("do_shrink_slab_zero", s.do_shrink_zero),
-        do_shrink_slab_freed: v.get("do_shrink_slab_freed", s.do_shrink_freed),
-        do_shrink_slab_ns: v.get("do_shrink_slab_ns", s.do_shrink_ns),
+        charge_calls: v.get(Field::ChargeCalls, s.charge_calls),
+        charge_failures: v.get(Field::ChargeFailures, s.charge_failures),
+        charge_ns: v.get(Field::ChargeNs, s.charge_ns),
+        charge_pages: v.get(Field::ChargePages, s.charge_pages),
+        charge_p50_ns: p(&s.charge_hist, 50.0, Field::ChargeP50Ns),
+        charge_p99_ns: p(&s.charge_hist, 99.0, Field::ChargeP99Ns),
+        reclaim_direct_count: v.get(Field::ReclaimDirectCount, s.reclaim_count[0]),
+        reclaim_direct_ns: v.get(Field::ReclaimDirectNs, s.reclaim_ns[0]),
+        reclaim_direct_pages: v.get(Field::ReclaimDirectPages, s.reclaim_pages[0]),
+        reclaim_memcg_count: v.get(Field::ReclaimMemcgCount, s.reclaim_count[1]),
+        reclaim_memcg_ns: v.get(Field::ReclaimMemcgNs, s.reclaim_ns[1]),
+        reclaim_memcg_pages: v.get(Field::ReclaimMemcgPages, s.reclaim_pages[1]),
+        reclaim_p50_ns: p(&s.reclaim_hist, 50.0, Field::ReclaimP50Ns),
+        reclaim_p99_ns: p(&s.reclaim_hist, 99.0, Field::ReclaimP99Ns),
+        shrink_slab_calls: v.get(Field::ShrinkSlabCalls, s.shrink_slab_calls),
+        shrink_slab_ns: v.get(Field::ShrinkSlabNs, s.shrink_slab_ns),
+        shrink_slab_freed: v.get(Field::ShrinkSlabFreed, s.shrink_slab_freed),
+        shrink_slab_kswapd_ns: v.get(Field::ShrinkSlabKswapdNs, s.shrink_slab_kswapd_ns),
+        do_shrink_slab_calls: v.get(Field::DoShrinkSlabCalls, s.do_shrink_calls),
+        do_shrink_slab_zero: v.get(Field::DoShrinkSlabZero, s.do_shrink_zero),
+        do_shrink_slab_freed: v.get(Field::DoShrinkSlabFreed, s.do_shrink_freed),
+        do_shrink_slab_ns: v.get(Field::DoShrinkSlabNs, s.do_shrink_ns),
         limit_hits,
-        shrinkers: v.get("shrinkers", 0).map(|_| {
+        shrinkers: v.sees(Field::Shrinkers).then(|| {
             d.shrinkers
                 .iter()
                 .take(10)
@@ -320,7 +353,7 @@ mod tests {
             before_start: true,
             ..Default::default()
         };
-        let r = oom(&j, &mut resolver, &Clock::new());
+        let r = oom(&j, &mut resolver, &Clock::new(), &Unseen::default());
         assert_eq!(r.victim.comm, "ev\x1bil");
         assert_eq!(r.trigger.as_ref().unwrap().comm, "ev\x1bil");
         assert_eq!(

@@ -2,9 +2,12 @@
 //! for `--replay`. This is the event schema: docs/events.md documents every
 //! field, and fields are only ever added, never renamed. `Option` fields are
 //! `null` when the attach plan cannot see them (never 0).
+//!
+//! It depends on serde alone, so refactoring the code that fills it (the
+//! cgroup readers, the builders) cannot change the file format.
 use serde::{Deserialize, Serialize};
 
-use crate::cgroup::{container::Container, state::MemcgState};
+pub use super::fields::{Field, Unseen};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -61,11 +64,93 @@ pub struct Header {
     pub attach_mode: String,
     pub interval_ms: Option<u64>,
     /// One object per hook (see docs/events.md).
-    pub plan: Vec<serde_json::Value>,
+    pub plan: Vec<PlanEntry>,
     /// Record fields this plan leaves null.
-    pub unavailable: Vec<String>,
+    pub unavailable: Unseen,
     /// Whether the kernel log could be read (OOM details and past kills).
     pub kmsg: bool,
+}
+
+/// What happened to one hook: the family it attached with (null when it
+/// could not attach at all) and what that leaves unseen.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct PlanEntry {
+    pub hook: String,
+    pub family: Option<Family>,
+    pub target: Option<String>,
+    /// "attached" or "unavailable".
+    pub status: String,
+    /// Why the hook is unavailable, or why better families were skipped.
+    pub reason: Option<String>,
+    /// What the chosen family (or absence) cannot see.
+    pub loses: Option<String>,
+    /// Every family tried, with its outcome (`doctor` tries them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<FamilyOutcome>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct FamilyOutcome {
+    pub family: Family,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The kind of kernel program a hook attached with.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Fentry,
+    Kprobe,
+    TpBtf,
+    Tracepoint,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Fentry => "fentry",
+            Family::Kprobe => "kprobe",
+            Family::TpBtf => "tp_btf",
+            Family::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+impl PlanEntry {
+    /// A hook attached with `family` (None: unavailable), nothing else known.
+    pub fn new(hook: &str, family: Option<Family>) -> Self {
+        PlanEntry {
+            hook: hook.to_string(),
+            family,
+            status: if family.is_some() {
+                "attached"
+            } else {
+                "unavailable"
+            }
+            .to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Header {
+    /// The plan for display: hooks grouped by the family they attached
+    /// with (families in plan order), then the hooks that did not attach.
+    pub fn plan_by_family(&self) -> (Vec<(Family, Vec<&str>)>, Vec<&str>) {
+        let mut by: Vec<(Family, Vec<&str>)> = Vec::new();
+        let mut missing = Vec::new();
+        for p in &self.plan {
+            match p.family {
+                Some(f) => match by.iter_mut().find(|(x, _)| *x == f) {
+                    Some((_, hooks)) => hooks.push(&p.hook),
+                    None => by.push((f, vec![&p.hook])),
+                },
+                None => missing.push(p.hook.as_str()),
+            }
+        }
+        (by, missing)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -316,4 +401,90 @@ pub struct OomPostmortem {
     pub history: Option<OomHistory>,
     /// What could not be read and why (e.g. "memcg already removed").
     pub notes: Vec<String>,
+}
+
+/// Who a memcg's memory is charged to, for display and aggregation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Container {
+    /// "docker", "containerd", "cri-o", "podman", "systemd" or "cgroup".
+    pub runtime: String,
+    /// Full container id (64 hex digits; `conmon-<id>` for a monitor), the
+    /// unit name for systemd, the cgroup path for plain and pod cgroups.
+    pub id: String,
+    /// What `top` shows: the 12-digit short id as `docker ps` shows it
+    /// (`conmon-<short id>` for a monitor), the unit name for systemd,
+    /// `pod/<8 chars of uid>` for a pod, else the last path component ("/"
+    /// for the root).
+    pub name: String,
+    /// Kubernetes pod uid as kubectl shows it (dashes, not underscores).
+    pub pod_uid: Option<String>,
+    /// Kubernetes QoS class: "guaranteed", "burstable" or "besteffort".
+    pub qos: Option<String>,
+    /// Path of the cgroup the identity belongs to (the container's, unit's
+    /// or pod's directory), an ancestor of the memcg's path or that path.
+    pub cgroup: String,
+}
+
+/// Snapshot of one memcg. Every field is None when its file is absent or
+/// unreadable (not every kernel has every file; the v2 root has no
+/// `memory.current`/`memory.max`/`memory.events`) and all of them are None
+/// for a memcg that no longer exists.
+///
+/// Byte counts are hierarchical (they include descendants) on v1 and v2
+/// alike: v1 `memory.usage_in_bytes` and the `total_*` keys of v1
+/// `memory.stat`, v2 `memory.current` and `memory.stat`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(default)]
+pub struct MemcgState {
+    /// v1 `memory.usage_in_bytes`, v2 `memory.current`.
+    pub usage_bytes: Option<u64>,
+    /// The memcg's own limit (None = unlimited: v1's huge PAGE_COUNTER_MAX
+    /// value or v2 "max"). v1 `memory.limit_in_bytes`, v2 `memory.max`.
+    pub limit_bytes: Option<u64>,
+    /// Effective limit: the lowest limit on the path from this memcg up to
+    /// the root, and the path of the memcg that sets it (itself or an
+    /// ancestor; on a tie, the one closest to this memcg). None when nothing
+    /// on the path is limited.
+    pub effective_limit_bytes: Option<u64>,
+    pub limited_by: Option<String>,
+    /// v1 `memory.memsw.limit_in_bytes` (memory+swap) / v2 `memory.swap.max`
+    /// (swap alone); None = unlimited or absent (no swap accounting).
+    pub swap_limit_bytes: Option<u64>,
+    /// usage - inactive_file (cAdvisor/Kubernetes working set), saturating.
+    pub working_set_bytes: Option<u64>,
+    /// Anonymous memory: v1 `total_rss` (NR_ANON_MAPPED, which includes
+    /// transparent huge pages: `rss_huge` is a subset of it), v2 `anon`.
+    pub anon_bytes: Option<u64>,
+    /// Page cache, tmpfs/shmem and swap cache included: v1 `total_cache`,
+    /// v2 `file`.
+    pub file_bytes: Option<u64>,
+    /// v1 `total_shmem`, v2 `shmem` (part of `file_bytes`).
+    pub shmem_bytes: Option<u64>,
+    /// v1 `total_unevictable`, v2 `unevictable`.
+    pub unevictable_bytes: Option<u64>,
+    /// v1 `total_dirty`, v2 `file_dirty`.
+    pub dirty_bytes: Option<u64>,
+    /// v1 `total_writeback`, v2 `file_writeback`.
+    pub writeback_bytes: Option<u64>,
+    /// v1 `total_inactive_file`, v2 `inactive_file`.
+    pub inactive_file_bytes: Option<u64>,
+    /// v1 memory.oom_control: tasks hang in the charge path instead of dying
+    /// when oom_kill_disable=1; under_oom=1 means they hang now. None on v2,
+    /// which has neither.
+    pub oom_kill_disable: Option<bool>,
+    pub under_oom: Option<bool>,
+    /// v2 memory.events (cumulative, hierarchical): high/max/oom/oom_kill;
+    /// v1: only oom_kill, from memory.oom_control's "oom_kill" line (4.13+).
+    /// (v1 limit hits are `cgroup::stats::limit_hits`.)
+    pub events_high: Option<u64>,
+    pub events_max: Option<u64>,
+    pub events_oom: Option<u64>,
+    pub events_oom_kill: Option<u64>,
+    /// v2 memory.pressure: "some" and "full" avg10 (percent) and "some"
+    /// total (µs). None on v1 (a hybrid host's cgroup2 mount has
+    /// memory.pressure files, but of cgroup2 groups, not of the memcgs) and
+    /// when PSI is disabled.
+    pub pressure_some_avg10: Option<f64>,
+    pub pressure_full_avg10: Option<f64>,
+    pub pressure_some_total_us: Option<u64>,
 }

@@ -1,6 +1,7 @@
 //! The rolling in-memory history `record` keeps: the last minutes of
 //! records, bounded by age and by size, so a capture can reach back before
 //! its trigger and a post-mortem can tell what led to a kill.
+use crate::output::fields::{Field, Unseen};
 use std::collections::VecDeque;
 
 use crate::output::records::{MemcgInterval, OomHistory, Record};
@@ -82,7 +83,7 @@ impl History {
 
     /// A memcg's history (by id) over everything held, summed; `visible`
     /// says which fields the attach plan sees.
-    pub fn memcg_history(&self, memcg_id: u64, visible: impl Fn(&str) -> bool) -> OomHistory {
+    pub fn memcg_history(&self, memcg_id: u64, unseen: &Unseen) -> OomHistory {
         let rows: Vec<&MemcgInterval> = self
             .records
             .iter()
@@ -93,7 +94,7 @@ impl History {
             .collect();
         let sum =
             |f: fn(&MemcgInterval) -> Option<u64>| rows.iter().filter_map(|i| f(i)).sum::<u64>();
-        let seen = |field: &str, v: u64| visible(field).then_some(v);
+        let seen = |field, v: u64| unseen.get(field, v);
         OomHistory {
             window_ns: self
                 .records
@@ -102,7 +103,7 @@ impl History {
                 .unwrap_or(0)
                 .saturating_sub(self.oldest_ns().unwrap_or(0)),
             intervals: rows.len() as u64,
-            charge_failures: seen("charge_failures", sum(|i| i.charge_failures)),
+            charge_failures: seen(Field::ChargeFailures, sum(|i| i.charge_failures)),
             limit_hits: rows
                 .iter()
                 .any(|i| i.limit_hits.is_some())
@@ -110,9 +111,9 @@ impl History {
             reclaim_count: sum(|i| i.reclaim_direct_count) + sum(|i| i.reclaim_memcg_count),
             reclaim_ns: sum(|i| i.reclaim_direct_ns) + sum(|i| i.reclaim_memcg_ns),
             reclaim_pages: sum(|i| i.reclaim_direct_pages) + sum(|i| i.reclaim_memcg_pages),
-            do_shrink_slab_calls: seen("do_shrink_slab_calls", sum(|i| i.do_shrink_slab_calls)),
-            do_shrink_slab_zero: seen("do_shrink_slab_zero", sum(|i| i.do_shrink_slab_zero)),
-            shrink_slab_ns: seen("shrink_slab_ns", sum(|i| i.shrink_slab_ns)),
+            do_shrink_slab_calls: seen(Field::DoShrinkSlabCalls, sum(|i| i.do_shrink_slab_calls)),
+            do_shrink_slab_zero: seen(Field::DoShrinkSlabZero, sum(|i| i.do_shrink_slab_zero)),
+            shrink_slab_ns: seen(Field::ShrinkSlabNs, sum(|i| i.shrink_slab_ns)),
         }
     }
 }
@@ -179,7 +180,7 @@ mod tests {
         h.push(&interval(1, 7, 100));
         h.push(&interval(2, 8, 999));
         h.push(&interval(3, 7, 50));
-        let o = h.memcg_history(7, |f| f != "charge_failures");
+        let o = h.memcg_history(7, &Unseen::new([Field::ChargeFailures]));
         assert_eq!(
             (o.intervals, o.reclaim_count, o.reclaim_ns, o.limit_hits),
             (2, 2, 150, Some(6))

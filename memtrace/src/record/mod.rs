@@ -6,20 +6,18 @@ mod history;
 mod postmortem;
 mod spike;
 
-use std::collections::HashSet;
-
+use crate::output::fields::Unseen;
 use anyhow::Result;
 use futures_util::FutureExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cgroup::{self, state::StateReader},
     cli::RecordArgs,
     output::{
         escape,
         records::{Capture, FORMAT_VERSION, Header, OomKill, Record, Trigger},
     },
-    pipeline::LivePipeline,
+    pipeline::{LivePipeline, OomSnapshot, Output, PipelineOptions},
 };
 use files::{OutDir, stamp};
 use history::History;
@@ -42,12 +40,10 @@ fn already_logged(path: &std::path::Path) -> Vec<(u32, u64)> {
 struct Recorder {
     args: RecordArgs,
     out: OutDir,
-    fs: cgroup::MemcgFs,
-    states: StateReader,
     history: History,
     spike: SpikeDetector,
     header: Header,
-    unavailable: HashSet<String>,
+    unavailable: Unseen,
     /// A capture decided but waiting for its `--post` window.
     pending: Option<(Trigger, u64)>,
     logged: Vec<(u32, u64)>,
@@ -60,14 +56,12 @@ fn say(msg: &str) {
 }
 
 impl Recorder {
-    fn handle(&mut self, records: &[Record], pipe: &mut LivePipeline) {
-        for r in records {
+    fn handle(&mut self, outputs: &[Output]) {
+        for o in outputs {
+            let r = &o.record;
             self.history.push(r);
             match r {
-                Record::OomKill(k) => {
-                    let snap = pipe.take_oom_snapshot(k.victim.pid);
-                    self.postmortem(k, snap)
-                }
+                Record::OomKill(k) => self.postmortem(k, o.oom.as_deref()),
                 Record::System(s) => {
                     if let Some(t) = self.spike.on_system(s) {
                         say(&format!(
@@ -170,7 +164,7 @@ impl Recorder {
         }
     }
 
-    fn postmortem(&mut self, k: &OomKill, snapshot: Option<crate::pipeline::OomSnapshot>) {
+    fn postmortem(&mut self, k: &OomKill, snapshot: Option<&OomSnapshot>) {
         let pid = k.victim.pid;
         if self
             .logged
@@ -179,15 +173,7 @@ impl Recorder {
         {
             return;
         }
-        let unavailable = &self.unavailable;
-        let pm = postmortem::build(
-            k,
-            snapshot,
-            &self.fs,
-            &mut self.states,
-            &self.history,
-            |f| !unavailable.contains(f),
-        );
+        let pm = postmortem::build(k, snapshot, &self.history, &self.unavailable);
         let text = postmortem::text(&pm);
         let st = stamp(&pm.ts);
         let rec = Record::OomPostmortem(Box::new(pm));
@@ -233,15 +219,14 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         args.max_captures as usize,
     )?;
     let opts = args.probe.load_options()?;
-    let mut pipe = LivePipeline::start(&opts, Some(args.interval))?;
-    pipe.snapshot_ooms();
-    let Record::Header(header) = pipe.header() else {
-        unreachable!("pipeline header")
+    let popts = PipelineOptions {
+        interval: Some(args.interval),
+        oom_snapshots: true,
     };
-    let fs = cgroup::detect()?;
+    let mut pipe = LivePipeline::start(&opts, popts)?;
+    let header = pipe.header().clone();
     let logged = already_logged(out.oom_log());
     let mut rec = Recorder {
-        states: StateReader::new(&fs),
         history: History::new(
             args.history.as_nanos() as u64,
             (args.history_max_mib << 20) as usize,
@@ -251,9 +236,8 @@ pub async fn run(args: RecordArgs) -> Result<()> {
             args.sustain.as_nanos() as u64,
             args.cooldown.as_nanos() as u64,
         ),
-        unavailable: header.unavailable.iter().cloned().collect(),
+        unavailable: header.unavailable.clone(),
         header,
-        fs,
         out,
         pending: None,
         logged,
@@ -281,15 +265,12 @@ pub async fn run(args: RecordArgs) -> Result<()> {
             stopped = true;
             break;
         }
-        rec.handle(std::slice::from_ref(r), &mut pipe);
+        rec.handle(std::slice::from_ref(r));
     }
     rec.out.sync();
     while !stopped {
         tokio::select! {
-            records = pipe.next() => {
-                let records = records?;
-                rec.handle(&records, &mut pipe);
-            }
+            outputs = pipe.next() => rec.handle(&outputs?),
             _ = sigint.recv() => stopped = true,
             _ = sigterm.recv() => stopped = true,
         }
@@ -297,7 +278,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     // Pending kills and a capture still in its --post window are written
     // with what there is.
     let rest = pipe.finish();
-    rec.handle(&rest, &mut pipe);
+    rec.handle(&rest);
     rec.write_capture();
     say(&format!(
         "stopped: {} captures and {} OOM post-mortems written",

@@ -2,9 +2,9 @@
 //! memcg looked like right after (read at once, before it changes or goes
 //! away) and what it went through before, from the history.
 use crate::{
-    cgroup::{MemcgFs, state::StateReader, tasks::tasks},
     output::{
         escape,
+        fields::Unseen,
         records::{Memcg, OomHistory, OomKill, OomPostmortem, Unreclaimable},
         units::bytes,
     },
@@ -12,64 +12,20 @@ use crate::{
     record::history::History,
 };
 
-fn readable(m: &Memcg) -> Option<&str> {
-    m.path.as_deref().filter(|_| !m.deleted && m.id != 0)
-}
-
-/// `snapshot`: the state read when the kernel reported the kill; what it
-/// lacks is read now.
+/// `snapshot`: the memcgs' state as the pipeline read it at the kill.
 pub fn build(
     kill: &OomKill,
-    snapshot: Option<OomSnapshot>,
-    fs: &MemcgFs,
-    states: &mut StateReader,
+    snapshot: Option<&OomSnapshot>,
     history: &History,
-    visible: impl Fn(&str) -> bool,
+    unseen: &Unseen,
 ) -> OomPostmortem {
-    let mut notes = Vec::new();
-    states.next_refresh();
-    let snap = snapshot.unwrap_or_default();
-    let snapped = [snap.limit.clone(), snap.victim.clone()];
-    let mut read = |m: &Option<Memcg>, what: &str, notes: &mut Vec<String>| {
-        let m = m.as_ref()?;
-        if let Some((_, st)) = snapped.iter().flatten().find(|(id, _)| *id == m.id) {
-            return Some(st.clone());
-        }
-        match readable(m) {
-            Some(p) => {
-                let st = states.read(p);
-                if st.usage_bytes.is_none() {
-                    notes.push(format!("the {what} memcg was already removed when read; what the kernel reported is kept"));
-                    None
-                } else {
-                    Some(st)
-                }
-            }
-            None => {
-                notes.push(format!(
-                    "the {what} memcg no longer exists; what the kernel reported is kept"
-                ));
-                None
-            }
-        }
-    };
-    let limit_state = read(&kill.oom_memcg, "limiting", &mut notes);
-    let victim_state = if kill.victim_memcg == kill.oom_memcg {
-        limit_state.clone()
-    } else {
-        read(&kill.victim_memcg, "victim's", &mut notes)
-    };
+    let snap = snapshot.cloned().unwrap_or_default();
+    let mut notes = snap.notes;
+    let (limit_state, victim_state) = (snap.limit_state, snap.victim_state);
     // The memcg the story is about: the one whose limit fired, else the victim's.
     let focus = kill.oom_memcg.as_ref().or(kill.victim_memcg.as_ref());
     let focus_state = limit_state.as_ref().or(victim_state.as_ref());
-    let task_list = snap.tasks.or_else(|| {
-        focus
-            .and_then(readable)
-            .map(|p| tasks(&fs.root.join(p.trim_start_matches('/'))))
-    });
-    if snap.at_ns == 0 && !kill.before_start {
-        notes.push("state read after the kill was joined with the kernel log (no BPF event to snapshot at): the victim's memory may already be freed".into());
-    }
+    let task_list = snap.tasks;
     let unreclaimable = focus_state.map(|s| {
         let parts = [
             s.shmem_bytes,
@@ -91,7 +47,7 @@ pub fn build(
     });
     let history: Option<OomHistory> = focus
         .filter(|m| m.id != 0)
-        .map(|m| history.memcg_history(m.id, &visible));
+        .map(|m| history.memcg_history(m.id, unseen));
     if kill.before_start {
         notes.push("this kill happened before memtrace started (found in the kernel log)".into());
     }

@@ -3,7 +3,8 @@
 //! memcg, per container, per shrinker, per interval (for the storm
 //! signature), per OOM kill. A quantity no record could see stays `None`
 //! ("not visible on this plan"), never 0.
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use crate::output::fields::{Field, Unseen};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -422,7 +423,7 @@ pub struct Report {
     /// The (first) stream header: attach plan, kernel, host.
     pub header: Option<Header>,
     /// Record fields the plan leaves null (every run's, merged).
-    pub not_visible: Vec<String>,
+    pub not_visible: Unseen,
     pub capture: Option<CaptureInfo>,
     pub host: Option<Host>,
     pub reclaim: ReclaimSplit,
@@ -476,7 +477,7 @@ pub struct Aggregator {
     losses: Losses,
     header: Option<Header>,
     capture: Option<Capture>,
-    unavailable: BTreeSet<String>,
+    unavailable: Unseen,
     first_ts: Option<String>,
     last_ts: Option<String>,
     lines: u64,
@@ -516,7 +517,7 @@ impl Aggregator {
             losses: Losses::default(),
             header: None,
             capture: None,
-            unavailable: BTreeSet::new(),
+            unavailable: Unseen::default(),
             first_ts: None,
             last_ts: None,
             lines: 0,
@@ -649,14 +650,14 @@ impl Aggregator {
 
     fn header(&mut self, h: &Header) {
         self.ts(&h.ts);
-        self.unavailable.extend(h.unavailable.iter().cloned());
+        self.unavailable.extend(&h.unavailable);
         if self.header.is_none() {
             self.header = Some(h.clone());
         }
     }
 
-    fn seen(&self, field: &str) -> bool {
-        !self.unavailable.contains(field)
+    fn seen(&self, field: Field) -> bool {
+        self.unavailable.sees(field)
     }
 
     fn memcg_interval(&mut self, i: &MemcgInterval) {
@@ -742,12 +743,12 @@ impl Aggregator {
         let calls = if iv.records > 0 {
             iv.calls
         } else {
-            self.seen("do_shrink_slab_calls").then_some(0)
+            self.seen(Field::DoShrinkSlabCalls).then_some(0)
         };
         let zero_visible = if iv.records > 0 {
             !iv.zero_blind
         } else {
-            self.seen("do_shrink_slab_zero")
+            self.seen(Field::DoShrinkSlabZero)
         };
         self.evals.push(IntervalEval {
             ts: sys.map(|s| s.ts.clone()).unwrap_or_default(),
@@ -910,7 +911,7 @@ impl Aggregator {
             "both"
         };
 
-        let tracepoint_plan = !self.seen("do_shrink_slab_zero");
+        let tracepoint_plan = !self.seen(Field::DoShrinkSlabZero);
         let shrinker_totals = ShrinkerTotals {
             memcgs: self.shrink_memcgs.len() as u64,
             calls: totals.do_shrink_slab_calls,
@@ -1016,7 +1017,7 @@ impl Aggregator {
                 runs: self.runs,
             },
             header: self.header,
-            not_visible: self.unavailable.into_iter().collect(),
+            not_visible: self.unavailable,
             capture,
             host,
             reclaim,

@@ -17,8 +17,9 @@ use crate::{
         escape::is_dangerous,
         json,
         records::{
-            Capture, Header, Memcg, MemcgInterval, OomHistory, OomKill, OomPostmortem, Record,
-            ShrinkerRow, Slow, System, Task, TaskRss, Trigger, Unreclaimable, Victim,
+            Capture, Family, Header, Memcg, MemcgInterval, OomHistory, OomKill, OomPostmortem,
+            PlanEntry, Record, ShrinkerRow, Slow, System, Task, TaskRss, Trigger, Unreclaimable,
+            Unseen, Victim,
         },
     },
 };
@@ -50,8 +51,8 @@ fn header(unavailable: &[&str]) -> Record {
         cgroup_mode: "v2".into(),
         attach_mode: "auto".into(),
         interval_ms: Some(1000),
-        unavailable: unavailable.iter().map(|s| s.to_string()).collect(),
-        plan: vec![json!({"hook": "do_shrink_slab", "family": "kprobe"})],
+        unavailable: Unseen::from_names(unavailable),
+        plan: vec![PlanEntry::new("do_shrink_slab", Some(Family::Kprobe))],
         kmsg: true,
         ..Default::default()
     })
@@ -811,10 +812,13 @@ fn post_mortem_without_history_or_constraint_says_so() {
 fn golden_capture() -> String {
     let mut h = header_of(header(&[]));
     h.plan = vec![
-        json!({"hook": "mem_cgroup_charge", "family": "kprobe"}),
-        json!({"hook": "vmscan:mm_vmscan_memcg_reclaim_begin", "family": "tracepoint"}),
-        json!({"hook": "do_shrink_slab", "family": "kprobe"}),
-        json!({"hook": "shrink_slab"}),
+        PlanEntry::new("mem_cgroup_charge", Some(Family::Kprobe)),
+        PlanEntry::new(
+            "vmscan:mm_vmscan_memcg_reclaim_begin",
+            Some(Family::Tracepoint),
+        ),
+        PlanEntry::new("do_shrink_slab", Some(Family::Kprobe)),
+        PlanEntry::new("shrink_slab", None),
     ];
     let mut c = capture(h, 30.0, 87.5, None);
     c.truncated_records = 12;

@@ -2,6 +2,7 @@
 //! container names, comms, shrinker labels, host names, timestamps) goes
 //! through `escape::text`; `render` finally escapes anything dangerous that
 //! is left, so no control character from a record reaches the terminal.
+use crate::output::fields::Field;
 use std::fmt::Write;
 
 use super::{
@@ -11,7 +12,7 @@ use super::{
 };
 use crate::output::{
     escape::{self, is_dangerous},
-    records::{Memcg, OomHistory, Slow, TaskRss, Victim},
+    records::{Header, Memcg, OomHistory, Slow, TaskRss, Victim},
     units::bytes,
 };
 
@@ -113,7 +114,7 @@ fn memcg_label(m: &Memcg) -> String {
     if let Some(c) = &m.container
         && c.runtime != "cgroup"
     {
-        let _ = write!(s, " [{} {}]", e(c.runtime), e(&c.name));
+        let _ = write!(s, " [{} {}]", e(&c.runtime), e(&c.name));
     }
     s
 }
@@ -270,10 +271,10 @@ fn file_section(o: &mut String, r: &Report) {
             e(&h.memtrace_version),
             e(&h.attach_mode)
         );
-        let _ = writeln!(o, "  attach plan: {}", plan(&h.plan));
+        let _ = writeln!(o, "  attach plan: {}", plan(h));
     }
     if !r.not_visible.is_empty() {
-        let f: Vec<String> = r.not_visible.iter().map(|x| e(x)).collect();
+        let f: Vec<String> = r.not_visible.iter().map(|x| x.name().to_string()).collect();
         let _ = writeln!(
             o,
             "  {NOT_VISIBLE} (\"-\" in tables, never 0): {}",
@@ -315,25 +316,15 @@ fn read_line(o: &mut String, r: &Report) {
 
 /// The attach plan's hooks grouped by family, in plan order; the hooks
 /// without a family last, as unavailable.
-fn plan(plan: &[serde_json::Value]) -> String {
-    let mut fams: Vec<(String, Vec<String>)> = Vec::new();
-    let mut missing = Vec::new();
-    for p in plan {
-        let hook = e(p["hook"].as_str().unwrap_or("?"));
-        match p["family"].as_str() {
-            Some(f) => match fams.iter_mut().find(|(x, _)| x == f) {
-                Some((_, v)) => v.push(hook),
-                None => fams.push((f.to_string(), vec![hook])),
-            },
-            None => missing.push(hook),
-        }
-    }
+fn plan(h: &Header) -> String {
+    let (fams, missing) = h.plan_by_family();
+    let hooks = |v: &[&str]| v.iter().map(|x| e(x)).collect::<Vec<_>>().join(" ");
     let mut parts: Vec<String> = fams
         .iter()
-        .map(|(f, v)| format!("{}: {}", e(f), v.join(" ")))
+        .map(|(f, v)| format!("{}: {}", f.as_str(), hooks(v)))
         .collect();
     if !missing.is_empty() {
-        parts.push(format!("unavailable: {}", missing.join(" ")));
+        parts.push(format!("unavailable: {}", hooks(&missing)));
     }
     parts.join("; ")
 }
@@ -533,7 +524,7 @@ fn ranking(o: &mut String, r: &Report, title: &str, rows: &[Usage], memcg: bool,
 
 /// do_shrink_slab totals and the busiest shrinkers.
 fn shrinkers_section(o: &mut String, r: &Report) {
-    let zero_seen = !r.not_visible.iter().any(|f| f == "do_shrink_slab_zero");
+    let zero_seen = r.not_visible.sees(Field::DoShrinkSlabZero);
     let t = &r.shrinker_totals;
     let _ = writeln!(o, "\nSHRINKERS");
     let mut line = format!(
@@ -680,14 +671,14 @@ fn earlier_kill(o: &mut String, k: &OomStory) {
 /// One kill's story: who was killed where, whose limit fired, the victim's
 /// rss, what invoked the killer, the post-mortem and the history before it.
 fn kill(out: &mut String, n: usize, k: &OomStory, r: &Report) {
-    let unseen = |f: &str| r.not_visible.iter().any(|x| x == f);
+    let unseen = |f| !r.not_visible.sees(f);
     kill_title(out, n, k);
     let _ = writeln!(out, "      limit: {}", limit_story(k));
     rss_line(out, &k.victim);
     if let Some(t) = &k.trigger {
         let pid = match t.pid {
             Some(p) => format!("pid {p}"),
-            None if unseen("oom_kill.trigger.pid") => format!("pid {NOT_VISIBLE}"),
+            None if unseen(Field::OomTriggerPid) => format!("pid {NOT_VISIBLE}"),
             None => "pid unknown: only the kernel log named it".into(),
         };
         let _ = writeln!(
@@ -709,7 +700,7 @@ fn kill(out: &mut String, n: usize, k: &OomStory, r: &Report) {
         ),
     };
     postmortem_lines(out, k);
-    kill_history(out, k, !unseen("do_shrink_slab_zero"));
+    kill_history(out, k, !unseen(Field::DoShrinkSlabZero));
 }
 
 fn rss_line(out: &mut String, v: &Victim) {

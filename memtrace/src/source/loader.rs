@@ -7,7 +7,6 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
 };
 use memtrace_common::ProbeConfig;
-use serde::Serialize;
 
 use crate::kernel::{
     btf::KernelBtf,
@@ -16,6 +15,7 @@ use crate::kernel::{
     symbols::Kallsyms,
     tracefs,
 };
+use crate::output::fields::Unseen;
 
 static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(env!("MEMTRACE_EBPF_OBJ"));
 
@@ -46,28 +46,7 @@ pub struct LoadOptions {
     pub slow_reclaim_ns: u64,
 }
 
-/// What happened to one hook.
-#[derive(Clone, Debug, Serialize)]
-pub struct PlanEntry {
-    pub hook: &'static str,
-    pub family: Option<Family>,
-    pub target: Option<String>,
-    pub status: &'static str,
-    /// Why the hook is unavailable, or why better families were skipped.
-    pub reason: Option<String>,
-    /// What the chosen family (or absence) cannot see.
-    pub loses: Option<&'static str>,
-    /// Every family tried, with its outcome (`doctor` tries them all).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub families: Vec<FamilyOutcome>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct FamilyOutcome {
-    pub family: Family,
-    pub ok: bool,
-    pub detail: String,
-}
+pub use crate::output::records::{FamilyOutcome, PlanEntry};
 
 pub struct Loaded {
     pub ebpf: Ebpf,
@@ -84,7 +63,7 @@ impl Loaded {
             .and_then(|p| p.family)
     }
 
-    pub fn unavailable_fields(&self) -> Vec<&'static str> {
+    pub fn unavailable_fields(&self) -> Unseen {
         let chosen: Vec<(&HookSpec, Option<Family>)> =
             HOOKS.iter().map(|s| (s, self.family_of(s.hook))).collect();
         plan::unavailable_fields(&chosen)
@@ -244,16 +223,18 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
                 Some(spec.tracepoint_note)
             }
             _ => None,
-        };
+        }
+        .map(str::to_string);
         plan_entries.push(PlanEntry {
-            hook: spec.hook,
+            hook: spec.hook.to_string(),
             family,
             target: chosen.map(|a| a.target),
             status: if family.is_some() {
                 "attached"
             } else {
                 "unavailable"
-            },
+            }
+            .to_string(),
             reason: skipped_reason(plan::families(opts.mode, spec), family, &outcomes),
             loses,
             families: if exhaustive { outcomes } else { Vec::new() },
@@ -292,7 +273,7 @@ fn skipped_reason(
 fn check_forced_mode(mode: AttachMode, plan: &[PlanEntry]) -> Result<()> {
     let function_hooks = || {
         plan.iter()
-            .filter(|p| plan::spec(p.hook).is_some_and(HookSpec::is_function_hook))
+            .filter(|p| plan::spec(&p.hook).is_some_and(HookSpec::is_function_hook))
     };
     let why = || {
         function_hooks()

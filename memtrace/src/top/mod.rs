@@ -18,7 +18,7 @@ use crate::{
     cli::TopArgs,
     filter::Filter,
     output::{json, records::Record, writer::NdjsonWriter},
-    pipeline::LivePipeline,
+    pipeline::{LivePipeline, Output, PipelineOptions},
     source::replay::Replay,
 };
 
@@ -33,10 +33,15 @@ impl Source {
     /// of the file (None at its end).
     async fn next(&mut self) -> Result<Option<Vec<Record>>> {
         match self {
-            Source::Live(p) => p.next().await.map(Some),
+            Source::Live(p) => Ok(Some(records(p.next().await?))),
             Source::Replay(r) => r.next_batch(),
         }
     }
+}
+
+/// `top` shows records; the OOM snapshots are `record`'s.
+fn records(outputs: Vec<Output>) -> Vec<Record> {
+    outputs.into_iter().map(|o| o.record).collect()
 }
 
 /// One row as `--json` writes it.
@@ -88,10 +93,13 @@ pub async fn run(args: TopArgs) -> Result<()> {
         }
         None => {
             let opts = args.probe.load_options()?;
-            let mut p = LivePipeline::start(&opts, Some(args.interval))?;
-            feed.apply(&[p.header()])?;
-            let backlog = p.backlog();
-            feed.apply(&backlog)?;
+            let popts = PipelineOptions {
+                interval: Some(args.interval),
+                oom_snapshots: false,
+            };
+            let mut p = LivePipeline::start(&opts, popts)?;
+            feed.apply(&[Record::Header(p.header().clone())])?;
+            feed.apply(&records(p.backlog()))?;
             Source::Live(Box::new(p))
         }
     };
@@ -159,8 +167,7 @@ async fn batch(
     // Stopped by a signal: what happened since the last frame is shown and
     // saved like any other interval, so a replay shows the same frames.
     if let Source::Live(p) = source {
-        let rest = p.finish();
-        if feed.apply(&rest)? {
+        if feed.apply(&records(p.finish()))? {
             print_frame(feed, args)?;
         }
     }

@@ -1,7 +1,8 @@
 //! What `top` shows, computed from records only: rows per container (or per
 //! memcg) over the last interval, recent OOM kills, and host state. Live
 //! and replayed records go through this same code, so both show the same.
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use crate::output::fields::{Field, Unseen};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
@@ -72,7 +73,7 @@ pub struct Summary {
 pub struct Model {
     by: By,
     pub header: Option<Header>,
-    unavailable: HashSet<String>,
+    unavailable: Unseen,
     rows: BTreeMap<String, Row>,
     /// This interval's records, until its `system` record closes it.
     pending: Vec<MemcgInterval>,
@@ -104,7 +105,7 @@ impl Model {
         Self {
             by,
             header: None,
-            unavailable: HashSet::new(),
+            unavailable: Unseen::default(),
             rows: BTreeMap::new(),
             pending: Vec::new(),
             summary: Summary::default(),
@@ -113,8 +114,8 @@ impl Model {
         }
     }
 
-    fn seen(&self, field: &str) -> bool {
-        !self.unavailable.contains(field)
+    fn seen(&self, field: Field) -> bool {
+        self.unavailable.sees(field)
     }
 
     /// Row key, display name, and identity of a memcg.
@@ -129,7 +130,7 @@ impl Model {
                     id: c.id.clone(),
                     cgroup: c.cgroup.clone(),
                     pod_uid: c.pod_uid.clone(),
-                    qos: c.qos.map(str::to_string),
+                    qos: c.qos.clone(),
                     ..Row::default()
                 },
             ),
@@ -158,7 +159,7 @@ impl Model {
     pub fn apply(&mut self, rec: &Record) {
         match rec {
             Record::Header(h) => {
-                self.unavailable = h.unavailable.iter().cloned().collect();
+                self.unavailable = h.unavailable.clone();
                 self.header = Some(h.clone());
             }
             Record::MemcgInterval(i) => self.pending.push((**i).clone()),
@@ -192,17 +193,17 @@ impl Model {
     /// Rates at the start of an interval: 0 where the plan sees the
     /// quantity, None where it cannot.
     fn reset_rates(&self, row: &mut Row) {
-        let z = |field: &str| self.seen(field).then_some(0.0);
+        let z = |field| self.seen(field).then_some(0.0);
         row.memcgs = 0;
         row.limit_hits_per_s = Some(0.0);
-        row.charge_failures_per_s = z("charge_failures");
+        row.charge_failures_per_s = z(Field::ChargeFailures);
         row.reclaim_ms_per_s = Some(0.0);
         row.reclaim_p99_ns = None;
-        row.kswapd_shrink_ms_per_s = z("shrink_slab_kswapd_ns");
-        row.shrink_slab_per_s = z("shrink_slab_calls");
-        row.do_shrink_slab_per_s = z("do_shrink_slab_calls");
+        row.kswapd_shrink_ms_per_s = z(Field::ShrinkSlabKswapdNs);
+        row.shrink_slab_per_s = z(Field::ShrinkSlabCalls);
+        row.do_shrink_slab_per_s = z(Field::DoShrinkSlabCalls);
         row.zero_pct = None;
-        row.freed_per_s = z("do_shrink_slab_freed");
+        row.freed_per_s = z(Field::DoShrinkSlabFreed);
         row.shrinkers.clear();
     }
 
@@ -337,7 +338,7 @@ impl Model {
     }
 
     /// Whether a field is visible on the plan that produced the records.
-    pub fn plan_sees(&self, field: &str) -> bool {
+    pub fn plan_sees(&self, field: Field) -> bool {
         self.seen(field)
     }
 }

@@ -2,6 +2,7 @@
 //! place decides how a row reads. Names are escaped here, so neither
 //! output can receive a raw control character from a cgroup name.
 use super::model::{Column, Model, Row, Summary};
+use crate::output::fields::Field;
 use crate::output::{escape, units::bytes};
 
 pub fn title(c: Column) -> &'static str {
@@ -134,31 +135,20 @@ pub fn plan_line(m: &Model) -> String {
     let Some(h) = &m.header else {
         return String::new();
     };
-    let mut by_family: Vec<(String, Vec<String>)> = Vec::new();
-    let mut missing = Vec::new();
-    for p in &h.plan {
-        let hook = p["hook"].as_str().unwrap_or("?").to_string();
-        match p["family"].as_str() {
-            Some(f) => match by_family.iter_mut().find(|(x, _)| x == f) {
-                Some((_, hooks)) => hooks.push(hook),
-                None => by_family.push((f.to_string(), vec![hook])),
-            },
-            None => missing.push(hook),
-        }
-    }
+    let (by_family, missing) = h.plan_by_family();
     let mut parts: Vec<String> = by_family
         .iter()
-        .map(|(f, hooks)| format!("{f}: {}", hooks.join(" ")))
+        .map(|(f, hooks)| format!("{}: {}", f.as_str(), hooks.join(" ")))
         .collect();
     if !missing.is_empty() {
         parts.push(format!("unavailable: {}", missing.join(" ")));
     }
     let mut unseen = Vec::new();
     for (field, what) in [
-        ("charge_failures", "CFAIL"),
-        ("shrink_slab_calls", "SHRINK"),
-        ("shrink_slab_kswapd_ns", "KSWAPD"),
-        ("do_shrink_slab_zero", "ZERO% (calls that found nothing)"),
+        (Field::ChargeFailures, "CFAIL"),
+        (Field::ShrinkSlabCalls, "SHRINK"),
+        (Field::ShrinkSlabKswapdNs, "KSWAPD"),
+        (Field::DoShrinkSlabZero, "ZERO% (calls that found nothing)"),
     ] {
         if !m.plan_sees(field) {
             unseen.push(what);

@@ -10,7 +10,10 @@ use super::{
 };
 use crate::{
     cgroup::{container::attribute, state::MemcgState},
-    output::records::{Header, Memcg, MemcgInterval, OomKill, Record, ShrinkerRow, System, Victim},
+    output::records::{
+        Family, Field, Header, Memcg, MemcgInterval, OomKill, PlanEntry, Record, ShrinkerRow,
+        System, Unseen, Victim,
+    },
 };
 
 const ID: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
@@ -27,18 +30,16 @@ fn memcg(path: &str, id: u64) -> Memcg {
 /// The host's plan: no charge or shrink_slab hook, no zero-call counts.
 fn header() -> Record {
     Record::Header(Header {
-        unavailable: [
-            "charge_failures",
-            "charge_calls",
-            "shrink_slab_calls",
-            "shrink_slab_kswapd_ns",
-            "do_shrink_slab_zero",
-        ]
-        .map(String::from)
-        .to_vec(),
+        unavailable: Unseen::new([
+            Field::ChargeFailures,
+            Field::ChargeCalls,
+            Field::ShrinkSlabCalls,
+            Field::ShrinkSlabKswapdNs,
+            Field::DoShrinkSlabZero,
+        ]),
         plan: vec![
-            serde_json::json!({"hook": "try_charge_memcg", "family": null}),
-            serde_json::json!({"hook": "do_shrink_slab", "family": "tp_btf"}),
+            PlanEntry::new("try_charge_memcg", None),
+            PlanEntry::new("do_shrink_slab", Some(Family::TpBtf)),
         ],
         ..Default::default()
     })

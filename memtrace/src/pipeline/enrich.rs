@@ -1,0 +1,236 @@
+//! The enrichment stage: what the kernel reports by memcg id becomes a named
+//! memcg (path, container) with its cgroupfs state, and an OOM kill gets
+//! the state of its memcgs read the moment the kernel reported it. The
+//! records leave this stage carrying all of it; no sink reads cgroupfs.
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use memtrace_common::OomEvent;
+
+use crate::{
+    cgroup::{self, MemcgFs, MemcgName, Resolver, state::StateReader, tasks::tasks},
+    output::{
+        build,
+        records::{Memcg, MemcgState, OomKill, TaskRss},
+    },
+};
+
+/// How often the memcg tree is walked to count live memcgs (v1 needs the
+/// count to tell dying memcgs; the walk costs ~10 ms per 2000 memcgs).
+const RESCAN_EVERY: Duration = Duration::from_secs(10);
+/// Snapshots of kills the kernel log never confirmed expire after this.
+const SNAPSHOT_TTL_NS: u64 = 60_000_000_000;
+
+/// A memcg's state read the moment the kernel reported an OOM kill, before
+/// the victim's memory is freed, and what could not be read. It travels
+/// with the kill's record (`pipeline::Output`); `record` builds its
+/// post-mortem from it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OomSnapshot {
+    /// When the state was read (ns since boot); 0 when no BPF event came
+    /// before the kernel log's report, so it was read at the join.
+    pub at_ns: u64,
+    pub limit_state: Option<MemcgState>,
+    pub victim_state: Option<MemcgState>,
+    /// Tasks left in the limiting memcg (or the victim's), with rss.
+    pub tasks: Option<Vec<TaskRss>>,
+    /// What could not be read and why.
+    pub notes: Vec<String>,
+}
+
+/// A state read at the BPF event, by memcg id.
+#[derive(Default)]
+struct EarlyRead {
+    at_ns: u64,
+    states: Vec<(u64, MemcgState)>,
+    tasks: Option<Vec<TaskRss>>,
+}
+
+pub struct Enricher {
+    pub fs: MemcgFs,
+    pub resolver: Resolver,
+    states: StateReader,
+    /// Last cgroupfs limit-hit counter per memcg, for deltas.
+    limit_counts: HashMap<u64, u64>,
+    live_memcgs: u64,
+    last_rescan: Instant,
+    /// Read at the BPF event, by victim pid, until the kill's record is
+    /// built (`None`: the sinks want no snapshots).
+    early: Option<HashMap<u32, EarlyRead>>,
+}
+
+impl Enricher {
+    pub fn new(fs: MemcgFs, snapshots: bool) -> Self {
+        let mut resolver = Resolver::new(&fs);
+        // Every memcg that exists now gets a baseline, so the first interval
+        // a memcg shows up in has a true limit-hit delta.
+        resolver.rescan();
+        let live = resolver.live();
+        let limit_counts = live
+            .iter()
+            .filter_map(|n| cgroup::limit_hits(&fs, &resolver.path_of(n)).map(|v| (n.id, v)))
+            .collect();
+        Self {
+            states: StateReader::new(&fs),
+            live_memcgs: live.len() as u64,
+            last_rescan: Instant::now(),
+            limit_counts,
+            early: snapshots.then(HashMap::new),
+            fs,
+            resolver,
+        }
+    }
+
+    pub fn memcg(&mut self, id: u64) -> Memcg {
+        build::memcg(&mut self.resolver, id)
+    }
+
+    /// Starts a refresh: limits cached longer than their TTL are read again.
+    pub fn next_refresh(&mut self) {
+        self.states.next_refresh();
+    }
+
+    /// A memcg's cgroupfs state and its limit hits since the last interval.
+    /// Each file is read once: on v2 the hits are memory.events' `max`,
+    /// which the state read already has.
+    pub fn interval_state(&mut self, m: &Memcg) -> (Option<u64>, Option<MemcgState>) {
+        let Some(path) = m.path.as_deref().filter(|_| !m.deleted) else {
+            return (None, None);
+        };
+        let state = self.states.read(path);
+        let now = if self.fs.v2 {
+            state.events_max
+        } else {
+            let name = MemcgName {
+                id: m.id,
+                path: path.to_string(),
+                deleted: false,
+            };
+            cgroup::limit_hits(&self.fs, &self.resolver.path_of(&name))
+        };
+        // Memcgs that existed at start have a baseline; any other was
+        // created since, and its counter started at 0.
+        let hits = now.map(|now| {
+            let prev = self.limit_counts.insert(m.id, now).unwrap_or(0);
+            now.saturating_sub(prev)
+        });
+        (hits, Some(state))
+    }
+
+    /// Whether the memcg was removed (for evicting its kernel map entries).
+    pub fn is_deleted(&mut self, id: u64) -> bool {
+        self.resolver.resolve(id).is_some_and(|n| n.deleted)
+    }
+
+    pub fn forget(&mut self, id: u64) {
+        self.limit_counts.remove(&id);
+    }
+
+    /// Live memcgs (recounted every RESCAN_EVERY) and dying ones.
+    pub fn memcg_counts(&mut self) -> (u64, Option<u64>) {
+        if self.last_rescan.elapsed() >= RESCAN_EVERY {
+            self.resolver.rescan();
+            self.live_memcgs = self.resolver.live().len() as u64;
+            self.last_rescan = Instant::now();
+        }
+        let dying = cgroup::state::dying_memcgs(&self.fs, self.live_memcgs as usize);
+        (self.live_memcgs, dying)
+    }
+
+    /// The kernel reported a kill: read its memcgs now, before the victim's
+    /// memory is freed and before the memcg may be removed.
+    pub fn on_kill_event(&mut self, o: &OomEvent, now_ns: u64) {
+        if self.early.is_none() {
+            return;
+        }
+        self.states.next_refresh();
+        let mut read = Vec::new();
+        let mut focus = None;
+        for id in [o.oom_memcg_id, o.victim_memcg_id] {
+            let Some(n) = (id != 0)
+                .then(|| self.resolver.resolve(id))
+                .flatten()
+                .filter(|n| !n.deleted)
+            else {
+                continue;
+            };
+            if read.iter().any(|(x, _)| *x == id) {
+                continue;
+            }
+            focus.get_or_insert_with(|| self.resolver.path_of(&n));
+            read.push((id, self.states.read(&n.path)));
+        }
+        let early = EarlyRead {
+            at_ns: now_ns,
+            states: read,
+            tasks: focus.map(|d| tasks(&d)),
+        };
+        if let Some(m) = self.early.as_mut() {
+            // Kills the kernel log never confirmed expire.
+            m.retain(|_, s| now_ns.saturating_sub(s.at_ns) < SNAPSHOT_TTL_NS);
+            m.insert(o.victim_pid, early);
+        }
+    }
+
+    /// The snapshot of a kill whose record was just built: what was read at
+    /// the BPF event, and what that lacks read now.
+    pub fn snapshot(&mut self, kill: &OomKill) -> Option<OomSnapshot> {
+        let early = self.early.as_mut()?.remove(&kill.victim.pid);
+        let early = early.unwrap_or_default();
+        let mut snap = OomSnapshot {
+            at_ns: early.at_ns,
+            ..Default::default()
+        };
+        self.states.next_refresh();
+        snap.limit_state = self.state_of(&kill.oom_memcg, "limiting", &early, &mut snap.notes);
+        snap.victim_state = if kill.victim_memcg == kill.oom_memcg {
+            snap.limit_state.clone()
+        } else {
+            self.state_of(&kill.victim_memcg, "victim's", &early, &mut snap.notes)
+        };
+        // The memcg the story is about: the one whose limit fired, else the victim's.
+        let focus = kill.oom_memcg.as_ref().or(kill.victim_memcg.as_ref());
+        snap.tasks = early.tasks.or_else(|| {
+            focus
+                .and_then(readable)
+                .map(|p| tasks(&self.fs.root.join(p.trim_start_matches('/'))))
+        });
+        if snap.at_ns == 0 && !kill.before_start {
+            snap.notes.push("state read after the kill was joined with the kernel log (no BPF event to snapshot at): the victim's memory may already be freed".into());
+        }
+        Some(snap)
+    }
+
+    fn state_of(
+        &mut self,
+        m: &Option<Memcg>,
+        what: &str,
+        early: &EarlyRead,
+        notes: &mut Vec<String>,
+    ) -> Option<MemcgState> {
+        let m = m.as_ref()?;
+        if let Some((_, st)) = early.states.iter().find(|(id, _)| *id == m.id) {
+            return Some(st.clone());
+        }
+        let Some(p) = readable(m) else {
+            notes.push(format!(
+                "the {what} memcg no longer exists; what the kernel reported is kept"
+            ));
+            return None;
+        };
+        let st = self.states.read(p);
+        if st.usage_bytes.is_none() {
+            notes.push(format!(
+                "the {what} memcg was already removed when read; what the kernel reported is kept"
+            ));
+            return None;
+        }
+        Some(st)
+    }
+}
+
+fn readable(m: &Memcg) -> Option<&str> {
+    m.path.as_deref().filter(|_| !m.deleted && m.id != 0)
+}

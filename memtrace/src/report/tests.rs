@@ -18,8 +18,8 @@ use crate::{
         json,
         records::{
             Capture, Family, Header, Memcg, MemcgInterval, OomHistory, OomKill, OomPostmortem,
-            PlanEntry, Record, ShrinkerRow, System, Task, TaskRss, Trigger, Unreclaimable, Unseen,
-            Victim,
+            PlanEntry, Record, ShrinkerRow, Slow, System, Task, TaskRss, Trigger, Unreclaimable,
+            Unseen, Victim,
         },
     },
 };
@@ -134,6 +134,17 @@ fn system(sec: u64, sys_pct: f64) -> Record {
     })
 }
 
+/// The text report of `r`, asserted to say each of `parts` (showing it if
+/// not).
+#[track_caller]
+fn render_saying(r: &Report, parts: &[&str]) -> String {
+    let t = text::render(r);
+    for p in parts {
+        assert!(t.contains(p), "no {p:?} in:\n{t}");
+    }
+    t
+}
+
 fn ndjson(records: &[Record]) -> String {
     records
         .iter()
@@ -154,8 +165,26 @@ fn report(records: &[Record]) -> Report {
     report_of(&ndjson(records)).unwrap()
 }
 
-/// One interval in which `memcgs` memcgs each get `calls` do_shrink_slab
-/// calls, `zero` of them freeing nothing, closed at `sys_pct`.
+/// Interval `sec` of `memcgs` memcgs (`/ct/N`) that each get `calls`
+/// do_shrink_slab calls, `zero` of them freeing nothing, and no reclaim.
+fn shrinking(sec: u64, memcgs: u64, calls: u64, zero: Option<u64>) -> Vec<Record> {
+    (0..memcgs)
+        .map(|i| {
+            interval(
+                memcg(&format!("/ct/{i}"), 1000 + i),
+                Iv {
+                    sec,
+                    reclaim_ns: 0,
+                    calls,
+                    zero,
+                    limit_hits: 0,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Three intervals of [`shrinking`], each closed at `sys_pct`.
 fn storm_file(
     unavailable: &[&str],
     memcgs: u64,
@@ -165,18 +194,7 @@ fn storm_file(
 ) -> Report {
     let mut recs = vec![header(unavailable)];
     for sec in 1..=3 {
-        for i in 0..memcgs {
-            recs.push(interval(
-                memcg(&format!("/ct/{i}"), 1000 + i),
-                Iv {
-                    sec,
-                    reclaim_ns: 0,
-                    calls,
-                    zero,
-                    limit_hits: 0,
-                },
-            ));
-        }
+        recs.extend(shrinking(sec, memcgs, calls, zero));
         recs.push(system(sec, sys));
     }
     report(&recs)
@@ -192,16 +210,15 @@ fn storm_signature_present_with_its_numbers() {
     assert_eq!(w.calls_per_s, Some(30_000.0));
     assert_eq!(w.memcgs, 60);
     assert_eq!(w.zero_pct, Some(96.0));
-    let t = text::render(&r);
-    assert!(t.contains("SHRINK_SLAB STORM: PRESENT"), "{t}");
-    assert!(
-        t.contains("30,000/s") && t.contains("across 60 memcgs"),
-        "{t}"
-    );
-    assert!(t.contains("96.0% freed nothing"), "{t}");
-    assert!(
-        t.contains(">= 10,000 do_shrink_slab calls/s across >= 50 memcgs"),
-        "{t}"
+    render_saying(
+        &r,
+        &[
+            "SHRINK_SLAB STORM: PRESENT",
+            "30,000/s",
+            "across 60 memcgs",
+            "96.0% freed nothing",
+            ">= 10,000 do_shrink_slab calls/s across >= 50 memcgs",
+        ],
     );
     assert_eq!(r.shrinker_totals.zero_pct, Some(96.0));
     assert_eq!(r.shrinkers[0].zero_pct, Some(96.0));
@@ -216,9 +233,13 @@ fn storm_signature_present_with_its_numbers() {
 fn storm_signature_absent_when_calls_free_objects_or_sys_is_low() {
     let r = storm_file(&[], 60, 500, Some(100), 85.0);
     assert_eq!(r.storm.verdict, Verdict::Absent);
-    let t = text::render(&r);
-    assert!(t.contains("SHRINK_SLAB STORM: not present"), "{t}");
-    assert!(t.contains("less than 90% freeing nothing"), "{t}");
+    render_saying(
+        &r,
+        &[
+            "SHRINK_SLAB STORM: not present",
+            "less than 90% freeing nothing",
+        ],
+    );
 
     let r = storm_file(&[], 60, 500, Some(480), 12.0);
     assert_eq!(r.storm.verdict, Verdict::Absent);
@@ -239,15 +260,13 @@ fn tracepoint_plan_cannot_confirm_and_never_prints_zero_for_the_unseen() {
     assert!(r.shrinker_totals.calls_found_objects_only);
     assert_eq!(r.top_memcgs_by_shrinker_calls[0].zero_pct, None);
     assert_eq!(r.reclaim.shrink_slab_kswapd_ns, None);
-    let t = text::render(&r);
-    assert!(
-        t.contains("SHRINK_SLAB STORM: CANNOT BE CONFIRMED on this attach plan"),
-        "{t}"
-    );
-    assert!(t.contains("kprobes or fentry"), "{t}");
-    assert!(
-        t.contains("calls that freed nothing are not visible on this plan"),
-        "{t}"
+    let t = render_saying(
+        &r,
+        &[
+            "SHRINK_SLAB STORM: CANNOT BE CONFIRMED on this attach plan",
+            "kprobes or fentry",
+            "calls that freed nothing are not visible on this plan",
+        ],
     );
     for l in t
         .lines()
@@ -283,9 +302,15 @@ fn tracepoint_plan_cannot_confirm_and_never_prints_zero_for_the_unseen() {
     assert_eq!(r.storm.verdict, Verdict::Absent);
 }
 
-#[test]
-fn capture_threshold_lowers_the_sys_condition_and_trigger_is_shown() {
-    let mut recs = vec![Record::Capture(Box::new(Capture {
+/// The first record of a capture of 0..4 s, triggered at 2 s by sys above
+/// `threshold_pct` (peaking at `peak_sys_pct`) sustained for 5 s.
+fn capture(
+    header: Header,
+    threshold_pct: f64,
+    peak_sys_pct: f64,
+    peak_cpu: Option<u32>,
+) -> Capture {
+    Capture {
         ts: ts(9),
         ts_ns: 9 * S,
         format_version: 1,
@@ -293,33 +318,32 @@ fn capture_threshold_lowers_the_sys_condition_and_trigger_is_shown() {
             kind: "sys_time".into(),
             ts: ts(2),
             ts_ns: 2 * S,
-            threshold_pct: 20.0,
+            threshold_pct,
             sustained_ns: 5 * S,
-            peak_sys_pct: 27.5,
+            peak_sys_pct,
             peak_cpu_sys_pct: 99.0,
-            peak_cpu: Some(1),
+            peak_cpu,
         },
         from_ns: 0,
         to_ns: 4 * S,
-        header: match header(&[]) {
-            Record::Header(h) => h,
-            _ => unreachable!(),
-        },
+        header,
         truncated_records: 0,
-    }))];
+    }
+}
+
+fn header_of(r: Record) -> Header {
+    match r {
+        Record::Header(h) => h,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn capture_threshold_lowers_the_sys_condition_and_trigger_is_shown() {
+    let c = capture(header_of(header(&[])), 20.0, 27.5, Some(1));
+    let mut recs = vec![Record::Capture(Box::new(c))];
     for sec in 1..=3 {
-        for i in 0..60 {
-            recs.push(interval(
-                memcg(&format!("/ct/{i}"), 1000 + i),
-                Iv {
-                    sec,
-                    reclaim_ns: 0,
-                    calls: 500,
-                    zero: Some(480),
-                    limit_hits: 0,
-                },
-            ));
-        }
+        recs.extend(shrinking(sec, 60, 500, Some(480)));
         recs.push(system(sec, 25.0));
     }
     let r = report(&recs);
@@ -328,13 +352,14 @@ fn capture_threshold_lowers_the_sys_condition_and_trigger_is_shown() {
     assert_eq!(r.storm.verdict, Verdict::Present);
     // A capture counts cumulative counters from its first record.
     assert_eq!(r.reclaim.kswapd_awake_ns, Some(S));
-    let t = text::render(&r);
-    assert!(t.contains("(capture)"), "{t}");
-    assert!(
-        t.contains("host sys above 20.0% from 2026-11-22T03:00:02.000000Z (sys_time): peak 27.5% (busiest cpu 1 at 99.0%), sustained 5.00 s"),
-        "{t}"
+    render_saying(
+        &r,
+        &[
+            "(capture)",
+            "host sys above 20.0% from 2026-11-22T03:00:02.000000Z (sys_time): peak 27.5% (busiest cpu 1 at 99.0%), sustained 5.00 s",
+            "window: 2.00 s before to 2.00 s after",
+        ],
     );
-    assert!(t.contains("window: 2.00 s before to 2.00 s after"), "{t}");
 }
 
 fn kill(pid: u32, sec: u64, victim: Memcg, limit: Option<Memcg>) -> OomKill {
@@ -408,21 +433,16 @@ fn parent_limit_oom_story_names_the_ancestor_and_the_history_before_it() {
     assert_eq!(h.intervals, 3);
     assert_eq!(h.do_shrink_slab_calls, Some(50));
     // The kill is counted on the victim's memcg and container.
-    let t = text::render(&r);
-    assert!(t.contains("tail (pid 4242"), "{t}");
-    assert!(
-        t.contains("the limit of /parent, an ANCESTOR of the victim's memcg, fired"),
-        "{t}"
-    );
-    assert!(t.contains("killed in /parent/child"), "{t}");
-    assert!(t.contains("rss: anon 63.8M, file 1.6M, shmem 0"), "{t}");
-    assert!(
-        t.contains("reclaim 600.0 ms in 12 episodes (500 pages), limit hits 100"),
-        "{t}"
-    );
-    assert!(
-        t.contains("badness score and the memory weighed (totalpages): not visible on this plan"),
-        "{t}"
+    render_saying(
+        &r,
+        &[
+            "tail (pid 4242",
+            "the limit of /parent, an ANCESTOR of the victim's memcg, fired",
+            "killed in /parent/child",
+            "rss: anon 63.8M, file 1.6M, shmem 0",
+            "reclaim 600.0 ms in 12 episodes (500 pages), limit hits 100",
+            "badness score and the memory weighed (totalpages): not visible on this plan",
+        ],
     );
     // The own-limit case reads differently.
     let r = report(&[
@@ -433,15 +453,15 @@ fn parent_limit_oom_story_names_the_ancestor_and_the_history_before_it() {
     assert!(text::render(&r).contains("the victim's own memcg /parent/child hit its limit"));
 }
 
-#[test]
-fn oom_log_post_mortem_story() {
-    let limited = memcg(&format!("/system.slice/docker-{DOCKER}.scope"), 70);
-    let pm = OomPostmortem {
+/// The post-mortem of `kill` at 10 s under `limit`'s limit: its usage and
+/// limit, two tasks left, the unreclaimable share, 300 s of history, a note.
+fn postmortem(kill: OomKill, limit: Memcg) -> OomPostmortem {
+    OomPostmortem {
         ts: ts(10),
         ts_ns: 10 * S,
-        kill: kill(99, 10, limited.clone(), Some(limited.clone())),
+        kill,
         global: false,
-        limit_memcg: Some(limited.clone()),
+        limit_memcg: Some(limit),
         limit_state: Some(MemcgState {
             usage_bytes: Some(60 << 20),
             limit_bytes: Some(64 << 20),
@@ -484,29 +504,33 @@ fn oom_log_post_mortem_story() {
             shrink_slab_ns: None,
         }),
         notes: vec!["victim memcg already removed".into()],
-    };
+    }
+}
+
+#[test]
+fn oom_log_post_mortem_story() {
+    let limited = memcg(&format!("/system.slice/docker-{DOCKER}.scope"), 70);
+    let pm = postmortem(
+        kill(99, 10, limited.clone(), Some(limited.clone())),
+        limited,
+    );
     let r = report(&[Record::OomPostmortem(Box::new(pm.clone()))]);
     assert_eq!(r.kind, Kind::OomLog);
     assert!(!r.headerless);
     let k = &r.oom_kills[0];
     assert_eq!(k.history_from, Some("postmortem"));
-    let t = text::render(&r);
-    assert!(t.contains("(OOM log)"), "{t}");
-    assert!(t.contains(&format!("[docker {}]", &DOCKER[..12])), "{t}");
-    assert!(t.contains("post-mortem: limit 64.0M, usage 60.0M"), "{t}");
-    assert!(
-        t.contains("unreclaimable: 16.7% of usage (shmem 10.0M"),
-        "{t}"
+    render_saying(
+        &r,
+        &[
+            "(OOM log)",
+            &format!("[docker {}]", &DOCKER[..12]),
+            "post-mortem: limit 64.0M, usage 60.0M",
+            "unreclaimable: 16.7% of usage (shmem 10.0M",
+            "top tasks by rss (2 left): big (pid 2) 50.0M, small (pid 1) 100K",
+            "reclaim 190.1 ms in 439 episodes (102,439 pages), limit hits 925, charge failures not visible on this plan",
+            "note: victim memcg already removed",
+        ],
     );
-    assert!(
-        t.contains("top tasks by rss (2 left): big (pid 2) 50.0M, small (pid 1) 100K"),
-        "{t}"
-    );
-    assert!(
-        t.contains("reclaim 190.1 ms in 439 episodes (102,439 pages), limit hits 925, charge failures not visible on this plan"),
-        "{t}"
-    );
-    assert!(t.contains("note: victim memcg already removed"), "{t}");
     // The same kill in a stream and in a post-mortem is one story.
     let r = report(&[
         header(&[]),
@@ -651,12 +675,13 @@ fn shrinker_labels_are_shown_when_present_and_optional() {
         shrinker("0xffffb", 2, Some(0), false),
     ]);
     let r = report(&[header(&[]), Record::MemcgInterval(i), system(1, 1.0)]);
-    let t = text::render(&r);
-    assert!(
-        t.contains("super_cache_count (0xffffa, fs tmpfs, device tmpfs)"),
-        "{t}"
+    render_saying(
+        &r,
+        &[
+            "super_cache_count (0xffffa, fs tmpfs, device tmpfs)",
+            "super_cache_count (0xffffb)",
+        ],
     );
-    assert!(t.contains("super_cache_count (0xffffb)"), "{t}");
     assert_eq!(r.shrinkers[1].fs_type, None);
 }
 
@@ -693,20 +718,21 @@ fn hostile_names_are_escaped_in_text() {
     }
     let recs = vec![h, Record::MemcgInterval(i), system(1, 1.0), Record::from(k)];
     let r = report(&recs);
-    let t = text::render(&r);
+    let t = render_saying(
+        &r,
+        &[
+            "/x\\x1b[2J\\x1b]0;pwned\\x07\\x0a{\"type\"",
+            "\\x1b[2Jtail\\x07 (pid 1",
+            "device dev\\x1b[31m",
+            "host host\\x07\\x1bc",
+            "\\u{202e}gpj",
+        ],
+    );
     let bad: Vec<char> = t
         .chars()
         .filter(|&c| c != '\n' && is_dangerous(c))
         .collect();
     assert!(bad.is_empty(), "raw control characters {bad:?} in {t}");
-    assert!(
-        t.contains("/x\\x1b[2J\\x1b]0;pwned\\x07\\x0a{\"type\""),
-        "{t}"
-    );
-    assert!(t.contains("\\x1b[2Jtail\\x07 (pid 1"), "{t}");
-    assert!(t.contains("device dev\\x1b[31m"), "{t}");
-    assert!(t.contains("host host\\x07\\x1bc"), "{t}");
-    assert!(t.contains("\\u{202e}gpj"), "{t}");
     // Each record's line stays one line: the injected newline is escaped.
     assert!(
         !t.lines().any(|l| l.starts_with("{\"type\":\"fake\"}")),
@@ -733,9 +759,13 @@ fn appended_runs_count_cumulative_counters_per_run() {
     assert_eq!(r.losses.ringbuf_drops, 7);
     // kswapd awake: run 1 from 0 to 1 s, run 2 from 0 to 1.5 s.
     assert_eq!(r.reclaim.kswapd_awake_ns, Some(2_500_000_000));
-    let t = text::render(&r);
-    assert!(t.contains("ringbuf_drops 7: OOM/slow events lost"), "{t}");
-    assert!(t.contains("2 runs of memtrace appended"), "{t}");
+    render_saying(
+        &r,
+        &[
+            "ringbuf_drops 7: OOM/slow events lost",
+            "2 runs of memtrace appended",
+        ],
+    );
 }
 
 #[test]
@@ -767,10 +797,201 @@ fn post_mortem_without_history_or_constraint_says_so() {
     });
     let r = report(&[Record::OomPostmortem(Box::new(pm))]);
     assert_eq!(r.oom_kills[0].limit_of, LimitOf::Own);
-    let t = text::render(&r);
-    assert!(
-        t.contains("before the kill (agent history): no interval of this memcg recorded in the 76.0 s before it"),
-        "{t}"
+    let t = render_saying(
+        &r,
+        &[
+            "before the kill (agent history): no interval of this memcg recorded in the 76.0 s before it",
+        ],
     );
     assert!(!t.contains("intervals"), "an OOM log has no intervals: {t}");
+}
+
+/// A capture that reaches most of the text report: a trigger with records
+/// left out, a plan with an unavailable hook, a storm, containers, an OOM
+/// kill under an ancestor's limit, slow events and a bad line.
+fn golden_capture() -> String {
+    let mut h = header_of(header(&[]));
+    h.plan = vec![
+        PlanEntry::new("mem_cgroup_charge", Some(Family::Kprobe)),
+        PlanEntry::new(
+            "vmscan:mm_vmscan_memcg_reclaim_begin",
+            Some(Family::Tracepoint),
+        ),
+        PlanEntry::new("do_shrink_slab", Some(Family::Kprobe)),
+        PlanEntry::new("shrink_slab", None),
+    ];
+    let mut c = capture(h, 30.0, 87.5, None);
+    c.truncated_records = 12;
+    let mut recs = vec![Record::Capture(Box::new(c))];
+    let docker = memcg(&format!("/system.slice/docker-{DOCKER}.scope"), 70);
+    let parent = memcg("/kubepods/pod1", 80);
+    let child = memcg("/kubepods/pod1/app", 81);
+    for sec in 1..=3 {
+        recs.extend(shrinking(sec, 60, 500, Some(480)));
+        for (m, reclaim_ns) in [(&docker, 1_000_000_000), (&child, 2_000_000_000)] {
+            recs.push(interval(
+                m.clone(),
+                Iv {
+                    sec,
+                    reclaim_ns,
+                    calls: 7,
+                    zero: Some(1),
+                    limit_hits: 1,
+                },
+            ));
+        }
+        recs.push(system(sec, 85.0));
+    }
+    let mut k = kill(4242, 2, child.clone(), Some(parent));
+    k.trigger = Some(Task {
+        pid: Some(4240),
+        tgid: Some(4240),
+        comm: "java".into(),
+    });
+    k.victim.tgid = Some(4000);
+    k.totalpages = Some(16384);
+    k.chosen_points = Some(16000);
+    recs.push(Record::from(k));
+    let slow = |duration_ns, pid| Slow {
+        ts: ts(3),
+        ts_ns: 3 * S,
+        what: "memcg_reclaim".into(),
+        duration_ns,
+        memcg: child.clone(),
+        pages: 32,
+        result: None,
+        task: Task {
+            pid,
+            tgid: None,
+            comm: "java".into(),
+        },
+    };
+    recs.push(Record::SlowReclaim(slow(80_000_000, None)));
+    recs.push(Record::SlowCharge(slow(3_000_000, Some(4241))));
+    let mut last = system(4, 85.0);
+    if let Record::System(s) = &mut last {
+        s.ringbuf_drops = 3;
+    }
+    recs.push(last);
+    let mut text = ndjson(&recs);
+    text.push_str("{\"type\":\"memcg_interval\",\"ts\":\n");
+    text
+}
+
+/// An OOM log: a post-mortem under an ancestor's limit and more earlier
+/// kills than are listed, one of each kind of limit.
+fn golden_oom_log() -> Vec<Record> {
+    let parent = memcg("/parent", 50);
+    let child = memcg("/parent/child", 51);
+    let mut pm = OomPostmortem {
+        victim_state: Some(MemcgState {
+            usage_bytes: Some(50 << 20),
+            ..Default::default()
+        }),
+        ..postmortem(
+            kill(99, 10, child.clone(), Some(parent.clone())),
+            parent.clone(),
+        )
+    };
+    pm.kill.totalpages = Some(16384);
+    if let Some(u) = &mut pm.unreclaimable {
+        u.share_pct = None;
+        u.shmem_bytes = None;
+    }
+    if let Some(h) = &mut pm.history {
+        h.intervals = 1;
+        h.charge_failures = Some(2);
+        h.do_shrink_slab_zero = Some(500);
+        h.shrink_slab_ns = Some(7_000_000);
+    }
+    let mut recs = vec![Record::OomPostmortem(Box::new(pm))];
+    let earlier = [
+        (Some(child.clone()), Some("memcg")),
+        (Some(parent), Some("memcg")),
+        (None, Some("global")),
+        (Some(memcg("/other", 60)), Some("memcg")),
+        (None, None),
+        (Some(child.clone()), Some("cpuset")),
+        (Some(child.clone()), Some("mempolicy")),
+    ];
+    for (i, (limit, constraint)) in earlier.into_iter().enumerate() {
+        let mut k = kill(200 + i as u32, 1, child.clone(), limit);
+        k.before_start = true;
+        k.constraint = constraint.map(str::to_string);
+        if i == 4 {
+            k.victim_memcg = None;
+        }
+        recs.push(Record::OomPostmortem(Box::new(OomPostmortem {
+            ts: ts(1),
+            ts_ns: S,
+            global: constraint == Some("global"),
+            kill: k,
+            ..Default::default()
+        })));
+    }
+    recs
+}
+
+/// The text report, byte for byte, of files that between them reach every
+/// section of `text::render`: its layout is an interface (people read it,
+/// scripts grep it), so a change to it must be deliberate. After one, run
+/// the test with MEMTRACE_BLESS=1 to rewrite the stored copy.
+#[test]
+fn text_report_matches_the_golden_copy() {
+    let quiet = Iv {
+        sec: 1,
+        reclaim_ns: 0,
+        calls: 0,
+        zero: None,
+        limit_hits: 0,
+    };
+    let mut unknown = kill(7, 1, memcg("/solo", 9), None);
+    unknown.victim_memcg = None;
+    let two_runs = [
+        header(&[]),
+        system(1, 1.0),
+        Record::from(unknown),
+        header(&[]),
+        system(2, 1.0),
+    ];
+    let cases: Vec<(&str, Report)> = vec![
+        ("capture", report_of(&golden_capture()).unwrap()),
+        ("oom log", report(&golden_oom_log())),
+        (
+            "tracepoint plan",
+            storm_file(&TRACEPOINT_UNAVAILABLE, 60, 500, None, 85.0),
+        ),
+        ("few memcgs", storm_file(&[], 10, 5000, Some(4900), 85.0)),
+        (
+            "headerless and quiet",
+            report(&[interval(memcg("/web", 5), quiet), system(1, 1.0)]),
+        ),
+        ("two runs, a kill without intervals", report(&two_runs)),
+    ];
+    let mut got = String::new();
+    for (name, r) in &cases {
+        got.push_str(&format!("===== {name}\n{}", text::render(r)));
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/report/testdata/text.golden"
+    );
+    if std::env::var_os("MEMTRACE_BLESS").is_some() {
+        std::fs::write(path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(path).unwrap_or_default();
+    if got != want {
+        let line = got
+            .lines()
+            .zip(want.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| got.lines().count().min(want.lines().count()));
+        panic!(
+            "the text report differs from {path} from line {}:\n got: {:?}\nwant: {:?}\n\
+             (MEMTRACE_BLESS=1 rewrites it after an intended change)",
+            line + 1,
+            got.lines().nth(line),
+            want.lines().nth(line)
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! `memtrace top` end to end, as root: real memcgs laid out like each
 //! container runtime, real workloads in them, the real binary.
 mod common;
+mod probe;
 
 use std::{
     collections::BTreeSet,
@@ -10,6 +11,7 @@ use std::{
 };
 
 use common::*;
+use probe::Probe;
 use serde_json::Value;
 
 const DOCKER: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
@@ -196,14 +198,36 @@ fn containers_of_every_runtime_show_up_and_replay_gives_the_same_rows() {
             .flatten()
             .any(|r| r["limit_hits_per_s"].as_f64().is_some_and(|v| v > 0.0))
     );
-    // This host's plan cannot see charges: null (not 0) in every row.
-    if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+    // Charges are seen when the plan (in the header the saved records
+    // start with) has try_charge_memcg, on a family the kernel really
+    // attaches: then every row has a rate, else null (never 0) everywhere.
+    let header = read_records(&saved).swap_remove(0);
+    assert_eq!(header["type"], "header");
+    let charge = header["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["hook"] == "try_charge_memcg")
+        .unwrap()["family"]
+        .clone();
+    let probe = Probe::run();
+    if let Some(family) = charge.as_str() {
+        assert!(probe.works(family), "{family}: {probe:?}");
+    } else {
         assert!(
-            live_frames
-                .iter()
-                .flatten()
-                .all(|r| r["charge_failures_per_s"].is_null())
+            !probe.works("fentry") && !probe.works("kprobe"),
+            "try_charge_memcg unplanned although the kernel attaches functions: {probe:?}"
         );
+    }
+    let unseen = header["unavailable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "charge_failures");
+    assert_eq!(unseen, charge.is_null(), "{header}");
+    for r in live_frames.iter().flatten() {
+        assert_eq!(r["charge_failures_per_s"].is_null(), unseen, "{r}");
+        assert!(unseen || r["charge_failures_per_s"].is_number(), "{r}");
     }
 
     // The saved records replayed (no kernel) give exactly the same frames.

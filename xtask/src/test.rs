@@ -133,7 +133,38 @@ fn cargo_test(object: PathBuf, extra: Vec<String>) -> impl FnOnce() -> Result<()
                 .args(["test", "--workspace", "--exclude", ebpf::PACKAGE])
                 // Run every test binary even when one fails.
                 .arg("--no-fail-fast")
-                .args(extra),
+                .args(with_ignored(extra)),
         )
+    }
+}
+
+/// Tests that need root (or the machine's dpkg/apt state, which setup has
+/// just prepared) are `#[ignore]`d so a plain `cargo test` as a user
+/// passes; CI runs as root and must skip nothing, so the test harness gets
+/// `--include-ignored` (after the caller's own `--` arguments, if any).
+fn with_ignored(mut args: Vec<String>) -> Vec<String> {
+    if !args.iter().any(|a| a == "--") {
+        args.push("--".into());
+    }
+    args.push("--include-ignored".into());
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_ignored;
+
+    #[test]
+    fn ignored_tests_are_included_after_the_callers_arguments() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(with_ignored(vec![]), v(&["--", "--include-ignored"]));
+        assert_eq!(
+            with_ignored(v(&["-p", "memtrace"])),
+            v(&["-p", "memtrace", "--", "--include-ignored"])
+        );
+        assert_eq!(
+            with_ignored(v(&["--test", "kernel", "--", "doctor"])),
+            v(&["--test", "kernel", "--", "doctor", "--include-ignored"])
+        );
     }
 }

@@ -30,7 +30,10 @@ pub(crate) mod testutil {
     use super::mounts::{MemcgFs, detect};
 
     /// Panics (never silently passes) unless running as root with a memory
-    /// cgroup hierarchy mounted: these tests create and remove memcgs.
+    /// cgroup hierarchy mounted: these tests create and remove memcgs. They
+    /// are `#[ignore = "needs root: ..."]`, so a plain `cargo test` as a
+    /// user reports them ignored; `cargo xtask test` runs them (as root)
+    /// with `--include-ignored`.
     pub fn require_root_memcg() -> MemcgFs {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };

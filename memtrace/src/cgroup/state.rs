@@ -941,6 +941,7 @@ thp_fault_alloc 0
     /// Real memcgs: a 64 MiB limit on a parent, 100 MiB of page cache
     /// written from its child.
     #[test]
+    #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn real_memcg_with_page_cache() {
         let fs = require_root_memcg();
         let pid = std::process::id();

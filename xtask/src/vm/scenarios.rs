@@ -156,6 +156,10 @@ pub const MODE_CHECKS: &[ModeCheck] = &[
         name: "cgroupfs_state",
         run: check_cgroupfs_state,
     },
+    ModeCheck {
+        name: "losses",
+        run: check_losses,
+    },
 ];
 
 /// Checks done once per boot.
@@ -172,15 +176,183 @@ const CORE_HOOKS: &[&str] = &[
     "oom_kill_process",
 ];
 
+/// Hooks that exist only as tracepoints: tp_btf or classic in every mode.
+const TRACEPOINT_HOOKS: &[&str] = &["reclaim_direct", "reclaim_memcg", "kswapd"];
+
+/// What `--attach tracepoint` must leave null (docs/kernels.md, "What each
+/// attach mode sees"): everything `try_charge_memcg` and `shrink_slab` feed
+/// (no tracepoint equivalent), and what the tracepoint fallbacks of
+/// `do_shrink_slab` and `oom_kill_process` cannot see. fentry and kprobe
+/// leave nothing null.
+const TRACEPOINT_UNAVAILABLE: &[&str] = &[
+    "charge_calls",
+    "charge_failures",
+    "charge_ns",
+    "charge_pages",
+    "charge_p50_ns",
+    "charge_p99_ns",
+    "shrink_slab_calls",
+    "shrink_slab_ns",
+    "shrink_slab_freed",
+    "shrink_slab_kswapd_ns",
+    "do_shrink_slab_zero",
+    "oom_kill.totalpages",
+    "oom_kill.chosen_points",
+    "oom_kill.trigger.pid",
+];
+
+/// `memcg_interval` counters: null exactly when the header lists them.
+const INTERVAL_COUNTERS: &[&str] = &[
+    "charge_calls",
+    "charge_failures",
+    "charge_ns",
+    "charge_pages",
+    "reclaim_direct_count",
+    "reclaim_direct_ns",
+    "reclaim_direct_pages",
+    "reclaim_memcg_count",
+    "reclaim_memcg_ns",
+    "reclaim_memcg_pages",
+    "shrink_slab_calls",
+    "shrink_slab_ns",
+    "shrink_slab_freed",
+    "shrink_slab_kswapd_ns",
+    "do_shrink_slab_calls",
+    "do_shrink_slab_zero",
+    "do_shrink_slab_freed",
+    "do_shrink_slab_ns",
+];
+
+/// Latency percentiles and the counts of the events they are taken over:
+/// null when listed, else a number whenever one of those counts is > 0
+/// (null = "no event in the interval" otherwise).
+const INTERVAL_PERCENTILES: &[(&str, &[&str])] = &[
+    ("charge_p50_ns", &["charge_calls"]),
+    ("charge_p99_ns", &["charge_calls"]),
+    (
+        "reclaim_p50_ns",
+        &["reclaim_direct_count", "reclaim_memcg_count"],
+    ),
+    (
+        "reclaim_p99_ns",
+        &["reclaim_direct_count", "reclaim_memcg_count"],
+    ),
+];
+
+/// `oom_kill` fields only the function hooks see (`oom_kill.<path>` in the
+/// header's list).
+const OOM_FUNCTION_FIELDS: &[&str] = &["totalpages", "chosen_points", "trigger.pid"];
+
+/// `system` counters of data memtrace lost: all 0 after every scenario.
+const LOSS_COUNTERS: &[&str] = &[
+    "ringbuf_drops",
+    "unmatched_returns",
+    "memcg_map_full",
+    "shrinker_map_full",
+    "inflight_map_full",
+    "missed_returns",
+];
+
+/// The families `--attach mode` may put `hook` on; None: it must be
+/// unavailable (the function-only hooks in tracepoint mode).
+fn allowed_families(mode: &str, hook: &str) -> Option<&'static [&'static str]> {
+    if TRACEPOINT_HOOKS.contains(&hook) {
+        return Some(&["tp_btf", "tracepoint"]);
+    }
+    match (mode, hook) {
+        ("auto" | "fentry", _) => Some(&["fentry"]),
+        ("kprobe", _) => Some(&["kprobe"]),
+        // mm_shrink_slab_start/end have no classic-tracepoint program.
+        (_, "do_shrink_slab") => Some(&["tp_btf"]),
+        (_, "oom_kill_process") => Some(&["tp_btf", "tracepoint"]),
+        _ => None,
+    }
+}
+
+fn expected_unavailable(mode: &str) -> &'static [&'static str] {
+    if mode == "tracepoint" {
+        TRACEPOINT_UNAVAILABLE
+    } else {
+        &[]
+    }
+}
+
+/// `path` ("a.b") inside `v`.
+fn field<'v>(v: &'v Value, path: &str) -> &'v Value {
+    path.split('.').fold(v, |v, k| &v[k])
+}
+
+/// The stream parses record by record (`parse_ndjson` names a bad line),
+/// opens with its one header, ends with the final `system` record, and
+/// every field the header lists as unavailable is null in the records while
+/// the others hold numbers.
 fn check_ndjson(m: &ModeRun) -> Outcome {
     let recs = m.records()?;
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in recs {
-        let t = r["type"].as_str().ok_or("a record has no \"type\"")?;
+    for (i, r) in recs.iter().enumerate() {
+        let t = r["type"]
+            .as_str()
+            .ok_or_else(|| format!("record {}: no \"type\": {r:.120}", i + 1))?;
+        if !r["ts_ns"].is_u64() {
+            return Err(format!("record {} ({t}) has no ts_ns", i + 1));
+        }
         *kinds.entry(t).or_default() += 1;
     }
     if recs.first().map(|r| &r["type"]) != Some(&Value::from("header")) {
         return Err("the first record is not the header".into());
+    }
+    if kinds["header"] != 1 {
+        return Err(format!("{} header records", kinds["header"]));
+    }
+    if recs.last().map(|r| &r["type"]) != Some(&Value::from("system")) {
+        return Err("the last record is not the final system record".into());
+    }
+    let unavailable = m.unavailable();
+    let listed = |f: &str| unavailable.iter().any(|u| u == f);
+    // Null where listed, else `present(v)`.
+    let fits = |f: &str, v: &Value, present: fn(&Value) -> bool| {
+        if listed(f) { v.is_null() } else { present(v) }
+    };
+    for r in recs.iter().filter(|r| r["type"] == "memcg_interval") {
+        let bad = |f: &str, v: &Value| {
+            let listed = if listed(f) { "lists" } else { "does not list" };
+            format!(
+                "memcg_interval of {} at {}: {f}={v:.120}, and the header {listed} it",
+                r["memcg"]["path"], r["ts_ns"]
+            )
+        };
+        for &f in INTERVAL_COUNTERS {
+            let v = r.get(f).ok_or_else(|| bad(f, &Value::from("missing")))?;
+            if !fits(f, v, Value::is_u64) {
+                return Err(bad(f, v));
+            }
+        }
+        for &(f, counts) in INTERVAL_PERCENTILES {
+            let events = counts.iter().any(|c| r[*c].as_u64().is_some_and(|n| n > 0));
+            let v = &r[f];
+            // No event in the interval: nothing to take a percentile of.
+            let empty = !listed(f) && !events && v.is_null();
+            if !empty && !fits(f, v, Value::is_u64) {
+                return Err(bad(f, v));
+            }
+        }
+        if !fits("shrinkers", &r["shrinkers"], Value::is_array) {
+            return Err(bad("shrinkers", &r["shrinkers"]));
+        }
+    }
+    for k in recs
+        .iter()
+        .filter(|r| r["type"] == "oom_kill" && r["before_start"] != true)
+    {
+        for f in OOM_FUNCTION_FIELDS {
+            let v = field(k, f);
+            if !fits(&format!("oom_kill.{f}"), v, Value::is_number) {
+                return Err(format!(
+                    "oom_kill of pid {}: {f}={v} against the header's unavailable list",
+                    k["victim"]["pid"]
+                ));
+            }
+        }
     }
     Ok(format!("{kinds:?}"))
 }
@@ -189,6 +361,8 @@ fn plan_entry<'a>(plan: &'a Value, hook: &str) -> Option<&'a Value> {
     plan.as_array()?.iter().find(|e| e["hook"] == hook)
 }
 
+/// The header's plan is the one the mode asked for, hook by hook, and its
+/// `unavailable` list is exactly what that mode must leave null.
 fn check_plan(m: &ModeRun) -> Outcome {
     let header = m.header()?;
     if header["cgroup_mode"] != m.cgroup {
@@ -197,45 +371,69 @@ fn check_plan(m: &ModeRun) -> Outcome {
             header["cgroup_mode"], m.cgroup
         ));
     }
-    let plan = &header["plan"];
-    if !plan.is_array() {
-        return Err("header has no plan array".into());
+    if header["attach_mode"] != m.mode {
+        return Err(format!("header attach_mode {}", header["attach_mode"]));
     }
-    let want_family = if m.mode == "auto" { "fentry" } else { m.mode };
-    // `--attach tracepoint` means tp_btf where the kernel has it.
-    let family_ok = |f: &Value| f == want_family || (m.mode == "tracepoint" && f == "tp_btf");
-    if m.kprobe_like() {
-        for hook in CORE_HOOKS {
-            let e =
-                plan_entry(plan, hook).ok_or_else(|| format!("{hook} missing from the plan"))?;
-            if e["status"] != "attached" || e["family"] != want_family {
-                return Err(format!("{hook}: {e}"));
+    let plan = header["plan"]
+        .as_array()
+        .ok_or("header has no plan array")?;
+    let mut hooks: Vec<&str> = plan.iter().filter_map(|e| e["hook"].as_str()).collect();
+    hooks.sort_unstable();
+    let mut want_hooks: Vec<&str> = CORE_HOOKS.iter().chain(TRACEPOINT_HOOKS).copied().collect();
+    want_hooks.sort_unstable();
+    if hooks != want_hooks {
+        return Err(format!("plan hooks {hooks:?}, want {want_hooks:?}"));
+    }
+    let mut detail = Vec::new();
+    for e in plan {
+        let hook = e["hook"].as_str().unwrap_or("?");
+        let allowed = allowed_families(m.mode, hook);
+        match (allowed, e["family"].as_str(), e["status"].as_str()) {
+            (Some(ok), Some(f), Some("attached")) if ok.contains(&f) => {
+                detail.push(format!("{hook}={f}"))
+            }
+            (None, None, Some("unavailable")) => detail.push(format!("{hook}=none")),
+            _ => {
+                return Err(format!(
+                    "{hook} under --attach {}: want {}, got {e}",
+                    m.mode,
+                    allowed.map_or("unavailable".into(), |a| a.join(" or "))
+                ));
             }
         }
-        Ok(format!(
-            "{} attached via {want_family}",
-            CORE_HOOKS.join(",")
-        ))
+    }
+    let got: std::collections::BTreeSet<String> = m.unavailable().into_iter().collect();
+    let want: std::collections::BTreeSet<String> = expected_unavailable(m.mode)
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    if got != want {
+        return Err(format!(
+            "unavailable {got:?}; --attach {} leaves exactly {want:?} null",
+            m.mode
+        ));
+    }
+    Ok(detail.join(" "))
+}
+
+/// No data lost: the loss counters of the final `system` record (they are
+/// cumulative) are all 0 after every workload of the mode.
+fn check_losses(m: &ModeRun) -> Outcome {
+    let last = m
+        .records()?
+        .iter()
+        .rev()
+        .find(|r| r["type"] == "system")
+        .ok_or("no system record")?;
+    let lost: Vec<String> = LOSS_COUNTERS
+        .iter()
+        .filter(|f| last[**f] != 0)
+        .map(|f| format!("{f}={}", last[*f]))
+        .collect();
+    if lost.is_empty() {
+        Ok(format!("{} all 0", LOSS_COUNTERS.join(",")))
     } else {
-        let attached: Vec<&str> = plan
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["status"] == "attached")
-            .map(|e| -> Result<&str, String> {
-                if !family_ok(&e["family"]) {
-                    return Err(format!("{} attached via {}", e["hook"], e["family"]));
-                }
-                Ok(e["hook"].as_str().unwrap_or("?"))
-            })
-            .collect::<Result<_, _>>()?;
-        if attached.is_empty() {
-            return Err("nothing attached".into());
-        }
-        if !m.unavailable().iter().any(|f| f == "do_shrink_slab_zero") {
-            return Err("do_shrink_slab_zero not listed as unavailable".into());
-        }
-        Ok(format!("attached: {}", attached.join(",")))
+        Err(format!("final system record: {}", lost.join(" ")))
     }
 }
 
@@ -529,6 +727,8 @@ fn check_doctor(b: &BootRun) -> Outcome {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn transcript(infos: &[&str]) -> Transcript {
@@ -567,30 +767,136 @@ mod tests {
         assert!(check_oom_kill(&m).is_err());
     }
 
+    /// A whole `--attach tracepoint` stream as memtrace writes it on these
+    /// kernels: the function-only hooks unavailable, do_shrink_slab and
+    /// the OOM hook on tp_btf, and exactly their lost fields null.
+    fn tracepoint_stream() -> Vec<Value> {
+        let hook = |hook: &str, family: Option<&str>| {
+            json!({
+                "hook": hook,
+                "family": family,
+                "status": if family.is_some() { "attached" } else { "unavailable" },
+            })
+        };
+        let header = json!({
+            "type": "header",
+            "ts_ns": 1,
+            "cgroup_mode": "v2",
+            "attach_mode": "tracepoint",
+            "plan": [
+                hook("try_charge_memcg", None),
+                hook("shrink_slab", None),
+                hook("do_shrink_slab", Some("tp_btf")),
+                hook("oom_kill_process", Some("tp_btf")),
+                hook("reclaim_direct", Some("tp_btf")),
+                hook("reclaim_memcg", Some("tp_btf")),
+                hook("kswapd", Some("tp_btf")),
+            ],
+            "unavailable": [
+                "charge_calls", "charge_failures", "charge_ns", "charge_pages",
+                "charge_p50_ns", "charge_p99_ns", "shrink_slab_calls",
+                "shrink_slab_ns", "shrink_slab_freed", "shrink_slab_kswapd_ns",
+                "do_shrink_slab_zero", "oom_kill.totalpages",
+                "oom_kill.chosen_points", "oom_kill.trigger.pid",
+            ],
+        });
+        let interval = json!({
+            "type": "memcg_interval",
+            "ts_ns": 2,
+            "memcg": {"id": 6, "path": "/p/m1"},
+            "charge_calls": null, "charge_failures": null, "charge_ns": null,
+            "charge_pages": null, "charge_p50_ns": null, "charge_p99_ns": null,
+            "reclaim_direct_count": 0, "reclaim_direct_ns": 0, "reclaim_direct_pages": 0,
+            "reclaim_memcg_count": 1, "reclaim_memcg_ns": 50, "reclaim_memcg_pages": 3,
+            "reclaim_p50_ns": 64, "reclaim_p99_ns": 64,
+            "shrink_slab_calls": null, "shrink_slab_ns": null,
+            "shrink_slab_freed": null, "shrink_slab_kswapd_ns": null,
+            "do_shrink_slab_calls": 2, "do_shrink_slab_zero": null,
+            "do_shrink_slab_freed": 5, "do_shrink_slab_ns": 100,
+            "limit_hits": 0,
+            "shrinkers": [{"count_objects": "super_cache_count", "fs_type": "cgroup2", "device": "cgroup2"}],
+        });
+        let kill = json!({
+            "type": "oom_kill",
+            "ts_ns": 3,
+            "before_start": false,
+            "victim": {"pid": 42, "comm": "dd"},
+            "trigger": {"pid": null, "comm": "dd"},
+            "totalpages": null,
+            "chosen_points": null,
+        });
+        let system = json!({
+            "type": "system",
+            "ts_ns": 4,
+            "dying_memcgs": 0,
+            "ringbuf_drops": 0, "unmatched_returns": 0, "memcg_map_full": 0,
+            "shrinker_map_full": 0, "inflight_map_full": 0, "missed_returns": 0,
+        });
+        vec![header, interval, kill, system]
+    }
+
     #[test]
     fn tracepoint_nulls() {
         let t = transcript(&["INFO scenario=shrink tag=tracepoint parent=/p count=1"]);
-        let ndjson = r#"{"type":"header","cgroup_mode":"v2","plan":[{"hook":"shrink_slab","family":"tracepoint","status":"attached"}],"unavailable":["do_shrink_slab_zero"]}
-{"type":"memcg_interval","memcg":{"id":6,"path":"/p/m1"},"do_shrink_slab_calls":2,"do_shrink_slab_zero":null,"shrink_slab_calls":null,"shrinkers":[{"count_objects":"super_cache_count","fs_type":"cgroup2","device":"cgroup2"}]}
-"#;
-        let m = ModeRun {
-            mode: "tracepoint",
-            cgroup: "v2",
-            transcript: &t,
-            records: parse_ndjson(ndjson),
+        let run = |edit: &dyn Fn(&mut Vec<Value>)| {
+            let mut records = tracepoint_stream();
+            edit(&mut records);
+            ModeRun {
+                mode: "tracepoint",
+                cgroup: "v2",
+                transcript: &t,
+                records: Ok(records),
+            }
         };
-        assert!(check_shrink(&m).is_ok(), "{:?}", check_shrink(&m));
-        assert!(check_plan(&m).is_ok(), "{:?}", check_plan(&m));
+        let m = run(&|_| {});
+        for (name, check) in [
+            ("ndjson", check_ndjson as fn(&ModeRun) -> Outcome),
+            ("plan", check_plan),
+            ("shrink", check_shrink),
+            ("losses", check_losses),
+        ] {
+            assert!(check(&m).is_ok(), "{name}: {:?}", check(&m));
+        }
+
+        // shrink_slab has no tracepoint: a plan attaching it through one
+        // is not what tracepoint mode must give.
+        let e = check_plan(&run(&|r| r[0]["plan"][1]["family"] = json!("tracepoint"))).unwrap_err();
+        assert!(e.contains("shrink_slab under --attach tracepoint"), "{e}");
+        // The same header in fentry mode is wrong hook by hook.
+        let fentry = ModeRun {
+            mode: "fentry",
+            ..run(&|r| r[0]["attach_mode"] = json!("fentry"))
+        };
+        assert!(check_plan(&fentry).is_err());
+        // An unavailable field forgotten in the list.
+        let e = check_plan(&run(&|r| {
+            r[0]["unavailable"].as_array_mut().unwrap().pop();
+        }))
+        .unwrap_err();
+        assert!(e.contains("leaves exactly"), "{e}");
+        // A number where the header says null, a null where it promises a
+        // count, a percentile missing although reclaims happened.
+        for (field, value) in [
+            ("charge_calls", json!(3)),
+            ("do_shrink_slab_calls", Value::Null),
+            ("reclaim_p99_ns", Value::Null),
+            ("shrinkers", Value::Null),
+        ] {
+            let e = check_ndjson(&run(&|r| r[1][field] = value.clone())).unwrap_err();
+            assert!(e.contains(field), "{e}");
+        }
+        let e = check_ndjson(&run(&|r| r[2]["totalpages"] = json!(8192))).unwrap_err();
+        assert!(e.contains("totalpages"), "{e}");
+        // The stream must end with the final system record.
+        assert!(check_ndjson(&run(&|r| r.truncate(3))).is_err());
+        // Any loss is a failure.
+        let e = check_losses(&run(&|r| r[3]["missed_returns"] = json!(1))).unwrap_err();
+        assert!(e.contains("missed_returns=1"), "{e}");
+
         // Shrinkers listed, but the superblock's is not named.
-        let unnamed = |from: &str, to: &str| ModeRun {
-            records: parse_ndjson(&ndjson.replace(from, to)),
-            mode: "tracepoint",
-            cgroup: "v2",
-            transcript: &t,
-        };
-        let e = check_shrink(&unnamed(r#""cgroup2","device""#, r#"null,"device""#)).unwrap_err();
+        let e = check_shrink(&run(&|r| r[1]["shrinkers"][0]["fs_type"] = Value::Null)).unwrap_err();
         assert!(e.contains("want some shrinker row"), "{e}");
-        let e = check_shrink(&unnamed(r#""device":"cgroup2""#, r#""device":null"#)).unwrap_err();
+        let e = check_shrink(&run(&|r| r[1]["shrinkers"][0]["device"] = Value::Null)).unwrap_err();
         assert!(e.contains("without fs_type/device"), "{e}");
         assert!(
             parse_ndjson("{\"a\":1}\nnot json\n")

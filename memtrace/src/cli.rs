@@ -111,9 +111,11 @@ impl ProbeArgs {
 /// Which memcgs to show.
 #[derive(Args, Debug, Clone)]
 pub struct FilterArgs {
-    /// Only memcgs whose path matches GLOB (shell rules; `*` stops at `/`)
-    #[arg(long, value_name = "GLOB")]
-    pub cgroup: Option<String>,
+    /// Only memcgs whose path matches GLOB: shell rules (`*`, `?`, `[a-z]`,
+    /// `[!a-z]` never match `/`), `**` as a whole component for any depth
+    /// (`/kubepods.slice/**`), `{a,b}` for either; `\` escapes
+    #[arg(long, value_name = "GLOB", value_parser = crate::filter::CgroupGlob::parse)]
+    pub cgroup: Option<crate::filter::CgroupGlob>,
     /// Only memcgs of containers whose id (or name) starts with PREFIX
     #[arg(long, value_name = "ID-PREFIX")]
     pub container: Option<String>,
@@ -121,7 +123,10 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     pub fn filter(&self) -> anyhow::Result<crate::filter::Filter> {
-        crate::filter::Filter::new(self.cgroup.as_deref(), self.container.as_deref())
+        Ok(crate::filter::Filter::new(
+            self.cgroup.clone(),
+            self.container.as_deref(),
+        ))
     }
 }
 

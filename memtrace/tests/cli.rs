@@ -60,3 +60,18 @@ fn help_has_examples() {
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("Examples:") && s.contains("--attach"), "{s}");
 }
+
+#[test]
+fn bad_cgroup_glob_is_a_usage_error() {
+    for cmd in ["stream", "top"] {
+        let (code, err) = run(&[cmd, "--cgroup", "/kubepods.slice/pod-[0-9"]);
+        assert_eq!(code, Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("--cgroup") && err.contains("unclosed character class"),
+            "{cmd}: {err}"
+        );
+    }
+    let (code, err) = run(&["stream", "--cgroup", "/a[/]b"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("includes `/`"), "{err}");
+}

@@ -531,7 +531,8 @@ fn parse_pressure(text: &[u8]) -> Pressure {
     p
 }
 
-fn page_size() -> u64 {
+/// The page size in bytes (4096 if sysconf cannot tell).
+pub fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(ps).ok().filter(|&p| p > 0).unwrap_or(4096)

@@ -44,7 +44,9 @@ pub enum Command {
     )]
     Report(ReportArgs),
     /// What this kernel supports and the attach plan memtrace would use
-    #[command(after_help = "Examples:\n  memtrace doctor\n  memtrace doctor --json | jq .plan")]
+    #[command(
+        after_help = "Examples:\n  memtrace doctor\n  memtrace doctor --json | jq .plan\n  memtrace doctor --attach kprobe   # the plan (or the error) stream --attach kprobe would get"
+    )]
     Doctor(DoctorArgs),
 }
 

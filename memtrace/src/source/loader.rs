@@ -176,6 +176,8 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     // Everything needed from our parse is taken: free it before aya parses
     // the same 5 MB again, halving start-up's peak memory.
     drop(kbtf);
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it
+    // takes no pointers and is safe to call at any time.
     unsafe { libc::malloc_trim(0) };
     let aya_btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
     let mut ebpf = EbpfLoader::new()
@@ -248,6 +250,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     drop(aya_btf);
     // The parsed BTF was just freed; give the memory back instead of
     // carrying it for the agent's whole life.
+    // SAFETY: as above, malloc_trim takes no pointers.
     unsafe { libc::malloc_trim(0) };
     Ok(Loaded {
         ebpf,

@@ -173,15 +173,23 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     };
 
     let mark_victim_known = kbtf.mark_victim_arg().is_some();
-    // Everything needed from our parse is taken: free it before aya parses
-    // the same 5 MB again, halving start-up's peak memory.
+    // The kernel's BTF is parsed more than once, which aya 0.14 leaves no
+    // way around: aya::Btf has no public accessor for its types (only
+    // id_by_type_name_kind), so offsets and prototypes come from btf-rs;
+    // EbpfLoader::new() always parses /sys/kernel/btf/vmlinux itself and
+    // keeps it private; and the fentry/tp_btf loads need a &aya::Btf of
+    // our own. What can be done is never holding two parses at once:
+    // btf-rs's (~56 MiB at its peak, the process's peak) is dropped and its
+    // pages returned before aya parses (~20 MiB each), and the loader's
+    // parse is gone before ours is made for the attaches.
     drop(kbtf);
     // SAFETY: malloc_trim only returns free heap pages to the kernel; it
     // takes no pointers and is safe to call at any time.
     unsafe { libc::malloc_trim(0) };
-    let aya_btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
+    // The loader uses its own parse only for CO-RE relocations, which a
+    // rustc-built object does not have (toolchain notes, section 5); it
+    // and its parse are dropped at the end of this statement.
     let mut ebpf = EbpfLoader::new()
-        .btf(Some(&aya_btf))
         .override_global("OFFSETS", &offsets, true)
         .override_global("CONFIG", &config, true)
         .map_max_entries("MEMCG_STATS", opts.maps.memcg_entries)
@@ -190,6 +198,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         .map_max_entries("EVENTS", opts.maps.ringbuf_bytes)
         .load(EBPF_OBJ)
         .context("loading memtrace's eBPF object (maps)")?;
+    let aya_btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
 
     let mut plan_entries = Vec::new();
     for (spec, cands) in HOOKS.iter().zip(&candidates) {

@@ -298,6 +298,9 @@ pub fn hist_bucket(ns: u64) -> usize {
     }
 }
 
+// SAFETY (every impl below): each type is `#[repr(C)]` and made only of
+// integers and integer arrays, so any bytes the kernel writes are a valid
+// value; the programs and memtrace share these very definitions.
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -310,6 +313,9 @@ mod pod {
     unsafe impl aya::Pod for SystemStats {}
     unsafe impl aya::Pod for InflightKey {}
     unsafe impl aya::Pod for Inflight {}
+    // Ring buffer events, decoded from the bytes of a sample.
+    unsafe impl aya::Pod for OomEvent {}
+    unsafe impl aya::Pod for SlowEvent {}
 }
 
 #[cfg(test)]

@@ -44,7 +44,9 @@ pub enum Command {
     )]
     Report(ReportArgs),
     /// What this kernel supports and the attach plan memtrace would use
-    #[command(after_help = "Examples:\n  memtrace doctor\n  memtrace doctor --json | jq .plan")]
+    #[command(
+        after_help = "Examples:\n  memtrace doctor\n  memtrace doctor --json | jq .plan\n  memtrace doctor --attach kprobe   # the plan (or the error) stream --attach kprobe would get"
+    )]
     Doctor(DoctorArgs),
 }
 
@@ -58,6 +60,30 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
         Err("must be greater than zero".into())
     } else {
         Ok(d)
+    }
+}
+
+/// The largest ring buffer whose size in bytes fits the map's u32
+/// max_entries (2 GiB).
+const RINGBUF_MAX_KIB: u32 = 1 << 21;
+
+/// `--ringbuf-kib`: the kernel refuses a ring buffer whose size is not a
+/// power of two or not a multiple of the page size (EINVAL at load time);
+/// checking here makes a bad value a usage error that names the rule.
+fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    // Page sizes are powers of two, so a power of two at least this large
+    // is a whole number of pages.
+    let page_kib = u32::try_from(crate::cgroup::state::page_size() / 1024)
+        .unwrap_or(1)
+        .max(1);
+    if kib.is_power_of_two() && (page_kib..=RINGBUF_MAX_KIB).contains(&kib) {
+        Ok(kib)
+    } else {
+        Err(format!(
+            "must be a power of two from {page_kib} (the page size) to {RINGBUF_MAX_KIB} (2 GiB): \
+             the kernel needs a ring buffer of a power-of-two number of whole pages"
+        ))
     }
 }
 
@@ -75,8 +101,9 @@ pub struct ProbeArgs {
     /// Max calls in progress tracked at once (entry/return pairing)
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..))]
     pub inflight_entries: u32,
-    /// Ring buffer size in KiB (power of two) for OOM and slow events
-    #[arg(long, default_value_t = 256)]
+    /// Ring buffer size in KiB for OOM and slow events (a power of two, at
+    /// least the page size)
+    #[arg(long, default_value_t = 256, value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: u32,
     /// Report charges slower than this as slow_charge records (0 = never)
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
@@ -89,11 +116,6 @@ pub struct ProbeArgs {
 impl ProbeArgs {
     pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
         let kib = self.ringbuf_kib;
-        if !kib.is_power_of_two() || kib < 4 {
-            anyhow::bail!(
-                "--ringbuf-kib {kib}: must be a power of two of at least 4 (the page size)"
-            );
-        }
         Ok(LoadOptions {
             mode: self.attach,
             maps: MapSizes {
@@ -111,9 +133,11 @@ impl ProbeArgs {
 /// Which memcgs to show.
 #[derive(Args, Debug, Clone)]
 pub struct FilterArgs {
-    /// Only memcgs whose path matches GLOB (shell rules; `*` stops at `/`)
-    #[arg(long, value_name = "GLOB")]
-    pub cgroup: Option<String>,
+    /// Only memcgs whose path matches GLOB: shell rules (`*`, `?`, `[a-z]`,
+    /// `[!a-z]` never match `/`), `**` as a whole component for any depth
+    /// (`/kubepods.slice/**`), `{a,b}` for either; `\` escapes
+    #[arg(long, value_name = "GLOB", value_parser = crate::filter::CgroupGlob::parse)]
+    pub cgroup: Option<crate::filter::CgroupGlob>,
     /// Only memcgs of containers whose id (or name) starts with PREFIX
     #[arg(long, value_name = "ID-PREFIX")]
     pub container: Option<String>,
@@ -121,7 +145,10 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     pub fn filter(&self) -> anyhow::Result<crate::filter::Filter> {
-        crate::filter::Filter::new(self.cgroup.as_deref(), self.container.as_deref())
+        Ok(crate::filter::Filter::new(
+            self.cgroup.clone(),
+            self.container.as_deref(),
+        ))
     }
 }
 

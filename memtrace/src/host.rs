@@ -80,7 +80,8 @@ impl HostSampler {
     }
 
     fn with_proc_root(proc_root: PathBuf, now: Instant) -> Self {
-        // SAFETY: sysconf has no preconditions.
+        // SAFETY: sysconf takes no pointers and has no preconditions; an
+        // unknown name returns -1, handled below.
         let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         let mut s = HostSampler {
             proc_root,

@@ -30,11 +30,48 @@ fn bad_durations_are_usage_errors() {
     assert!(err.contains("examples: 500ms"), "{err}");
 }
 
+/// The kernel's own rule for a ring buffer: a power-of-two number of
+/// whole pages. Every subcommand that loads programs checks it up front.
 #[test]
-fn bad_ringbuf_size_names_the_fix() {
-    let (code, err) = run(&["stream", "--ringbuf-kib", "100"]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("power of two"), "{err}");
+fn bad_ringbuf_size_is_a_usage_error_naming_the_rule() {
+    let page_kib = std::fs::read_to_string("/proc/self/smaps")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("KernelPageSize:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u32>().ok())
+        })
+        .unwrap_or(4);
+    let below_a_page = (page_kib / 2).to_string();
+    for cmd in ["stream", "top", "record", "doctor"] {
+        for bad in ["3", "100", "0", &below_a_page, "4194304", "-1", "lots"] {
+            let arg = format!("--ringbuf-kib={bad}");
+            let (code, err) = run(&[cmd, &arg]);
+            assert_eq!(code, Some(2), "{cmd} --ringbuf-kib {bad}: {err}");
+            assert!(err.contains("--ringbuf-kib"), "{cmd} {bad}: {err}");
+            if bad.parse::<u32>().is_ok() {
+                assert!(
+                    err.contains("power of two") && err.contains("page size"),
+                    "{cmd} {bad}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_map_entries_are_usage_errors() {
+    for flag in [
+        "--memcg-entries",
+        "--shrinker-entries",
+        "--inflight-entries",
+    ] {
+        for bad in ["0", "15", "-1", "4294967296", "many"] {
+            let (code, err) = run(&["stream", &format!("{flag}={bad}")]);
+            assert_eq!(code, Some(2), "{flag} {bad}: {err}");
+            assert!(err.contains(flag), "{flag} {bad}: {err}");
+        }
+    }
 }
 
 #[test]
@@ -59,4 +96,19 @@ fn help_has_examples() {
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("Examples:") && s.contains("--attach"), "{s}");
+}
+
+#[test]
+fn bad_cgroup_glob_is_a_usage_error() {
+    for cmd in ["stream", "top"] {
+        let (code, err) = run(&[cmd, "--cgroup", "/kubepods.slice/pod-[0-9"]);
+        assert_eq!(code, Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("--cgroup") && err.contains("unclosed character class"),
+            "{cmd}: {err}"
+        );
+    }
+    let (code, err) = run(&["stream", "--cgroup", "/a[/]b"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("includes `/`"), "{err}");
 }

@@ -14,12 +14,9 @@ pub mod state;
 pub mod stats;
 pub mod tasks;
 
-// Convenience re-exports: a caller need not name every one of them.
-#[allow(unused_imports)]
+// What the rest of memtrace uses, without naming the submodules.
 pub use mounts::{CgroupMode, MemcgFs, detect};
-#[allow(unused_imports)]
 pub use resolver::{MemcgName, Resolver};
-#[allow(unused_imports)]
 pub use stats::limit_hits;
 
 /// Helpers shared by the tests that need a real memory hierarchy.

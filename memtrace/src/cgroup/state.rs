@@ -31,15 +31,6 @@ fn set_stat(s: &mut MemcgState, v: [Option<u64>; 7]) {
     ] = v;
 }
 
-/// Reads the state of the memcg at `rel` (`/a/b` relative to `root`, the
-/// mount point of the memory hierarchy, normally `fs.root`; `/` is the
-/// root). A one-off read: to read many memcgs per refresh, keep a
-/// [`StateReader`], which caches ancestor limits.
-#[allow(dead_code)] // API for one-off reads; refreshes use StateReader.
-pub fn read_state(fs: &MemcgFs, root: &Path, rel: &str) -> MemcgState {
-    StateReader::with_root(fs, root).read(rel)
-}
-
 /// How long a memcg's own limits are trusted before being read again.
 const LIMIT_TTL: Duration = Duration::from_secs(10);
 
@@ -467,8 +458,10 @@ fn parse_pressure(text: &[u8]) -> Pressure {
     p
 }
 
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
+/// The page size in bytes (4096 if sysconf cannot tell).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf takes no pointers and has no preconditions; an
+    // unknown name returns -1, handled below.
     let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(ps).ok().filter(|&p| p > 0).unwrap_or(4096)
 }
@@ -795,7 +788,7 @@ thp_fault_alloc 0
             }
         );
         // One-off read, other spelling of the path.
-        assert_eq!(read_state(&fs, &base, "a/b/c/"), s);
+        assert_eq!(StateReader::with_root(&fs, &base).read("a/b/c/"), s);
 
         // Cached for the limit TTL, even across refreshes...
         write("/a", "memory.limit_in_bytes", "1048576\n");
@@ -1025,7 +1018,7 @@ thp_fault_alloc 0
         assert_eq!(root.usage_bytes.is_some(), !fs.v2, "{root:?}");
 
         // One-off read agrees on the limits.
-        let one = read_state(&fs, &fs.root, &child_rel);
+        let one = StateReader::with_root(&fs, &fs.root).read(&child_rel);
         assert_eq!(one.effective_limit_bytes, Some(LIMIT));
 
         // Dying memcgs: a number on both versions (its value depends on

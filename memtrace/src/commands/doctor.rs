@@ -48,7 +48,9 @@ struct Report {
     families: std::collections::BTreeMap<&'static str, FamilySupport>,
     /// Kernel function each function hook resolves to (exact kallsyms name).
     symbols: std::collections::BTreeMap<&'static str, Option<String>>,
-    /// The plan `--attach auto` picks, with every family's outcome.
+    /// The `--attach` mode the plan is for.
+    attach: AttachMode,
+    /// The plan that mode picks, with the outcome of each of its families.
     plan: Vec<PlanEntry>,
     unavailable: Unseen,
     maps: Vec<MapMemory>,
@@ -115,6 +117,10 @@ fn map_memory(sizes: &MapSizes) -> Vec<MapMemory> {
 
 pub fn run(args: DoctorArgs) -> Result<()> {
     let mut opts = args.probe.load_options()?;
+    // Every family is tried (auto, exhaustively) for the survey of what
+    // this kernel can do; the plan of the requested mode is derived from
+    // those outcomes.
+    let mode = opts.mode;
     opts.mode = AttachMode::Auto;
     let fs = cgroup::detect();
     let btf_present = Path::new(VMLINUX_BTF).exists();
@@ -129,6 +135,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         privileges: privileges.clone(),
         families: Default::default(),
         symbols: Default::default(),
+        attach: mode,
         plan: Vec::new(),
         unavailable: Unseen::default(),
         maps: map_memory(&opts.maps),
@@ -140,7 +147,6 @@ pub fn run(args: DoctorArgs) -> Result<()> {
     let mut ok = true;
     match loader::load(&opts, true) {
         Ok(loaded) => {
-            report.unavailable = loaded.unavailable_fields();
             for spec in HOOKS.iter().filter(|s| s.is_function_hook()) {
                 let found = spec
                     .functions
@@ -177,7 +183,13 @@ pub fn run(args: DoctorArgs) -> Result<()> {
                     },
                 );
             }
-            report.plan = loaded.plan;
+            let (plan, verdict) = loader::plan_for_mode(mode, &loaded.plan, &loaded.facts);
+            report.unavailable = loader::unavailable_fields(&plan);
+            report.plan = plan;
+            if let Err(e) = verdict {
+                ok = false;
+                report.error = Some(format!("{e:#}"));
+            }
             // Dropping `loaded` detaches everything doctor attached.
         }
         Err(e) => {
@@ -246,7 +258,7 @@ fn print_text(r: &Report) {
         );
     }
     println!();
-    println!("attach plan (--attach auto):");
+    println!("attach plan (--attach {}):", r.attach.as_str());
     for p in &r.plan {
         let fam = p.family.map(Family::as_str).unwrap_or("-");
         println!(

@@ -222,6 +222,17 @@ pub const HOOKS: &[HookSpec] = &[
     },
 ];
 
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Fentry => "fentry",
+            AttachMode::Kprobe => "kprobe",
+            AttachMode::Tracepoint => "tracepoint",
+        }
+    }
+}
+
 /// Fields fed by either reclaim hook.
 pub const RECLAIM_PERCENTILE_FIELDS: &[Field] = &[Field::ReclaimP50Ns, Field::ReclaimP99Ns];
 

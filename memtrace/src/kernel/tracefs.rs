@@ -14,51 +14,81 @@ pub fn find() -> Option<PathBuf> {
         .find(|p| p.join("events").is_dir())
 }
 
+/// Threads of this process (1 if /proc cannot tell).
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
+}
+
 /// Makes tracefs available, mounting it if nobody has. The mount is made
 /// in a private mount namespace of this process, so nothing is left behind
-/// on the host when memtrace exits. Needs a single-threaded process.
+/// on the host when memtrace exits.
+///
+/// Needs a single-threaded process: unshare(2) moves only the calling
+/// thread into the new namespace, so other threads would neither see the
+/// mount nor share this thread's view of the host's later mounts. memtrace
+/// calls this while loading its programs, before it starts any thread (its
+/// tokio runtime is current-thread, and `top` starts crossterm's input
+/// thread only after the load); this is checked, not assumed.
 pub fn ensure() -> Result<PathBuf> {
     if let Some(p) = find() {
         return Ok(p);
     }
     let target = Path::new(CANDIDATES[0]);
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            bail!(
-                "tracefs is not mounted and creating a private mount namespace failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        let root = c"/";
-        if libc::mount(
+    let threads = thread_count();
+    if threads != 1 {
+        bail!(
+            "tracefs is not mounted, and mounting it privately needs a single-threaded \
+             process ({threads} threads); mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
+        );
+    }
+    // SAFETY: unshare takes no pointers. Its effect on this thread only is
+    // the whole process's: the process was just checked to have one thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        bail!(
+            "tracefs is not mounted and creating a private mount namespace failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let root = c"/";
+    // SAFETY: `root` is a NUL-terminated static string; mount(2) accepts
+    // null source, type and data when changing propagation (MS_PRIVATE),
+    // and reads nothing else.
+    let r = unsafe {
+        libc::mount(
             std::ptr::null(),
             root.as_ptr(),
             std::ptr::null(),
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
-        ) != 0
-        {
-            bail!(
-                "making the private mount namespace private failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        let src = c"tracefs";
-        let dst = c"/sys/kernel/tracing";
-        if libc::mount(
+        )
+    };
+    if r != 0 {
+        bail!(
+            "making the private mount namespace private failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let src = c"tracefs";
+    let dst = c"/sys/kernel/tracing";
+    // SAFETY: source, target and type are NUL-terminated static strings;
+    // a null data pointer means no mount options.
+    let r = unsafe {
+        libc::mount(
             src.as_ptr(),
             dst.as_ptr(),
             src.as_ptr(),
             0,
             std::ptr::null(),
-        ) != 0
-        {
-            bail!(
-                "tracefs is not mounted and mounting it at {} failed: {} (mount it with `mount -t tracefs nodev /sys/kernel/tracing`)",
-                target.display(),
-                std::io::Error::last_os_error()
-            );
-        }
+        )
+    };
+    if r != 0 {
+        bail!(
+            "tracefs is not mounted and mounting it at {} failed: {} (mount it with `mount -t tracefs nodev /sys/kernel/tracing`)",
+            target.display(),
+            std::io::Error::last_os_error()
+        );
     }
     Ok(target.to_path_buf())
 }

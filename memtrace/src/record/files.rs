@@ -171,6 +171,8 @@ impl OutDir {
     /// file system instead of two per post-mortem).
     pub fn sync(&self) {
         if let Ok(f) = File::open(&self.dir) {
+            // SAFETY: syncfs only reads the fd, which `f` keeps open for
+            // the call; a failure is reported through the return value.
             let _ = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) };
         }
     }

@@ -74,9 +74,14 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 }
 
 /// Reads a record of type `T` if the buffer is exactly one.
-fn decode<T: Copy>(bytes: &[u8]) -> Option<T> {
-    (bytes.len() >= std::mem::size_of::<T>())
-        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= std::mem::size_of::<T>()).then(|| {
+        // SAFETY: the length check keeps the read inside `bytes`;
+        // read_unaligned needs no alignment (ring buffer samples are only
+        // 8-byte aligned by convention); and `T: Pod` promises a plain
+        // integer struct for which any bytes are a valid value.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+    })
 }
 
 pub fn decode_event(bytes: &[u8]) -> Option<RawEvent> {
@@ -95,7 +100,10 @@ impl Live {
         let shrinker_info = take(&mut loaded, "SHRINKER_INFO")?;
         let system = take(&mut loaded, "SYSTEM_STATS")?;
         let ring: RingBuf<MapData> = take(&mut loaded, "EVENTS")?;
-        // SAFETY: the AsyncFd owns the ring buffer, hence its fd, for its whole life.
+        // SAFETY: the fd must stay open, and as_raw_fd keep returning it,
+        // for the AsyncFd's whole life. It is the ring buffer map's fd,
+        // owned by the MapData inside the RingBuf, which the AsyncFd owns
+        // and nothing else can reach to close or replace.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)
             .context("polling the ring buffer")?;
@@ -217,7 +225,10 @@ fn sum_cpus<T: aya::Pod + Default>(values: &PerCpuValues<T>, add: fn(&mut T, &T)
 
 /// BPF_OBJ_GET_INFO_BY_FD; aya 0.14 does not expose recursion_misses.
 fn prog_recursion_misses(fd: i32) -> Option<u64> {
+    // SAFETY: bpf_prog_info is a bindgen struct of integers (pointers are
+    // carried as u64), for which all-zero is a valid value.
     let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    // The `info` member of union bpf_attr.
     #[repr(C)]
     struct InfoAttr {
         bpf_fd: u32,
@@ -230,8 +241,15 @@ fn prog_recursion_misses(fd: i32) -> Option<u64> {
         info_len: std::mem::size_of_val(&info) as u32,
         info: &raw mut info as u64,
     };
+    // SAFETY: InfoAttr is 16 bytes and `attr` 128, so the write stays in
+    // bounds; a byte array has no alignment, hence write_unaligned.
     unsafe { std::ptr::write_unaligned(attr.as_mut_ptr().cast::<InfoAttr>(), a) };
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // SAFETY: bpf(2) reads `attr.len()` bytes of `attr`, all initialised
+    // (the kernel requires the bytes past the fields it knows to be zero,
+    // and they are). It writes at most `info_len` bytes, the size of
+    // `info`, through the pointer in the attr; `info` is a live local,
+    // borrowed by nothing else until the call returns.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,

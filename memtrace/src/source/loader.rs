@@ -64,10 +64,16 @@ impl Loaded {
     }
 
     pub fn unavailable_fields(&self) -> Unseen {
-        let chosen: Vec<(&HookSpec, Option<Family>)> =
-            HOOKS.iter().map(|s| (s, self.family_of(s.hook))).collect();
-        plan::unavailable_fields(&chosen)
+        unavailable_fields(&self.plan)
     }
+}
+
+/// Record fields that are null on this plan.
+pub fn unavailable_fields(plan: &[PlanEntry]) -> Unseen {
+    let family_of = |hook: &str| plan.iter().find(|p| p.hook == hook).and_then(|p| p.family);
+    let chosen: Vec<(&HookSpec, Option<Family>)> =
+        HOOKS.iter().map(|s| (s, family_of(s.hook))).collect();
+    plan::unavailable_fields(&chosen)
 }
 
 /// Short form of an aya error: verifier logs run to thousands of lines,
@@ -117,12 +123,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     let kallsyms = Kallsyms::load()?;
     let facts = caps::gather_facts(&kbtf, &kallsyms);
 
-    if opts.mode == AttachMode::Kprobe && !facts.kprobe_pmu {
-        bail!(
-            "--attach kprobe: this kernel has no kprobe support (/sys/bus/event_source/devices/kprobe \
-             is missing: CONFIG_KPROBES/CONFIG_KPROBE_EVENTS unset); use --attach auto, fentry or tracepoint"
-        );
-    }
+    check_mode_supported(opts.mode, &facts)?;
 
     let candidates: Vec<_> = HOOKS
         .iter()
@@ -151,13 +152,23 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     };
 
     let mark_victim_known = kbtf.mark_victim_arg().is_some();
-    // Everything needed from our parse is taken: free it before aya parses
-    // the same 5 MB again, halving start-up's peak memory.
+    // The kernel's BTF is parsed more than once, which aya 0.14 leaves no
+    // way around: aya::Btf has no public accessor for its types (only
+    // id_by_type_name_kind), so offsets and prototypes come from btf-rs;
+    // EbpfLoader::new() always parses /sys/kernel/btf/vmlinux itself and
+    // keeps it private; and the fentry/tp_btf loads need a &aya::Btf of
+    // our own. What can be done is never holding two parses at once:
+    // btf-rs's (~56 MiB at its peak, the process's peak) is dropped and its
+    // pages returned before aya parses (~20 MiB each), and the loader's
+    // parse is gone before ours is made for the attaches.
     drop(kbtf);
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it
+    // takes no pointers and is safe to call at any time.
     unsafe { libc::malloc_trim(0) };
-    let aya_btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
+    // The loader uses its own parse only for CO-RE relocations, which a
+    // rustc-built object does not have (toolchain notes, section 5); it
+    // and its parse are dropped at the end of this statement.
     let mut ebpf = EbpfLoader::new()
-        .btf(Some(&aya_btf))
         .override_global("OFFSETS", &offsets, true)
         .override_global("CONFIG", &config, true)
         .map_max_entries("MEMCG_STATS", opts.maps.memcg_entries)
@@ -166,6 +177,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         .map_max_entries("EVENTS", opts.maps.ringbuf_bytes)
         .load(EBPF_OBJ)
         .context("loading memtrace's eBPF object (maps)")?;
+    let aya_btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
 
     let mut plan_entries = Vec::new();
     for (spec, cands) in HOOKS.iter().zip(&candidates) {
@@ -215,36 +227,18 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
                 }
             }
         }
-        let family = chosen.as_ref().map(|a| a.family);
-        let loses = match family {
-            None if spec.is_function_hook() => Some(spec.tracepoint_note),
-            None => Some("not seen"),
-            Some(Family::TpBtf | Family::Tracepoint) if !spec.tracepoint_note.is_empty() => {
-                Some(spec.tracepoint_note)
-            }
-            _ => None,
+        let mut entry = plan_entry(spec, opts.mode, chosen, &outcomes);
+        if exhaustive {
+            entry.families = outcomes;
         }
-        .map(str::to_string);
-        plan_entries.push(PlanEntry {
-            hook: spec.hook.to_string(),
-            family,
-            target: chosen.map(|a| a.target),
-            status: if family.is_some() {
-                "attached"
-            } else {
-                "unavailable"
-            }
-            .to_string(),
-            reason: skipped_reason(plan::families(opts.mode, spec), family, &outcomes),
-            loses,
-            families: if exhaustive { outcomes } else { Vec::new() },
-        });
+        plan_entries.push(entry);
     }
 
     check_forced_mode(opts.mode, &plan_entries)?;
     drop(aya_btf);
     // The parsed BTF was just freed; give the memory back instead of
     // carrying it for the agent's whole life.
+    // SAFETY: as above, malloc_trim takes no pointers.
     unsafe { libc::malloc_trim(0) };
     Ok(Loaded {
         ebpf,
@@ -252,6 +246,91 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         facts,
         kallsyms,
     })
+}
+
+/// The plan entry for a hook attached with `chosen` (None: nothing
+/// attached) after the `outcomes` of the families tried; `families` is
+/// left empty.
+fn plan_entry(
+    spec: &HookSpec,
+    mode: AttachMode,
+    chosen: Option<plan::Attempt>,
+    outcomes: &[FamilyOutcome],
+) -> PlanEntry {
+    let family = chosen.as_ref().map(|a| a.family);
+    let loses = match family {
+        None if spec.is_function_hook() => Some(spec.tracepoint_note),
+        None => Some("not seen"),
+        Some(Family::TpBtf | Family::Tracepoint) if !spec.tracepoint_note.is_empty() => {
+            Some(spec.tracepoint_note)
+        }
+        _ => None,
+    }
+    .map(str::to_string);
+    PlanEntry {
+        hook: spec.hook.to_string(),
+        family,
+        target: chosen.map(|a| a.target),
+        status: if family.is_some() {
+            "attached"
+        } else {
+            "unavailable"
+        }
+        .to_string(),
+        reason: skipped_reason(plan::families(mode, spec), family, outcomes),
+        loses,
+        families: Vec::new(),
+    }
+}
+
+/// The plan `--attach mode` would get, derived from an exhaustive load in
+/// `auto` mode (which tries every family, a superset of any mode's): per
+/// hook, the first of the mode's families that worked. Fails with the
+/// error a load in that mode gives when the kernel cannot do it, so that
+/// `doctor --attach X` says what `stream --attach X` would.
+pub fn plan_for_mode(
+    mode: AttachMode,
+    exhaustive: &[PlanEntry],
+    facts: &KernelFacts,
+) -> (Vec<PlanEntry>, Result<()>) {
+    let mut out = Vec::new();
+    for entry in exhaustive {
+        let Some(spec) = plan::spec(&entry.hook) else {
+            continue;
+        };
+        let order = plan::families(mode, spec);
+        let outcomes: Vec<FamilyOutcome> = entry
+            .families
+            .iter()
+            .filter(|o| order.contains(&o.family))
+            .cloned()
+            .collect();
+        let chosen = order.iter().find_map(|f| {
+            outcomes
+                .iter()
+                .find(|o| o.family == *f && o.ok)
+                .map(|o| plan::Attempt {
+                    family: o.family,
+                    target: o.detail.clone(),
+                })
+        });
+        let mut e = plan_entry(spec, mode, chosen, &outcomes);
+        e.families = outcomes;
+        out.push(e);
+    }
+    let verdict = check_mode_supported(mode, facts).and_then(|()| check_forced_mode(mode, &out));
+    (out, verdict)
+}
+
+/// A mode the kernel cannot do at all, known before anything is loaded.
+fn check_mode_supported(mode: AttachMode, facts: &KernelFacts) -> Result<()> {
+    if mode == AttachMode::Kprobe && !facts.kprobe_pmu {
+        bail!(
+            "--attach kprobe: this kernel has no kprobe support (/sys/bus/event_source/devices/kprobe \
+             is missing: CONFIG_KPROBES/CONFIG_KPROBE_EVENTS unset); use --attach auto, fentry or tracepoint"
+        );
+    }
+    Ok(())
 }
 
 /// Why each family preferred over the chosen one (all of them, when none
@@ -427,5 +506,127 @@ fn unload(ebpf: &mut Ebpf, name: &str) -> Result<()> {
 fn unload_all(ebpf: &mut Ebpf, names: &[&str]) {
     for n in names {
         let _ = unload(ebpf, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(family: Family, ok: bool) -> FamilyOutcome {
+        FamilyOutcome {
+            family,
+            ok,
+            detail: if ok {
+                format!("{}-target", family.as_str())
+            } else {
+                format!("{} failed", family.as_str())
+            },
+        }
+    }
+
+    /// What an exhaustive `auto` load reports: per hook, every family's
+    /// outcome (`auto` tries all of them).
+    fn exhaustive(fentry: bool, kprobe: bool) -> Vec<PlanEntry> {
+        HOOKS
+            .iter()
+            .map(|spec| {
+                let outcomes: Vec<FamilyOutcome> = plan::families(AttachMode::Auto, spec)
+                    .iter()
+                    .map(|&f| {
+                        let ok = match f {
+                            Family::Fentry => fentry && spec.fentry.is_some(),
+                            Family::Kprobe => kprobe && spec.kprobe.is_some(),
+                            Family::TpBtf => !spec.tp_btf.is_empty(),
+                            Family::Tracepoint => !spec.tracepoint.is_empty(),
+                        };
+                        outcome(f, ok)
+                    })
+                    .collect();
+                let chosen = outcomes.iter().find(|o| o.ok).map(|o| plan::Attempt {
+                    family: o.family,
+                    target: o.detail.clone(),
+                });
+                let mut e = plan_entry(spec, AttachMode::Auto, chosen, &outcomes);
+                e.families = outcomes;
+                e
+            })
+            .collect()
+    }
+
+    fn families(plan: &[PlanEntry]) -> Vec<(&str, Option<Family>)> {
+        plan.iter().map(|p| (p.hook.as_str(), p.family)).collect()
+    }
+
+    #[test]
+    fn plan_for_auto_is_the_exhaustive_loads_choice() {
+        let all = exhaustive(false, true);
+        let facts = KernelFacts {
+            kprobe_pmu: true,
+            ..Default::default()
+        };
+        let (plan, verdict) = plan_for_mode(AttachMode::Auto, &all, &facts);
+        verdict.unwrap();
+        assert_eq!(families(&plan), families(&all));
+        let charge = &plan[0];
+        assert_eq!(charge.family, Some(Family::Kprobe));
+        assert_eq!(charge.target.as_deref(), Some("kprobe-target"));
+        assert_eq!(charge.reason.as_deref(), Some("fentry: fentry failed"));
+    }
+
+    #[test]
+    fn plan_for_a_forced_mode_uses_only_its_families() {
+        let all = exhaustive(true, true);
+        let facts = KernelFacts {
+            kprobe_pmu: true,
+            ..Default::default()
+        };
+        for (mode, want) in [
+            (AttachMode::Kprobe, [Family::Kprobe].as_slice()),
+            (AttachMode::Fentry, &[Family::Fentry]),
+            (AttachMode::Tracepoint, &[Family::TpBtf, Family::Tracepoint]),
+        ] {
+            let (plan, verdict) = plan_for_mode(mode, &all, &facts);
+            verdict.unwrap();
+            for p in &plan {
+                let spec = plan::spec(&p.hook).unwrap();
+                let allowed = plan::families(mode, spec);
+                assert!(p.families.iter().all(|o| allowed.contains(&o.family)));
+                if spec.is_function_hook() {
+                    assert!(p.family.is_none_or(|f| want.contains(&f)), "{mode:?} {p:?}");
+                }
+            }
+        }
+        let (plan, _) = plan_for_mode(AttachMode::Tracepoint, &all, &facts);
+        let got = families(&plan);
+        assert_eq!(got[0], ("try_charge_memcg", None));
+        assert_eq!(got[2], ("do_shrink_slab", Some(Family::TpBtf)));
+        assert!(plan[0].loses.is_some());
+    }
+
+    #[test]
+    fn plan_for_an_impossible_mode_fails_like_a_load() {
+        // No kprobe PMU: the error a load in that mode gives up front.
+        let all = exhaustive(true, false);
+        let (plan, verdict) = plan_for_mode(AttachMode::Kprobe, &all, &KernelFacts::default());
+        let e = verdict.unwrap_err().to_string();
+        assert!(
+            e.starts_with("--attach kprobe: this kernel has no kprobe support"),
+            "{e}"
+        );
+        assert!(plan[0].family.is_none());
+        // Every fentry attach failed: the error after a load's attempts.
+        let all = exhaustive(false, false);
+        let facts = KernelFacts {
+            kprobe_pmu: true,
+            ..Default::default()
+        };
+        let (_, verdict) = plan_for_mode(AttachMode::Fentry, &all, &facts);
+        let e = verdict.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--attach fentry: no fentry/fexit program could be attached on this kernel \
+             (fentry: fentry failed); use --attach auto or tracepoint"
+        );
     }
 }

@@ -33,6 +33,9 @@ struct RawRusage {
     rest: [i64; 13],
 }
 
+// SAFETY: these are glibc's prototypes on x86_64 Linux, the only target the
+// bench runs on (pid_t and clockid_t are i32, uid_t u32; RawRusage and
+// Timespec have the layout of struct rusage and struct timespec there).
 unsafe extern "C" {
     fn flock(fd: i32, op: i32) -> i32;
     fn wait4(pid: i32, status: *mut i32, options: i32, ru: *mut RawRusage) -> i32;
@@ -57,10 +60,13 @@ pub const SIGKILL: i32 = 9;
 const WNOHANG: i32 = 1;
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     unsafe { geteuid() == 0 }
 }
 
 pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill takes no pointers; a stale pid is an error return
+    // (ESRCH), ignored as the process is gone anyway.
     unsafe { kill(pid as i32, sig) };
 }
 
@@ -78,6 +84,7 @@ impl KernelLock {
             .open(LOCK_PATH)
             .with_context(|| format!("opening {LOCK_PATH}"))?;
         let started = Instant::now();
+        // SAFETY: flock takes no pointers; `f` keeps the fd open.
         let r = unsafe { flock(f.as_raw_fd(), LOCK_EX) };
         if r != 0 {
             bail!("flock {LOCK_PATH}: {}", std::io::Error::last_os_error());
@@ -95,6 +102,7 @@ impl KernelLock {
 
 impl Drop for KernelLock {
     fn drop(&mut self) {
+        // SAFETY: flock takes no pointers; `self.0` keeps the fd open.
         unsafe { flock(self.0.as_raw_fd(), LOCK_UN) };
     }
 }
@@ -139,6 +147,8 @@ pub fn wait_usage(child: Child, timeout: Duration) -> Result<Usage> {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if !done.load(Ordering::SeqCst) {
+                // SAFETY: kill takes no pointers. The child is not reaped
+                // yet (`done` is unset), so `pid` still names it.
                 unsafe { kill(pid, SIGKILL) };
                 return true;
             }
@@ -148,6 +158,8 @@ pub fn wait_usage(child: Child, timeout: Duration) -> Result<Usage> {
     let mut status = 0i32;
     let mut ru = RawRusage::default();
     let r = loop {
+        // SAFETY: `status` and `ru` are live, writable locals of the types
+        // wait4 fills in.
         let r = unsafe { wait4(pid, &mut status, 0, &mut ru) };
         if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;
@@ -175,6 +187,8 @@ pub fn wait_usage(child: Child, timeout: Duration) -> Result<Usage> {
 pub fn try_reap(pid: u32) -> Option<Usage> {
     let mut status = 0i32;
     let mut ru = RawRusage::default();
+    // SAFETY: `status` and `ru` are live, writable locals of the types
+    // wait4 fills in.
     let r = unsafe { wait4(pid as i32, &mut status, WNOHANG, &mut ru) };
     (r == pid as i32).then(|| Usage {
         user_ns: tv_ns(ru.utime),
@@ -208,6 +222,7 @@ pub fn proc_hwm_kib(pid: u32) -> Option<u64> {
 /// brought up to date when read, unlike /proc's schedstat).
 pub fn thread_cpu_ns() -> u64 {
     let mut ts = Timespec::default();
+    // SAFETY: `ts` is a live, writable timespec; this clock always exists.
     unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.sec as u64 * 1_000_000_000 + ts.nsec as u64
 }

@@ -4,4 +4,5 @@ pub mod kmsg;
 pub mod live;
 pub mod loader;
 pub mod ndjson;
+pub mod plausible;
 pub mod replay;

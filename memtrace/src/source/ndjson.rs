@@ -9,10 +9,13 @@ use std::io::{self, BufRead};
 
 use serde::Serialize;
 
+use super::plausible;
 use crate::output::records::Record;
 
-/// Longer lines are bad lines (the longest real record is a few KiB).
-const MAX_LINE: usize = 16 << 20;
+/// A longer line ends the read (the longest real record is a few KiB): a
+/// file that has one is not a record file (`/dev/zero`, a binary), and
+/// reading on would take unbounded time, if not memory.
+pub const MAX_LINE: usize = 16 << 20;
 /// Error texts quoted in the report are cut to this many characters.
 const MAX_ERROR: usize = 200;
 
@@ -49,7 +52,9 @@ impl<R: BufRead> Lines<R> {
         self.line_no
     }
 
-    /// The next non-blank line, parsed; None at the end of the file.
+    /// The next non-blank line, parsed; None at the end of the file. A
+    /// line longer than [`MAX_LINE`] is an error (`InvalidData`) naming
+    /// its number, read no further than the cap.
     pub fn next_item(&mut self) -> io::Result<Option<Item>> {
         loop {
             let Some(read) = self.read_line()? else {
@@ -58,10 +63,14 @@ impl<R: BufRead> Lines<R> {
             self.line_no += 1;
             let line = self.line_no;
             if read.too_long {
-                return Ok(Some(Item::Bad(BadLine {
-                    line,
-                    error: format!("line longer than {} MiB: not a record", MAX_LINE >> 20),
-                })));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "line {line} is longer than {} MiB: not a memtrace record file \
+                         (stopped reading there)",
+                        MAX_LINE >> 20
+                    ),
+                ));
             }
             let Ok(text) = std::str::from_utf8(&self.buf) else {
                 return Ok(Some(Item::Bad(BadLine {
@@ -74,7 +83,13 @@ impl<R: BufRead> Lines<R> {
                 continue;
             }
             return Ok(Some(match serde_json::from_str::<Record>(text) {
-                Ok(record) => Item::Record(Box::new(record)),
+                Ok(record) => match plausible::check(&record) {
+                    Ok(()) => Item::Record(Box::new(record)),
+                    Err(error) => Item::Bad(BadLine {
+                        line,
+                        error: cut(&error, MAX_ERROR),
+                    }),
+                },
                 Err(e) => Item::Bad(BadLine {
                     line,
                     error: describe(text, &e, read.newline),
@@ -87,7 +102,6 @@ impl<R: BufRead> Lines<R> {
     /// MAX_LINE bytes; None at the end of the file.
     fn read_line(&mut self) -> io::Result<Option<ReadLine>> {
         self.buf.clear();
-        let mut too_long = false;
         let mut any = false;
         loop {
             let avail = match self.reader.fill_buf() {
@@ -97,7 +111,7 @@ impl<R: BufRead> Lines<R> {
             };
             if avail.is_empty() {
                 return Ok(any.then_some(ReadLine {
-                    too_long,
+                    too_long: false,
                     newline: false,
                 }));
             }
@@ -108,13 +122,18 @@ impl<R: BufRead> Lines<R> {
             };
             let room = MAX_LINE.saturating_sub(self.buf.len());
             if chunk.len() > room {
-                too_long = true;
+                // Not a record file: stop here instead of reading on to a
+                // newline that may never come.
+                return Ok(Some(ReadLine {
+                    too_long: true,
+                    newline: false,
+                }));
             }
-            self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            self.buf.extend_from_slice(chunk);
             self.reader.consume(used);
             if done {
                 return Ok(Some(ReadLine {
-                    too_long,
+                    too_long: false,
                     newline: true,
                 }));
             }
@@ -156,5 +175,51 @@ pub fn cut(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufReader, Cursor, Read};
+
+    use super::*;
+
+    #[test]
+    fn an_endless_line_ends_the_read_at_the_cap_naming_its_line() {
+        // /dev/zero: no newline, ever. One good line first.
+        let good = b"{\"type\":\"system\",\"ts\":\"\",\"ts_ns\":1,\"interval_ns\":1,\"sys_pct\":1.0,\
+            \"max_cpu_sys_pct\":1.0,\"max_cpu\":null,\"iowait_pct\":0.0,\"kswapd_cpu_pct\":0.0,\
+            \"dying_memcgs\":null,\"live_memcgs\":1,\"kswapd_wakes\":null,\"kswapd_ns\":null,\
+            \"ringbuf_drops\":0,\"memcg_map_full\":0,\"shrinker_map_full\":0,\"inflight_map_full\":0,\
+            \"unmatched_returns\":0,\"missed_returns\":0,\"map_evictions\":0,\
+            \"prog_recursion_misses\":null,\"memcg_entries\":0,\"shrinker_entries\":0}\n";
+        let endless = Cursor::new(good.to_vec()).chain(io::repeat(0));
+        let mut lines = Lines::new(BufReader::new(endless));
+        assert!(matches!(lines.next_item(), Ok(Some(Item::Record(_)))));
+        let e = lines.next_item().err().expect("the cap ends the read");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string().contains("line 2 is longer than 16 MiB"),
+            "{e}"
+        );
+        assert!(lines.buf.capacity() <= 2 * MAX_LINE, "memory stays bounded");
+    }
+
+    #[test]
+    fn impossible_values_are_bad_lines() {
+        let text = "{\"type\":\"system\",\"ts\":\"\",\"ts_ns\":1,\"interval_ns\":1,\"sys_pct\":1e308,\
+            \"max_cpu_sys_pct\":1.0,\"max_cpu\":null,\"iowait_pct\":0.0,\"kswapd_cpu_pct\":0.0,\
+            \"dying_memcgs\":null,\"live_memcgs\":1,\"kswapd_wakes\":null,\"kswapd_ns\":null,\
+            \"ringbuf_drops\":0,\"memcg_map_full\":0,\"shrinker_map_full\":0,\"inflight_map_full\":0,\
+            \"unmatched_returns\":0,\"missed_returns\":0,\"map_evictions\":0,\
+            \"prog_recursion_misses\":null,\"memcg_entries\":0,\"shrinker_entries\":0}\n";
+        let mut lines = Lines::new(Cursor::new(text));
+        match lines.next_item().unwrap() {
+            Some(Item::Bad(b)) => {
+                assert_eq!(b.line, 1);
+                assert!(b.error.contains("sys_pct = 1e308"), "{}", b.error);
+            }
+            _ => panic!("an impossible sys_pct is a bad line"),
+        }
     }
 }

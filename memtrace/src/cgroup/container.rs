@@ -48,6 +48,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::path::canonical;
+
 /// Who a memcg's memory is charged to, for display and aggregation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Container {
@@ -223,11 +225,11 @@ pub fn attribute(path: &str) -> Container {
             name,
             pod_uid: container_pod.map(|p| dashed_uid(p.uid)),
             qos: container_pod.map(|p| p.qos),
-            cgroup: normalize(&path[..c.end]),
+            cgroup: canonical(&path[..c.end]).into_owned(),
         };
     }
     if let Some(p) = pod {
-        let cgroup = normalize(&path[..p.end]);
+        let cgroup = canonical(&path[..p.end]).into_owned();
         return Container {
             runtime: "cgroup",
             id: cgroup.clone(),
@@ -244,10 +246,10 @@ pub fn attribute(path: &str) -> Container {
             name: name.to_owned(),
             pod_uid: None,
             qos: None,
-            cgroup: normalize(&path[..end]),
+            cgroup: canonical(&path[..end]).into_owned(),
         };
     }
-    let cgroup = normalize(path);
+    let cgroup = canonical(path).into_owned();
     Container {
         runtime: "cgroup",
         id: cgroup.clone(),
@@ -373,19 +375,6 @@ fn is_unit(comp: &str) -> bool {
         && comp.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_' | b'.' | b'\\' | b'@')
         })
-}
-
-/// `/a/b` for `a//b/`, `/a/b` or `a/b`; `/` for the root.
-fn normalize(path: &str) -> String {
-    let mut out = String::with_capacity(path.len() + 1);
-    for comp in path.split('/').filter(|c| !c.is_empty()) {
-        out.push('/');
-        out.push_str(comp);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -779,7 +768,7 @@ mod tests {
                 path.push_str(pieces[(s >> 33) as usize % pieces.len()]);
             }
             let c = attribute(&path);
-            let full = normalize(&path);
+            let full = canonical(&path).into_owned();
             let under = full
                 .strip_prefix(&*c.cgroup)
                 .is_some_and(|r| r.is_empty() || r.starts_with('/'));

@@ -20,6 +20,7 @@ fn clock_ns(id: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
+/// The clock as of now (same as [`Clock::new`]).
 impl Default for Clock {
     fn default() -> Self {
         Self::new()

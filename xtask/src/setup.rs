@@ -6,13 +6,10 @@
 //! all three Rust packages. bpf-linker is built against LLVM 22.
 //! Everything is checked first and installed only when missing.
 
-use std::{
-    env,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
+use ebpf_build::{BPF_LINKER_VERSION, DEBIAN_RUSTC, Toolchain};
 
 use crate::{apt, cmd};
 
@@ -21,25 +18,18 @@ pub const RUST_PACKAGES: [&str; 3] = ["rustc-web", "cargo-web", "libstd-rust-web
 /// libLLVM.so for linking bpf-linker.
 pub const LLVM_PACKAGE: &str = "llvm-22-dev";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-/// Debian's rustc (rustup's `rustc` comes first on PATH, so use the full path).
-pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
-pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// qemu guests for the kprobe/fentry tests (shared/notes/vm-testing.md).
 pub const VM_PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
 /// The interactive `top` test drives a real terminal.
 pub const TEST_PACKAGES: [&str; 1] = ["tmux"];
 
-/// What the builds need from setup.
-pub struct Toolchain {
-    /// A bpf-linker of the right version; its directory goes first on PATH.
-    pub bpf_linker: PathBuf,
-}
-
-/// Checks everything, installs what is missing.
+/// Checks everything, installs what is missing, and returns the toolchain
+/// as the eBPF build finds it (ebpf-build, which memtrace's build.rs uses
+/// too, so a toolchain setup accepts is one the build accepts).
 pub fn run() -> Result<Toolchain> {
     ensure_packages()?;
-    let bpf_linker = ensure_bpf_linker()?;
-    Ok(Toolchain { bpf_linker })
+    ensure_bpf_linker()?;
+    Toolchain::find().context("after setup, the eBPF build still finds no toolchain")
 }
 
 fn say(msg: &str) {
@@ -133,66 +123,20 @@ pub fn ensure_installed(packages: &[&str]) -> Result<()> {
 }
 
 fn cargo_home() -> Result<PathBuf> {
-    if let Some(home) = env::var_os("CARGO_HOME") {
-        return Ok(PathBuf::from(home));
+    ebpf_build::cargo_home().context("neither CARGO_HOME nor HOME is set")
+}
+
+fn find_bpf_linker() -> Option<PathBuf> {
+    let search = ebpf_build::find_bpf_linker();
+    for rejected in &search.rejected {
+        say(rejected);
     }
-    let home = env::var_os("HOME").context("neither CARGO_HOME nor HOME is set")?;
-    Ok(Path::new(&home).join(".cargo"))
+    search.found
 }
 
-/// `bpf-linker 0.13.0` -> `0.13.0`.
-fn parse_bpf_linker_version(out: &str) -> Option<&str> {
-    let mut words = out.split_whitespace();
-    (words.next()? == "bpf-linker").then_some(())?;
-    words.next()
-}
-
-fn version_fits(version: &str) -> bool {
-    let minor = BPF_LINKER_VERSION
-        .rsplit_once('.')
-        .map_or(BPF_LINKER_VERSION, |(minor, _)| minor);
-    version
-        .strip_prefix(minor)
-        .is_some_and(|rest| rest.starts_with('.'))
-}
-
-/// The version a bpf-linker binary reports, if it runs.
-fn bpf_linker_version(path: &Path) -> Option<String> {
-    let out = cmd::output(Command::new(path).arg("--version"))?;
-    parse_bpf_linker_version(&out).map(str::to_owned)
-}
-
-/// bpf-linker candidates: cargo's bin dir, then PATH.
-fn bpf_linker_candidates() -> Result<Vec<PathBuf>> {
-    let mut candidates = vec![cargo_home()?.join("bin/bpf-linker")];
-    if let Some(path) = env::var_os("PATH") {
-        candidates.extend(env::split_paths(&path).map(|dir| dir.join("bpf-linker")));
-    }
-    let mut seen = std::collections::HashSet::new();
-    candidates.retain(|c| seen.insert(c.clone()));
-    Ok(candidates)
-}
-
-fn find_bpf_linker() -> Result<Option<PathBuf>> {
-    for candidate in bpf_linker_candidates()? {
-        if !candidate.is_file() {
-            continue;
-        }
-        match bpf_linker_version(&candidate) {
-            Some(version) if version_fits(&version) => return Ok(Some(candidate)),
-            Some(version) => say(&format!(
-                "ignoring {} (version {version}, need {BPF_LINKER_VERSION})",
-                candidate.display()
-            )),
-            None => say(&format!("ignoring {} (does not run)", candidate.display())),
-        }
-    }
-    Ok(None)
-}
-
-fn ensure_bpf_linker() -> Result<PathBuf> {
-    if let Some(found) = find_bpf_linker()? {
-        return Ok(found);
+fn ensure_bpf_linker() -> Result<()> {
+    if find_bpf_linker().is_some() {
+        return Ok(());
     }
     say(&format!(
         "installing bpf-linker {BPF_LINKER_VERSION} (cargo install, about a minute)"
@@ -207,36 +151,11 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
         .arg("--force");
     cmd::run(&mut install).context("installing bpf-linker failed")?;
     let installed = cargo_home()?.join("bin/bpf-linker");
-    match bpf_linker_version(&installed) {
-        Some(version) if version_fits(&version) => Ok(installed),
+    match ebpf_build::bpf_linker_version(&installed) {
+        Some(version) if ebpf_build::version_fits(&version) => Ok(()),
         other => bail!(
             "{} reports version {other:?} after installing {BPF_LINKER_VERSION}",
             installed.display()
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bpf_linker_version_parsing() {
-        assert_eq!(
-            parse_bpf_linker_version("bpf-linker 0.13.0\n"),
-            Some("0.13.0")
-        );
-        assert_eq!(parse_bpf_linker_version("something 0.13.0"), None);
-        assert_eq!(parse_bpf_linker_version(""), None);
-    }
-
-    #[test]
-    fn accepts_only_0_13_x() {
-        assert!(version_fits("0.13.0"));
-        assert!(version_fits("0.13.2"));
-        assert!(!version_fits("0.12.0"));
-        assert!(!version_fits("0.130.0"));
-        assert!(!version_fits("0.1"));
-        assert!(!version_fits("1.13.0"));
     }
 }

@@ -3,14 +3,11 @@
 //! setup and the eBPF build must pass first (everything else needs them);
 //! the checks after that all run, and a summary names those that failed.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Instant,
-};
+use std::{path::Path, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{build::EBPF_OBJ_VAR, cmd, ebpf, setup, vm};
+use crate::{cmd, ebpf, setup, vm};
 
 type Check = Box<dyn FnOnce() -> Result<()>>;
 
@@ -21,12 +18,9 @@ pub fn test(cargo_test_args: &[String], with_vm: bool) -> Result<()> {
 
     let mut checks: Vec<(&str, Check)> = vec![
         ("fmt", Box::new(fmt)),
-        ("clippy", Box::new(clippy(object.clone()))),
+        ("clippy", Box::new(clippy)),
         ("clippy-ebpf", Box::new(clippy_ebpf)),
-        (
-            "test",
-            Box::new(cargo_test(object.clone(), cargo_test_args.to_vec())),
-        ),
+        ("test", Box::new(cargo_test(cargo_test_args.to_vec()))),
     ];
     if with_vm {
         let args = vm::VmTestArgs {
@@ -90,22 +84,20 @@ fn fmt() -> Result<()> {
     cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))
 }
 
-/// The host crates, all targets.
-fn clippy(object: PathBuf) -> impl FnOnce() -> Result<()> {
-    move || {
-        cmd::run(
-            cmd::cargo()
-                .env(EBPF_OBJ_VAR, object)
-                .args([
-                    "clippy",
-                    "--workspace",
-                    "--exclude",
-                    ebpf::PACKAGE,
-                    "--all-targets",
-                ])
-                .args(["--", "-D", "warnings"]),
-        )
-    }
+/// The host crates, all targets. memtrace's build.rs embeds the object
+/// `ebpf-build` just built (same recipe, same `target/ebpf`).
+fn clippy() -> Result<()> {
+    cmd::run(
+        cmd::cargo()
+            .args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                ebpf::PACKAGE,
+                "--all-targets",
+            ])
+            .args(["--", "-D", "warnings"]),
+    )
 }
 
 /// The eBPF crate, checked for the host (no clippy exists for Debian's
@@ -125,11 +117,10 @@ fn clippy_ebpf() -> Result<()> {
 
 /// memtrace-ebpf is a no_std/no_main binary for the BPF target: it links
 /// no host test binary (no `main`), so it is left out here.
-fn cargo_test(object: PathBuf, extra: Vec<String>) -> impl FnOnce() -> Result<()> {
+fn cargo_test(extra: Vec<String>) -> impl FnOnce() -> Result<()> {
     move || {
         cmd::run(
             cmd::cargo()
-                .env(EBPF_OBJ_VAR, object)
                 .args(["test", "--workspace", "--exclude", ebpf::PACKAGE])
                 // Run every test binary even when one fails.
                 .arg("--no-fail-fast")

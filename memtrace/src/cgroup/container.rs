@@ -48,6 +48,8 @@
 
 pub use crate::output::records::Container;
 
+use super::path::canonical;
+
 /// Length of a container id (docker, containerd, cri-o, podman).
 const ID_LEN: usize = 64;
 /// Length of the short id `docker ps` shows.
@@ -156,11 +158,11 @@ pub fn attribute(path: &str) -> Container {
             name,
             pod_uid: container_pod.map(|p| dashed_uid(p.uid)),
             qos: container_pod.map(|p| p.qos.into()),
-            cgroup: normalize(&path[..c.end]),
+            cgroup: canonical(&path[..c.end]).into_owned(),
         };
     }
     if let Some(p) = pod {
-        let cgroup = normalize(&path[..p.end]);
+        let cgroup = canonical(&path[..p.end]).into_owned();
         return Container {
             runtime: "cgroup".into(),
             id: cgroup.clone(),
@@ -177,10 +179,10 @@ pub fn attribute(path: &str) -> Container {
             name: name.to_owned(),
             pod_uid: None,
             qos: None,
-            cgroup: normalize(&path[..end]),
+            cgroup: canonical(&path[..end]).into_owned(),
         };
     }
-    let cgroup = normalize(path);
+    let cgroup = canonical(path).into_owned();
     Container {
         runtime: "cgroup".into(),
         id: cgroup.clone(),
@@ -306,19 +308,6 @@ fn is_unit(comp: &str) -> bool {
         && comp.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_' | b'.' | b'\\' | b'@')
         })
-}
-
-/// `/a/b` for `a//b/`, `/a/b` or `a/b`; `/` for the root.
-fn normalize(path: &str) -> String {
-    let mut out = String::with_capacity(path.len() + 1);
-    for comp in path.split('/').filter(|c| !c.is_empty()) {
-        out.push('/');
-        out.push_str(comp);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -716,7 +705,7 @@ mod tests {
                 path.push_str(pieces[(s >> 33) as usize % pieces.len()]);
             }
             let c = attribute(&path);
-            let full = normalize(&path);
+            let full = canonical(&path).into_owned();
             let under = full
                 .strip_prefix(&*c.cgroup)
                 .is_some_and(|r| r.is_empty() || r.starts_with('/'));

@@ -9,6 +9,7 @@
 
 pub mod container;
 pub mod mounts;
+pub mod path;
 pub mod resolver;
 pub mod state;
 pub mod stats;

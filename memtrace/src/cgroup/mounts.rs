@@ -48,11 +48,20 @@ const NO_MEMCG: &str = "no memory cgroup hierarchy mounted: mount -t cgroup -o m
 
 /// Finds the memory cgroup hierarchy of this mount namespace.
 pub fn detect() -> Result<MemcgFs> {
-    let mountinfo = std::fs::read_to_string(MOUNTINFO)
-        .map_err(|e| anyhow::anyhow!("cannot read {MOUNTINFO}: {e} (is /proc mounted?)"))?;
-    detect_from(&mountinfo, &|root| {
+    detect_from(&read_mountinfo()?, &|root| {
         std::fs::read_to_string(root.join("cgroup.controllers")).ok()
     })
+}
+
+/// Every mount of this mount namespace, hidden ones included, in
+/// mountinfo's order (parents before the mounts on top of them).
+pub fn mounts() -> Result<Vec<Mount>> {
+    Ok(parse_mountinfo(&read_mountinfo()?))
+}
+
+fn read_mountinfo() -> Result<String> {
+    std::fs::read_to_string(MOUNTINFO)
+        .map_err(|e| anyhow::anyhow!("cannot read {MOUNTINFO}: {e} (is /proc mounted?)"))
 }
 
 /// [`detect`] on the text of a mountinfo file. `controllers(root)` returns the
@@ -105,20 +114,24 @@ pub(crate) fn detect_from(
     }
 }
 
-/// One line of mountinfo, the fields this module needs.
+/// One line of mountinfo: the fields memtrace needs, paths unescaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Mount {
-    /// Path of the mount's root within its filesystem (field 4).
-    root: PathBuf,
-    mount_point: PathBuf,
-    fstype: String,
-    super_opts: String,
+pub struct Mount {
+    /// Path of the mount's root within its filesystem (field 4; not `/`
+    /// for a bind mount of a subdirectory, e.g. a container's cgroup).
+    pub root: PathBuf,
+    /// Where it is mounted (field 5).
+    pub mount_point: PathBuf,
+    /// Filesystem type, e.g. `cgroup`, `cgroup2`, `tmpfs`.
+    pub fstype: String,
+    /// Per-superblock options; a v1 cgroup's list its controllers.
+    pub super_opts: String,
 }
 
 /// Parses mountinfo (proc(5)): `id parent maj:min root mount_point opts
 /// [optional fields...] - fstype source super_opts`. Malformed lines are
 /// skipped.
-fn parse_mountinfo(text: &str) -> Vec<Mount> {
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     text.lines().filter_map(parse_line).collect()
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::mounts::MemcgFs;
+use super::path::normalize;
 
 /// A memcg as memtrace names it.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,7 +116,7 @@ impl Resolver {
                 self.cached(id)
             }
             _ => {
-                let id = *self.by_path.get(key.as_str())?;
+                let id = *self.by_path.get(&*key)?;
                 if self.by_id.get(&id).is_some_and(|e| !e.deleted) && self.rescan_allowed() {
                     self.rescan();
                 }
@@ -146,7 +147,7 @@ impl Resolver {
         let key = normalize(rel)?;
         match std::fs::symlink_metadata(self.abs(&key)) {
             Ok(md) if md.is_dir() => Some(md.ino()),
-            _ => self.by_path.get(key.as_str()).copied(),
+            _ => self.by_path.get(&*key).copied(),
         }
     }
 
@@ -272,22 +273,6 @@ impl Resolver {
             self.root.join(rel)
         }
     }
-}
-
-/// `a//b/` -> `/a/b`, `` -> `/`; None if a component is `.` or `..`.
-fn normalize(rel: &str) -> Option<String> {
-    let mut out = String::with_capacity(rel.len() + 1);
-    for c in rel.split('/').filter(|c| !c.is_empty()) {
-        if c == "." || c == ".." {
-            return None;
-        }
-        out.push('/');
-        out.push_str(c);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    Some(out)
 }
 
 /// Display path of a relative path's bytes (`a/b` -> `/a/b`, `` -> `/`).
@@ -449,14 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn normalize_paths() {
-        assert_eq!(normalize("/a/b").as_deref(), Some("/a/b"));
-        assert_eq!(normalize("a//b/").as_deref(), Some("/a/b"));
-        assert_eq!(normalize("/").as_deref(), Some("/"));
-        assert_eq!(normalize("").as_deref(), Some("/"));
-        assert_eq!(normalize("/a/../b"), None);
-        assert_eq!(normalize("./a"), None);
-        assert_eq!(normalize("/a b/\x1b[1m").as_deref(), Some("/a b/\x1b[1m"));
+    fn display_paths() {
         assert_eq!(display_path(b""), "/");
         assert_eq!(display_path(b"a/\xffb"), "/a/\u{fffd}b");
     }

@@ -7,7 +7,6 @@
 //! place. Ancestor limits, needed for the effective limit, are cached for
 //! the duration of one refresh by [`StateReader`].
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
@@ -15,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::mounts::MemcgFs;
+use super::path::normalize;
 
 pub use crate::output::records::MemcgState;
 
@@ -359,27 +359,6 @@ fn set_path(path: &mut PathBuf, root: &Path, key: &str) {
     }
 }
 
-/// `/a/b` for `/a/b`, `a//b/` and the like; `/` for the root; None with
-/// `.` or `..` components. Borrows when already normalized.
-fn normalize(rel: &str) -> Option<Cow<'_, str>> {
-    if rel.split('/').any(|c| c == "." || c == "..") {
-        return None;
-    }
-    let clean = rel == "/" || (rel.starts_with('/') && !rel.ends_with('/') && !rel.contains("//"));
-    if clean {
-        return Some(Cow::Borrowed(rel));
-    }
-    let mut out = String::with_capacity(rel.len() + 1);
-    for c in rel.split('/').filter(|c| !c.is_empty()) {
-        out.push('/');
-        out.push_str(c);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    Some(Cow::Owned(out))
-}
-
 /// `/a` for `/a/b`, `/` for `/a`, None for `/`.
 fn parent(key: &str) -> Option<&str> {
     if key == "/" {
@@ -714,14 +693,6 @@ thp_fault_alloc 0
 
     #[test]
     fn paths() {
-        assert_eq!(normalize("/a/b").unwrap(), "/a/b");
-        assert!(matches!(normalize("/a/b").unwrap(), Cow::Borrowed(_)));
-        assert_eq!(normalize("a//b/").unwrap(), "/a/b");
-        assert_eq!(normalize("/").unwrap(), "/");
-        assert_eq!(normalize("").unwrap(), "/");
-        assert_eq!(normalize("//").unwrap(), "/");
-        assert_eq!(normalize("/a/../b"), None);
-        assert_eq!(normalize("./a"), None);
         assert_eq!(parent("/a/b"), Some("/a"));
         assert_eq!(parent("/a"), Some("/"));
         assert_eq!(parent("/"), None);

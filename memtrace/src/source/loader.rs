@@ -17,7 +17,23 @@ use crate::kernel::{
 };
 use crate::output::fields::Unseen;
 
+/// The programs, built and named by build.rs.
 static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(env!("MEMTRACE_EBPF_OBJ"));
+/// Why build.rs embedded an empty object (the eBPF toolchain was missing,
+/// and how to install it); empty when it embedded the real one.
+const EBPF_MISSING: &str = env!("MEMTRACE_EBPF_MISSING");
+
+/// The embedded object, or why this build of memtrace has none: builds
+/// without the eBPF toolchain succeed (see build.rs) and fail here instead.
+fn embedded_object(object: &'static [u8], missing: &str) -> Result<&'static [u8]> {
+    if !object.is_empty() {
+        return Ok(object);
+    }
+    if missing.is_empty() {
+        bail!("memtrace's embedded eBPF object is empty (MEMTRACE_EBPF_OBJ named an empty file)");
+    }
+    bail!("memtrace was built without its eBPF object, so it cannot trace: {missing}")
+}
 
 #[derive(Clone, Debug)]
 pub struct MapSizes {
@@ -115,6 +131,7 @@ fn classic_offsets(config: &mut ProbeConfig) -> Result<()> {
 /// candidate family is attached (not just the first that works) so that
 /// `doctor` can report what each would do; such a load is for probing only.
 pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
+    let object = embedded_object(EBPF_OBJ, EBPF_MISSING)?;
     caps::check_privileges()?;
     let kbtf = KernelBtf::load_default()?;
     let offsets = kbtf
@@ -175,7 +192,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         .map_max_entries("SHRINKER_STATS", opts.maps.shrinker_entries)
         .map_max_entries("INFLIGHT", opts.maps.inflight_entries)
         .map_max_entries("EVENTS", opts.maps.ringbuf_bytes)
-        .load(EBPF_OBJ)
+        .load(object)
         .context("loading memtrace's eBPF object (maps)")?;
     let aya_btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
 
@@ -627,6 +644,21 @@ mod tests {
             e,
             "--attach fentry: no fentry/fexit program could be attached on this kernel \
              (fentry: fentry failed); use --attach auto or tracepoint"
+        );
+    }
+
+    #[test]
+    fn empty_object_names_the_build_problem() {
+        static OBJ: [u8; 4] = *b"\x7fELF";
+        assert_eq!(embedded_object(&OBJ, "").unwrap(), &OBJ);
+        let why = "/usr/bin/rustc does not exist; run `cargo xtask setup`, then build again";
+        let err = embedded_object(&[], why).unwrap_err().to_string();
+        assert!(err.contains("built without its eBPF object"), "{err}");
+        assert!(err.ends_with(why), "{err}");
+        let err = embedded_object(&[], "").unwrap_err().to_string();
+        assert!(
+            err.contains("MEMTRACE_EBPF_OBJ named an empty file"),
+            "{err}"
         );
     }
 }

@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use memtrace::cgroup::{self, MemcgFs};
 use serde_json::Value;
 
 pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");
@@ -48,34 +49,15 @@ pub fn require_root() {
     );
 }
 
-/// The memory controller's hierarchy root (cgroup v1 memory or v2).
-pub fn memcg_root() -> PathBuf {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mut v2 = None;
-    for line in info.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mount_point = pre.split(' ').nth(4).unwrap_or("");
-        let mut post = post.split(' ');
-        let fstype = post.next().unwrap_or("");
-        let opts = post.nth(1).unwrap_or("");
-        if fstype == "cgroup" && opts.split(',').any(|o| o == "memory") {
-            return PathBuf::from(mount_point);
-        }
-        if fstype == "cgroup2" {
-            let controllers = fs::read_to_string(Path::new(mount_point).join("cgroup.controllers"))
-                .unwrap_or_default();
-            if controllers.split_whitespace().any(|c| c == "memory") {
-                v2 = Some(PathBuf::from(mount_point));
-            }
-        }
-    }
-    v2.expect("no memory cgroup hierarchy mounted")
+/// The memory controller's hierarchy (cgroup v1 memory or v2), as memtrace
+/// itself finds it.
+pub fn memcg_fs() -> MemcgFs {
+    cgroup::detect().unwrap_or_else(|e| panic!("these tests need a memory cgroup hierarchy: {e:#}"))
 }
 
-pub fn is_v2(root: &Path) -> bool {
-    root.join("cgroup.controllers").exists()
+/// The memory controller's hierarchy root.
+pub fn memcg_root() -> PathBuf {
+    memcg_fs().root
 }
 
 /// A memcg that kills its processes and removes itself on drop.
@@ -83,40 +65,44 @@ pub struct TestMemcg {
     pub dir: PathBuf,
     /// Path relative to the hierarchy root, as memtrace reports it.
     pub rel: String,
+    /// The hierarchy is cgroup2.
+    v2: bool,
     children: Vec<TestMemcg>,
 }
 
 impl TestMemcg {
     pub fn new(name: &str) -> Self {
-        let root = memcg_root();
-        let dir = root.join(format!("memtrace-test-{}-{name}", std::process::id()));
-        Self::create(&root, dir)
+        let memcg = memcg_fs();
+        let dir = memcg
+            .root
+            .join(format!("memtrace-test-{}-{name}", std::process::id()));
+        Self::create(&memcg, dir)
     }
 
-    fn create(root: &Path, dir: PathBuf) -> Self {
+    fn create(memcg: &MemcgFs, dir: PathBuf) -> Self {
         let _ = fs::remove_dir(&dir);
         fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        if is_v2(root) {
+        if memcg.v2 {
             let _ = fs::write(dir.join("cgroup.subtree_control"), "+memory");
         }
-        let rel = format!("/{}", dir.strip_prefix(root).unwrap().to_string_lossy());
+        let below_root = dir.strip_prefix(&memcg.root).unwrap().to_string_lossy();
         Self {
+            rel: cgroup::path::canonical(&below_root).into_owned(),
             dir,
-            rel,
+            v2: memcg.v2,
             children: Vec::new(),
         }
     }
 
     pub fn child(&mut self, name: &str) -> &TestMemcg {
-        let root = memcg_root();
-        let c = Self::create(&root, self.dir.join(name));
+        let c = Self::create(&memcg_fs(), self.dir.join(name));
         self.children.push(c);
         self.children.last().unwrap()
     }
 
     /// A memory limit (page cache churn needs no more).
     pub fn limit(&self, bytes: u64) -> &Self {
-        let file = if is_v2(&memcg_root()) {
+        let file = if self.v2 {
             "memory.max"
         } else {
             "memory.limit_in_bytes"
@@ -129,7 +115,7 @@ impl TestMemcg {
     /// anonymous memory growth on hosts that have swap.
     pub fn limit_no_swap(&self, bytes: u64) -> &Self {
         self.limit(bytes);
-        if is_v2(&memcg_root()) {
+        if self.v2 {
             let _ = fs::write(self.dir.join("memory.swap.max"), "0");
         } else {
             let _ = fs::write(

@@ -14,40 +14,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use memtrace::cgroup::{self, mounts};
 
 use super::sys;
 
 pub const PREFIX: &str = "memtrace-bench-";
-
-/// The memory controller's hierarchy root (cgroup v1 memory or v2).
-pub fn memcg_root() -> Result<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo")?;
-    let mut v2 = None;
-    for line in info.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mount_point = pre.split(' ').nth(4).unwrap_or("");
-        let mut post = post.split(' ');
-        let fstype = post.next().unwrap_or("");
-        let opts = post.nth(1).unwrap_or("");
-        if fstype == "cgroup" && opts.split(',').any(|o| o == "memory") {
-            return Ok(PathBuf::from(mount_point));
-        }
-        if fstype == "cgroup2" {
-            let controllers = fs::read_to_string(Path::new(mount_point).join("cgroup.controllers"))
-                .unwrap_or_default();
-            if controllers.split_whitespace().any(|c| c == "memory") {
-                v2 = Some(PathBuf::from(mount_point));
-            }
-        }
-    }
-    v2.context("no memory cgroup hierarchy is mounted")
-}
-
-pub fn is_v2(root: &Path) -> bool {
-    root.join("cgroup.controllers").exists()
-}
 
 fn kill_procs(dir: &Path) {
     for _ in 0..100 {
@@ -99,8 +70,8 @@ pub struct BenchCgroups {
 
 impl BenchCgroups {
     pub fn create() -> Result<Self> {
-        let root = memcg_root()?;
-        let v2 = is_v2(&root);
+        // The hierarchy memtrace itself will find.
+        let cgroup::MemcgFs { root, v2, .. } = cgroup::detect()?;
         let dir = root.join(format!("{PREFIX}{}", std::process::id()));
         remove_tree(&dir);
         fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
@@ -170,8 +141,8 @@ fn dead(pid: u32) -> bool {
 /// private to a helper's namespace, so there should be none) and those
 /// directories.
 pub fn clean_stale() {
-    if let Ok(root) = memcg_root()
-        && let Ok(entries) = fs::read_dir(&root)
+    if let Ok(memcg) = cgroup::detect()
+        && let Ok(entries) = fs::read_dir(&memcg.root)
     {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -181,34 +152,28 @@ pub fn clean_stale() {
             }
         }
     }
-    let stale_dir = |p: &str| {
-        p.strip_prefix("/tmp/")
-            .and_then(|rest| owner_pid(rest.split('/').next().unwrap_or("")))
-            .is_some_and(dead)
+    let mount_points = || -> Vec<PathBuf> {
+        mounts::mounts()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.mount_point)
+            .collect()
     };
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let mut stale: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(1))
+    let mut stale: Vec<PathBuf> = mount_points()
+        .into_iter()
         .filter(|m| stale_dir(m))
         .collect();
-    stale.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    // Deepest first: a mount below another must go before it.
+    stale.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     for m in &stale {
-        eprintln!("bench: unmounting stale {m}");
-        let _ = Command::new("umount").args(["-l", m]).status();
+        eprintln!("bench: unmounting stale {}", m.display());
+        let _ = Command::new("umount").arg("-l").arg(m).status();
     }
     if let Ok(entries) = fs::read_dir("/tmp") {
         for e in entries.flatten() {
             let p = e.path();
-            if stale_dir(&p.to_string_lossy()) && e.file_type().is_ok_and(|t| t.is_dir()) {
-                let still_mounted = fs::read_to_string("/proc/self/mounts")
-                    .unwrap_or_default()
-                    .lines()
-                    .any(|l| {
-                        l.split(' ')
-                            .nth(1)
-                            .is_some_and(|m| m.starts_with(&*p.to_string_lossy()))
-                    });
+            if stale_dir(&p) && e.file_type().is_ok_and(|t| t.is_dir()) {
+                let still_mounted = mount_points().iter().any(|m| m.starts_with(&p));
                 if !still_mounted {
                     eprintln!("bench: removing stale {}", p.display());
                     let _ = fs::remove_dir_all(&p);
@@ -216,6 +181,15 @@ pub fn clean_stale() {
             }
         }
     }
+}
+
+/// `/tmp/memtrace-bench-<dead pid>...` or anything below it.
+fn stale_dir(path: &Path) -> bool {
+    path.strip_prefix("/tmp")
+        .ok()
+        .and_then(|rest| rest.components().next())
+        .and_then(|first| owner_pid(first.as_os_str().to_str()?))
+        .is_some_and(dead)
 }
 
 /// A shell in its own mount namespace that owns the storm's tmpfs mounts
@@ -282,5 +256,27 @@ impl Drop for NsHelper {
     fn drop(&mut self) {
         sys::signal(self.child.id(), sys::SIGKILL);
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_only_below_tmp_and_for_dead_owners() {
+        // No pid reaches u32::MAX - 1 (pid_max is at most 2^22).
+        let gone = u32::MAX - 1;
+        assert!(stale_dir(Path::new(&format!("/tmp/{PREFIX}{gone}-mnt"))));
+        assert!(stale_dir(Path::new(&format!(
+            "/tmp/{PREFIX}{gone}-mnt/a/b"
+        ))));
+        let me = std::process::id();
+        assert!(!stale_dir(Path::new(&format!("/tmp/{PREFIX}{me}-mnt"))));
+        assert!(!stale_dir(Path::new(&format!(
+            "/var/tmp/{PREFIX}{gone}-mnt"
+        ))));
+        assert!(!stale_dir(Path::new(&format!("/tmp/x/{PREFIX}{gone}-mnt"))));
+        assert!(!stale_dir(Path::new("/tmp")));
     }
 }

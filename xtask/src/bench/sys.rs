@@ -1,6 +1,6 @@
-//! The few system calls the bench needs (xtask has no libc dependency; std
-//! links libc anyway), the kernel-test lock, child processes with their
-//! resource usage, /proc readers and small statistics.
+//! The few system calls the bench needs (through the libc crate), the
+//! kernel-test lock, child processes with their resource usage, /proc
+//! readers and small statistics.
 
 use std::{
     fs,
@@ -16,58 +16,17 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct Timeval {
-    sec: i64,
-    usec: i64,
-}
-
-/// `struct rusage` on x86_64 Linux.
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct RawRusage {
-    utime: Timeval,
-    stime: Timeval,
-    maxrss: i64,
-    rest: [i64; 13],
-}
-
-// SAFETY: these are glibc's prototypes on x86_64 Linux, the only target the
-// bench runs on (pid_t and clockid_t are i32, uid_t u32; RawRusage and
-// Timespec have the layout of struct rusage and struct timespec there).
-unsafe extern "C" {
-    fn flock(fd: i32, op: i32) -> i32;
-    fn wait4(pid: i32, status: *mut i32, options: i32, ru: *mut RawRusage) -> i32;
-    fn kill(pid: i32, sig: i32) -> i32;
-    fn geteuid() -> u32;
-    fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct Timespec {
-    sec: i64,
-    nsec: i64,
-}
-
-const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-
-const LOCK_EX: i32 = 2;
-const LOCK_UN: i32 = 8;
-pub const SIGINT: i32 = 2;
-pub const SIGKILL: i32 = 9;
-const WNOHANG: i32 = 1;
+pub use libc::{SIGINT, SIGKILL};
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid takes no arguments and cannot fail.
-    unsafe { geteuid() == 0 }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
+/// Sends `sig` to `pid`; a process that is already gone is no error here.
 pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill takes no pointers; a stale pid is an error return
-    // (ESRCH), ignored as the process is gone anyway.
-    unsafe { kill(pid as i32, sig) };
+    // SAFETY: kill only takes plain integers.
+    unsafe { libc::kill(pid as i32, sig) };
 }
 
 /// The lock the integration tests take (memtrace/tests/common `serial()`):
@@ -84,8 +43,8 @@ impl KernelLock {
             .open(LOCK_PATH)
             .with_context(|| format!("opening {LOCK_PATH}"))?;
         let started = Instant::now();
-        // SAFETY: flock takes no pointers; `f` keeps the fd open.
-        let r = unsafe { flock(f.as_raw_fd(), LOCK_EX) };
+        // SAFETY: `f` is an open file for the whole call.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
         if r != 0 {
             bail!("flock {LOCK_PATH}: {}", std::io::Error::last_os_error());
         }
@@ -102,8 +61,8 @@ impl KernelLock {
 
 impl Drop for KernelLock {
     fn drop(&mut self) {
-        // SAFETY: flock takes no pointers; `self.0` keeps the fd open.
-        unsafe { flock(self.0.as_raw_fd(), LOCK_UN) };
+        // SAFETY: the lock file stays open until after this call.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
@@ -119,16 +78,36 @@ pub struct Usage {
 
 impl Usage {
     pub fn killed_by(&self) -> Option<i32> {
-        let sig = self.status & 0x7f;
-        (sig != 0 && sig != 0x7f).then_some(sig)
+        libc::WIFSIGNALED(self.status).then(|| libc::WTERMSIG(self.status))
     }
     pub fn exit_code(&self) -> Option<i32> {
-        (self.status & 0x7f == 0).then_some((self.status >> 8) & 0xff)
+        libc::WIFEXITED(self.status).then(|| libc::WEXITSTATUS(self.status))
+    }
+
+    fn new(status: i32, ru: &libc::rusage) -> Self {
+        Usage {
+            user_ns: tv_ns(ru.ru_utime),
+            sys_ns: tv_ns(ru.ru_stime),
+            maxrss_kib: ru.ru_maxrss.max(0) as u64,
+            status,
+        }
     }
 }
 
-fn tv_ns(t: Timeval) -> u64 {
-    (t.sec as u64) * 1_000_000_000 + (t.usec as u64) * 1000
+fn tv_ns(t: libc::timeval) -> u64 {
+    (t.tv_sec as u64) * 1_000_000_000 + (t.tv_usec as u64) * 1000
+}
+
+/// `wait4(pid, ..., options)`: the pid it returned (0 with WNOHANG and the
+/// child still running, -1 on error), the wait status and the child's
+/// resource usage.
+fn wait4(pid: i32, options: i32) -> (i32, i32, libc::rusage) {
+    let mut status = 0i32;
+    // SAFETY: rusage is a plain C struct of integers: all zeroes is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals of the right types.
+    let r = unsafe { libc::wait4(pid, &mut status, options, &mut ru) };
+    (r, status, ru)
 }
 
 /// Reaps `child` with `wait4`, killing it after `timeout`. The std `Child`
@@ -147,24 +126,19 @@ pub fn wait_usage(child: Child, timeout: Duration) -> Result<Usage> {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if !done.load(Ordering::SeqCst) {
-                // SAFETY: kill takes no pointers. The child is not reaped
-                // yet (`done` is unset), so `pid` still names it.
-                unsafe { kill(pid, SIGKILL) };
+                signal(pid as u32, SIGKILL);
                 return true;
             }
             false
         })
     };
-    let mut status = 0i32;
-    let mut ru = RawRusage::default();
-    let r = loop {
-        // SAFETY: `status` and `ru` are live, writable locals of the types
-        // wait4 fills in.
-        let r = unsafe { wait4(pid, &mut status, 0, &mut ru) };
-        if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+    let (r, status, ru) = loop {
+        let waited = wait4(pid, 0);
+        if waited.0 < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {
             continue;
         }
-        break r;
+        break waited;
     };
     done.store(true, Ordering::SeqCst);
     let timed_out = watchdog.join().unwrap_or(false);
@@ -175,27 +149,13 @@ pub fn wait_usage(child: Child, timeout: Duration) -> Result<Usage> {
     if timed_out {
         bail!("pid {pid} did not finish within {timeout:?} and was killed");
     }
-    Ok(Usage {
-        user_ns: tv_ns(ru.utime),
-        sys_ns: tv_ns(ru.stime),
-        maxrss_kib: ru.maxrss.max(0) as u64,
-        status,
-    })
+    Ok(Usage::new(status, &ru))
 }
 
 /// Whether `pid` (our child) has exited; reaps it if so.
 pub fn try_reap(pid: u32) -> Option<Usage> {
-    let mut status = 0i32;
-    let mut ru = RawRusage::default();
-    // SAFETY: `status` and `ru` are live, writable locals of the types
-    // wait4 fills in.
-    let r = unsafe { wait4(pid as i32, &mut status, WNOHANG, &mut ru) };
-    (r == pid as i32).then(|| Usage {
-        user_ns: tv_ns(ru.utime),
-        sys_ns: tv_ns(ru.stime),
-        maxrss_kib: ru.maxrss.max(0) as u64,
-        status,
-    })
+    let (r, status, ru) = wait4(pid as i32, libc::WNOHANG);
+    (r == pid as i32).then(|| Usage::new(status, &ru))
 }
 
 /// CPU time (user + system) of a live process from /proc/PID/stat, in ns
@@ -221,10 +181,13 @@ pub fn proc_hwm_kib(pid: u32) -> Option<u64> {
 /// This thread's CPU time in ns (`CLOCK_THREAD_CPUTIME_ID`: exact, and
 /// brought up to date when read, unlike /proc's schedstat).
 pub fn thread_cpu_ns() -> u64 {
-    let mut ts = Timespec::default();
-    // SAFETY: `ts` is a live, writable timespec; this clock always exists.
-    unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.sec as u64 * 1_000_000_000 + ts.nsec as u64
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live timespec; this clock always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Writes `value` to a /proc or cgroupfs file.
@@ -274,6 +237,35 @@ mod tests {
         let s = summarize(&[1.0, 2.0]).unwrap();
         assert_eq!(s.median, 1.5);
         assert!(summarize(&[]).is_none());
+    }
+
+    #[test]
+    fn reaps_children_with_their_usage() {
+        use std::process::Command;
+        let ok = Command::new("true").spawn().unwrap();
+        let u = wait_usage(ok, Duration::from_secs(10)).unwrap();
+        assert_eq!((u.exit_code(), u.killed_by()), (Some(0), None));
+        assert!(u.maxrss_kib > 0, "{u:?}");
+        let killed = Command::new("sh")
+            .args(["-c", "kill -9 $$"])
+            .spawn()
+            .unwrap();
+        let u = wait_usage(killed, Duration::from_secs(10)).unwrap();
+        assert_eq!((u.exit_code(), u.killed_by()), (None, Some(SIGKILL)));
+        // Dropping a std Child neither waits for nor kills it.
+        let pid = Command::new("sleep").arg("10").spawn().unwrap().id();
+        assert!(try_reap(pid).is_none());
+        signal(pid, SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let u = loop {
+            if let Some(u) = try_reap(pid) {
+                break u;
+            }
+            assert!(Instant::now() < deadline, "sleep {pid} not reaped");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(u.killed_by(), Some(SIGKILL));
+        assert!(thread_cpu_ns() > 0);
     }
 
     #[test]

@@ -112,3 +112,82 @@ fn bad_cgroup_glob_is_a_usage_error() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("includes `/`"), "{err}");
 }
+
+/// `/dev/zero` is one endless line: every reader of record files stops at
+/// the line cap, exits 1 naming the line, and does so in bounded time.
+#[test]
+fn an_endless_line_ends_report_and_both_replays() {
+    for args in [
+        &["report", "/dev/zero"][..],
+        &["stream", "--replay", "/dev/zero"],
+        &["top", "--replay", "/dev/zero", "--batch"],
+    ] {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("line 1 is longer than 16 MiB"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// A FIFO nobody writes to is an error after a bounded wait, not a hang.
+#[test]
+fn a_fifo_without_a_writer_is_an_error_not_a_hang() {
+    let dir = std::env::temp_dir().join(format!("memtrace-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("records");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (code, err) = run(&["report", fifo.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is a FIFO and nothing wrote to it"), "{err}");
+}
+
+/// A replay answers SIGTERM while its file has nothing more to give (a
+/// FIFO whose writer sent a header and stalled).
+#[test]
+fn a_stalled_replay_answers_sigterm() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("memtrace-stall-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("records");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let child = Command::new(MEMTRACE)
+        .args(["stream", "--replay", fifo.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The writer: a header, then silence (the FIFO stays open).
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writeln!(
+        w,
+        "{{\"type\":\"header\",\"ts\":\"\",\"ts_ns\":0,\"format_version\":1,\
+         \"memtrace_version\":\"\",\"hostname\":\"h\",\"kernel_release\":\"k\",\
+         \"cgroup_mode\":\"v2\",\"attach_mode\":\"auto\",\"interval_ms\":1000,\
+         \"plan\":[],\"unavailable\":[],\"kmsg\":true}}"
+    )
+    .unwrap();
+    w.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) with a pid of our own child and a valid signal.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    drop(w);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("{\"type\":\"header\""), "{text}");
+}

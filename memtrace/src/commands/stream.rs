@@ -55,13 +55,24 @@ pub async fn run(args: StreamArgs) -> Result<()> {
     let mut sink = Sink { out, filter };
 
     if let Some(path) = &args.replay {
-        let mut replay = Replay::open(path)?;
+        let mut replay = tokio::select! {
+            r = Replay::open(path) => r?,
+            _ = sigint.recv() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
+        };
         let header = replay.header().clone();
         if !sink.write([&header])? {
             return Ok(());
         }
-        // One record at a time: memory stays flat whatever the file's size.
-        while let Some(rec) = replay.next_record()? {
+        // One record at a time: memory stays flat whatever the file's size,
+        // and a signal ends the replay between any two records.
+        loop {
+            let rec = tokio::select! {
+                r = replay.next_record() => r?,
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+            };
+            let Some(rec) = rec else { break };
             if !sink.write([&rec])? {
                 break;
             }

@@ -26,7 +26,7 @@ use self::{
 };
 use crate::{
     output::{json, records::Record},
-    source::ndjson::{Item, Lines},
+    source::ndjson::{self, Item, Lines},
 };
 
 /// A file whose first this-many non-blank lines are all bad is not a
@@ -58,16 +58,10 @@ pub fn run(path: &Path, json: bool) -> Result<()> {
 /// Reads and summarizes the file at `path`; an error when nothing in it
 /// could be summarized.
 pub fn build(path: &Path) -> Result<Report> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = ndjson::open(path)?;
     let meta = file
         .metadata()
         .with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.is_dir() {
-        bail!(
-            "{} is a directory: give a capture, stream file or OOM log",
-            path.display()
-        );
-    }
     let name = path.display().to_string();
     let (mut agg, lines) = summarize(&name, BufReader::new(file))?;
     agg.set_lines(lines);

@@ -5,7 +5,15 @@
 //! named and skipped (`report`). Lines are read as bytes (a file may hold
 //! anything) and capped, so a binary file or a runaway line cannot exhaust
 //! memory.
-use std::io::{self, BufRead};
+use std::{
+    fs::File,
+    io::{self, BufRead},
+    os::unix::fs::{FileTypeExt, OpenOptionsExt},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
 
 use serde::Serialize;
 
@@ -16,6 +24,76 @@ use crate::output::records::Record;
 /// file that has one is not a record file (`/dev/zero`, a binary), and
 /// reading on would take unbounded time, if not memory.
 pub const MAX_LINE: usize = 16 << 20;
+/// How long a FIFO may wait for a writer's first bytes.
+pub const FIFO_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens a record file for reading. A FIFO is opened without blocking and
+/// waited on for at most [`FIFO_WAIT`], so a FIFO nobody writes to is an
+/// error naming the cause, not a hang; a directory is an error too.
+pub fn open(path: &Path) -> Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let kind = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .file_type();
+    if kind.is_dir() {
+        bail!(
+            "{} is a directory: give a capture, stream file or OOM log",
+            path.display()
+        );
+    }
+    if kind.is_fifo() && !wait_readable(&file, FIFO_WAIT)? {
+        bail!(
+            "{} is a FIFO and nothing wrote to it within {} s: start the writer first \
+             (e.g. `memtrace stream > FIFO`), or give a file",
+            path.display(),
+            FIFO_WAIT.as_secs()
+        );
+    }
+    blocking(&file).with_context(|| format!("reading {}", path.display()))?;
+    Ok(file)
+}
+
+/// Whether `file` has data (or its writer went away) within `wait`.
+fn wait_readable(file: &File, wait: Duration) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut fds = [libc::pollfd {
+        fd: file.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+    loop {
+        // SAFETY: `fds` is a valid array of one pollfd that outlives the
+        // call, and its fd is open (owned by `file`).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e).context("waiting for the FIFO's writer");
+        }
+    }
+}
+
+/// Clears O_NONBLOCK: reads then wait for data like any file read.
+fn blocking(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on an open fd owned by `file`; no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Error texts quoted in the report are cut to this many characters.
 const MAX_ERROR: usize = 200;
 

@@ -34,7 +34,7 @@ impl Source {
     async fn next(&mut self) -> Result<Option<Vec<Record>>> {
         match self {
             Source::Live(p) => Ok(Some(records(p.next().await?))),
-            Source::Replay(r) => r.next_batch(),
+            Source::Replay(r) => r.next_batch().await,
         }
     }
 }
@@ -87,7 +87,11 @@ pub async fn run(args: TopArgs) -> Result<()> {
     };
     let mut source = match &args.replay {
         Some(path) => {
-            let r = Replay::open(path)?;
+            let r = tokio::select! {
+                r = Replay::open(path) => r?,
+                _ = sigint.recv() => return Ok(()),
+                _ = sigterm.recv() => return Ok(()),
+            };
             feed.apply(std::slice::from_ref(r.header()))?;
             Source::Replay(Box::new(r))
         }

@@ -61,6 +61,7 @@ impl Recorder {
     }
 
     fn stop(mut self) -> String {
+        // SAFETY: kill(2) on our own child process, with a valid signal.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let st = wait_timeout(&mut self.child, Duration::from_secs(20));
         let log = self.log();

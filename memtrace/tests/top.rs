@@ -145,6 +145,7 @@ fn containers_of_every_runtime_show_up_and_replay_gives_the_same_rows() {
         );
     }
     std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child process, with a valid signal.
     unsafe { libc::kill(top.id() as i32, libc::SIGINT) };
     let st = wait_timeout(&mut top, Duration::from_secs(20));
     assert!(

@@ -6,10 +6,7 @@
 //! and records come over a bounded channel: the async side stays free to
 //! answer signals however slow the file (a FIFO, a network mount), and
 //! memory stays bounded however large it is.
-use std::{
-    io::BufReader,
-    path::Path,
-};
+use std::{io::BufReader, path::Path};
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::sync::mpsc;

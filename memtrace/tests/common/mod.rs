@@ -22,6 +22,7 @@ pub struct Serial(fs::File);
 
 impl Drop for Serial {
     fn drop(&mut self) {
+        // SAFETY: flock(2) on the lock file's fd, which `self.0` keeps open.
         unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&self.0), libc::LOCK_UN) };
     }
 }
@@ -35,6 +36,7 @@ pub fn serial() -> Serial {
         .append(true)
         .open(std::env::temp_dir().join("memtrace-kernel-tests.lock"))
         .expect("open test lock file");
+    // SAFETY: flock(2) on the fd of `f`, open for the whole call.
     let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
     assert_eq!(r, 0, "flock: {}", std::io::Error::last_os_error());
     Serial(f)
@@ -42,6 +44,7 @@ pub fn serial() -> Serial {
 
 /// These tests need root: fail loudly, never pass silently.
 pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
         euid, 0,
@@ -147,6 +150,7 @@ impl TestMemcg {
                 return;
             }
             for p in pids {
+                // SAFETY: kill(2) with a pid read from the test memcg's cgroup.procs (only our own test processes are there) and a valid signal.
                 unsafe { libc::kill(p, libc::SIGKILL) };
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -175,6 +179,9 @@ impl Drop for TestMemcg {
 pub fn spawn_in(dir: &Path, cmd: &mut Command) -> Child {
     let procs =
         std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only async-signal-safe functions (open, write, close) on a path the
+    // closure owns; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
@@ -305,6 +312,7 @@ impl Stream {
 
     /// Stops it with `signal` and returns every record it wrote.
     pub fn stop(mut self, signal: i32) -> Vec<Value> {
+        // SAFETY: kill(2) on our own child process, with a valid signal.
         unsafe { libc::kill(self.pid(), signal) };
         let st = wait_timeout(&mut self.child, Duration::from_secs(20));
         let err = fs::read_to_string(&self.stderr).unwrap_or_default();
@@ -350,6 +358,7 @@ pub fn cpu_and_rss(pid: i32) -> (f64, u64) {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = after_comm.split(' ').collect();
+    // SAFETY: sysconf has no preconditions; a -1 result would only skew a test figure.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / ticks;
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -46,6 +46,7 @@
 //! from; only it tells such a directory apart from the real container.
 //! Nothing here panics or allocates beyond the result, whatever the path.
 
+use super::normalize;
 pub use crate::output::records::Container;
 
 /// Length of a container id (docker, containerd, cri-o, podman).
@@ -306,19 +307,6 @@ fn is_unit(comp: &str) -> bool {
         && comp.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_' | b'.' | b'\\' | b'@')
         })
-}
-
-/// `/a/b` for `a//b/`, `/a/b` or `a/b`; `/` for the root.
-fn normalize(path: &str) -> String {
-    let mut out = String::with_capacity(path.len() + 1);
-    for comp in path.split('/').filter(|c| !c.is_empty()) {
-        out.push('/');
-        out.push_str(comp);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
 }
 
 #[cfg(test)]

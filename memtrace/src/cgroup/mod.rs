@@ -19,6 +19,20 @@ pub use mounts::{CgroupMode, MemcgFs, detect};
 pub use resolver::{MemcgName, Resolver};
 pub use stats::limit_hits;
 
+/// `/a/b` for `a//b/`, `/a/b` or `a/b`; `/` for the root. `.` and `..` are
+/// kept as they are: callers that take untrusted paths refuse them first.
+pub(crate) fn normalize(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 1);
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
+        out.push('/');
+        out.push_str(comp);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
 /// Helpers shared by the tests that need a real memory hierarchy.
 #[cfg(test)]
 pub(crate) mod testutil {

@@ -276,18 +276,10 @@ impl Resolver {
 
 /// `a//b/` -> `/a/b`, `` -> `/`; None if a component is `.` or `..`.
 fn normalize(rel: &str) -> Option<String> {
-    let mut out = String::with_capacity(rel.len() + 1);
-    for c in rel.split('/').filter(|c| !c.is_empty()) {
-        if c == "." || c == ".." {
-            return None;
-        }
-        out.push('/');
-        out.push_str(c);
+    if rel.split('/').any(|c| c == "." || c == "..") {
+        return None;
     }
-    if out.is_empty() {
-        out.push('/');
-    }
-    Some(out)
+    Some(super::normalize(rel))
 }
 
 /// Display path of a relative path's bytes (`a/b` -> `/a/b`, `` -> `/`).

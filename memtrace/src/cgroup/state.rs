@@ -369,15 +369,7 @@ fn normalize(rel: &str) -> Option<Cow<'_, str>> {
     if clean {
         return Some(Cow::Borrowed(rel));
     }
-    let mut out = String::with_capacity(rel.len() + 1);
-    for c in rel.split('/').filter(|c| !c.is_empty()) {
-        out.push('/');
-        out.push_str(c);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    Some(Cow::Owned(out))
+    Some(Cow::Owned(super::normalize(rel)))
 }
 
 /// `/a` for `/a/b`, `/` for `/a`, None for `/`.

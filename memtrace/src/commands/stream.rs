@@ -2,7 +2,6 @@
 use std::io;
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::StreamArgs,
@@ -44,8 +43,7 @@ fn records(outputs: &[Output]) -> impl Iterator<Item = &Record> {
 
 pub async fn run(args: StreamArgs) -> Result<()> {
     // First, so a SIGTERM during start-up still ends in a clean exit.
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut stop = super::StopSignals::new()?;
     let filter = args.filter.filter()?;
     // Open the output first: a bad path should fail before any probing.
     let out = match &args.output {
@@ -94,8 +92,7 @@ pub async fn run(args: StreamArgs) -> Result<()> {
                     return Ok(());
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = stop.recv() => break,
             _ = &mut deadline => break,
         }
     }

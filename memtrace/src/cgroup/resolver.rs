@@ -559,7 +559,7 @@ mod tests {
         let x = dirs.mkcg(&fs, top.join("x"));
         let id = ino(&x);
         let mut r = eager(&fs);
-        let rel = format!("/cgroup-dev-{}-rp/x", std::process::id());
+        let rel = format!("/cgroup-dev-rp-{}/x", std::process::id());
         // Inserted by a direct lookup, without a walk.
         assert_eq!(r.resolve_path(&rel).unwrap().id, id);
         std::fs::remove_dir(&x).unwrap();
@@ -612,7 +612,7 @@ mod tests {
         // A new memcg's id still rescans and resolves.
         let top = dirs.mkcg_top(&fs, "cgroup-dev-unk");
         let n = r.resolve(ino(&top)).expect("new memcg resolves");
-        assert_eq!(n.path, format!("/cgroup-dev-{}-unk", std::process::id()));
+        assert_eq!(n.path, format!("/cgroup-dev-unk-{}", std::process::id()));
         assert_eq!(r.generation, generation + 1);
     }
 
@@ -629,7 +629,7 @@ mod tests {
         let bad = dirs.mkcg(&fs, top.join(std::ffi::OsString::from_vec(raw.to_vec())));
 
         let mut r = eager(&fs);
-        let want_esc = format!("/cgroup-dev-{pid}-names/{esc_name}");
+        let want_esc = format!("/cgroup-dev-names-{pid}/{esc_name}");
         let n = r.resolve(ino(&esc)).expect("ESC name resolves");
         assert_eq!(n.path, want_esc);
         assert_eq!(r.path_of(&n), esc);
@@ -639,7 +639,7 @@ mod tests {
         let n = r.resolve(ino(&bad)).expect("non-UTF-8 name resolves");
         assert_eq!(
             n.path,
-            format!("/cgroup-dev-{pid}-names/bad\u{fffd}\u{fffd}utf8 x")
+            format!("/cgroup-dev-names-{pid}/bad\u{fffd}\u{fffd}utf8 x")
         );
         // The lossy string maps back to the real directory.
         assert_eq!(r.path_of(&n), bad);

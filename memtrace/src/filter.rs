@@ -165,15 +165,10 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::container::attribute;
+    use crate::output::build::named;
 
     fn memcg(path: &str) -> Memcg {
-        Memcg {
-            id: 1,
-            path: Some(path.into()),
-            deleted: false,
-            container: Some(attribute(path)),
-        }
+        named(1, Some(path.into()), false)
     }
 
     fn glob(pattern: &str) -> Filter {
@@ -192,12 +187,7 @@ mod tests {
         assert!(!f.memcg(&memcg("/system.slice/x")));
         let f = glob("/web-[0-9]");
         assert!(f.memcg(&memcg("/web-1")));
-        assert!(!f.memcg(&Memcg {
-            id: 1,
-            path: None,
-            deleted: false,
-            container: None
-        }));
+        assert!(!f.memcg(&named(1, None, false)));
     }
 
     #[test]

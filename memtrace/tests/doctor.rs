@@ -5,8 +5,14 @@ mod common;
 
 use std::process::Command;
 
-use common::{MEMTRACE, require_root, scratch, serial};
+mod support {
+    pub mod plan;
+    pub mod root;
+}
+
+use common::MEMTRACE;
 use serde_json::Value;
+use support::{plan::first_ok_family, root::as_root};
 
 const FUNCTION_HOOKS: &[&str] = &[
     "try_charge_memcg",
@@ -30,12 +36,10 @@ fn doctor(mode: &str) -> (Option<i32>, Value, String) {
 
 #[test]
 fn doctor_shows_the_plan_of_the_requested_attach_mode() {
-    require_root();
-    let _g = serial();
+    let (_g, dir) = as_root("doctor-attach");
     let (code, auto, err) = doctor("auto");
     assert_eq!(code, Some(0), "{err}");
     let available = |f: &str| auto["families"][f]["available"] == true;
-    let dir = scratch("doctor-attach");
     for (mode, families) in [
         ("auto", &["fentry", "kprobe", "tp_btf", "tracepoint"][..]),
         ("fentry", &["fentry"]),
@@ -60,13 +64,7 @@ fn doctor_shows_the_plan_of_the_requested_attach_mode() {
                 .collect();
             assert!(tried.iter().all(|f| allowed.contains(f)), "{mode}: {p}");
             // The chosen family is the first of the mode's that worked.
-            let first_ok = p["families"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|o| o["ok"] == true)
-                .map(|o| o["family"].clone());
-            assert_eq!(p["family"], first_ok.unwrap_or(Value::Null), "{mode}: {p}");
+            assert_eq!(p["family"], first_ok_family(p), "{mode}: {p}");
             if FUNCTION_HOOKS.contains(&hook) && !p["family"].is_null() {
                 function_hook_attached = true;
             }

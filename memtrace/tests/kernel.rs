@@ -2,6 +2,11 @@
 //! running kernel, as root: real BPF programs, real memcgs, real OOM kills.
 mod common;
 mod probe;
+mod support {
+    pub mod churn;
+    pub mod plan;
+    pub mod root;
+}
 
 use std::{
     fs,
@@ -13,6 +18,11 @@ use std::{
 use common::*;
 use probe::Probe;
 use serde_json::Value;
+use support::{
+    churn::{field_names, write_through_cache},
+    plan::first_ok_family,
+    root::as_root,
+};
 
 fn header(records: &[Value]) -> &Value {
     let h = &records[0];
@@ -63,9 +73,7 @@ fn settle() {
 
 #[test]
 fn oom_kill_in_limited_memcg_names_victim_and_memcg() {
-    require_root();
-    let _g = serial();
-    let dir = scratch("oom");
+    let (_g, dir) = as_root("oom");
     let memcg = TestMemcg::new("oom");
     memcg.limit_no_swap(64 << 20);
     let stream = Stream::start(&dir, &[]);
@@ -117,9 +125,7 @@ fn oom_kill_in_limited_memcg_names_victim_and_memcg() {
 
 #[test]
 fn oom_from_a_parent_limit_names_the_parent() {
-    require_root();
-    let _g = serial();
-    let dir = scratch("oom-parent");
+    let (_g, dir) = as_root("oom-parent");
     let mut parent = TestMemcg::new("parent");
     parent.limit_no_swap(64 << 20);
     let parent_rel = parent.rel.clone();
@@ -142,24 +148,14 @@ fn oom_from_a_parent_limit_names_the_parent() {
 
 #[test]
 fn write_churn_shows_reclaim_and_limit_hits_and_nulls_for_the_unseen() {
-    require_root();
-    let _g = serial();
-    let dir = scratch("churn");
+    let (_g, dir) = as_root("churn");
     let memcg = TestMemcg::new("churn");
     memcg.limit(64 << 20);
     let stream = Stream::start(&dir, &["--interval", "500ms"]);
     // 1 GiB through the page cache of a real disk from a 64 MiB memcg: the
-    // memcg must reclaim its own cache over and over. The writer may be
-    // OOM-killed on some kernels; that is tolerated.
+    // memcg must reclaim its own cache over and over.
     let file = std::env::temp_dir().join(format!("memtrace-churn-{}", std::process::id()));
-    let mut dd = memcg.spawn(
-        Command::new("dd")
-            .arg("if=/dev/zero")
-            .arg(format!("of={}", file.display()))
-            .args(["bs=1M", "count=1024"]),
-    );
-    wait_timeout(&mut dd, Duration::from_secs(120));
-    let _ = fs::remove_file(&file);
+    write_through_cache(&memcg, &file, 1024, Duration::from_secs(120));
     settle();
     let (cpu, rss_kib) = cpu_and_rss(stream.pid());
     let records = stream.stop(libc::SIGINT);
@@ -195,12 +191,7 @@ fn write_churn_shows_reclaim_and_limit_hits_and_nulls_for_the_unseen() {
         );
     }
     // What the plan cannot see is null, never 0.
-    let unavailable: Vec<&str> = h["unavailable"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let unavailable = field_names(&h["unavailable"]);
     for r in &rows {
         for f in &unavailable {
             if let Some(v) = r.get(*f) {
@@ -229,21 +220,12 @@ fn write_churn_shows_reclaim_and_limit_hits_and_nulls_for_the_unseen() {
 
 #[test]
 fn memcg_id_read_in_the_kernel_is_the_directory_inode() {
-    require_root();
-    let _g = serial();
-    let dir = scratch("inode");
+    let (_g, dir) = as_root("inode");
     let memcg = TestMemcg::new("inode");
     memcg.limit(16 << 20);
     let stream = Stream::start(&dir, &["--interval", "500ms"]);
     let file = std::env::temp_dir().join(format!("memtrace-inode-{}", std::process::id()));
-    let mut dd = memcg.spawn(
-        Command::new("dd")
-            .arg("if=/dev/zero")
-            .arg(format!("of={}", file.display()))
-            .args(["bs=1M", "count=128"]),
-    );
-    wait_timeout(&mut dd, Duration::from_secs(60));
-    let _ = fs::remove_file(&file);
+    write_through_cache(&memcg, &file, 128, Duration::from_secs(60));
     settle();
     let records = stream.stop(libc::SIGINT);
     let ino = memcg.inode();
@@ -262,9 +244,7 @@ fn memcg_id_read_in_the_kernel_is_the_directory_inode() {
 
 #[test]
 fn hostile_memcg_names_and_comms_are_escaped() {
-    require_root();
-    let _g = serial();
-    let dir = scratch("hostile");
+    let (_g, dir) = as_root("hostile");
     // cgroupfs accepts ESC, BEL and C1 bytes in names (not '/' or newline).
     let memcg = TestMemcg::new("evil\x1b]0;owned\x07\u{9b}31m name");
     memcg.limit_no_swap(32 << 20);
@@ -341,13 +321,7 @@ fn doctor_reports_what_this_kernel_can_do() {
     );
     // The plan auto picks: the first family that worked for each hook.
     for p in d["plan"].as_array().unwrap() {
-        let first_ok = p["families"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["ok"] == true)
-            .map(|o| o["family"].clone());
-        assert_eq!(p["family"], first_ok.unwrap_or(Value::Null), "{p}");
+        assert_eq!(p["family"], first_ok_family(p), "{p}");
         assert_eq!(
             p["status"],
             if p["family"].is_null() {
@@ -480,11 +454,9 @@ fn doctor_families_match_an_independent_probe_of_the_kernel() {
 
 #[test]
 fn forcing_an_impossible_attach_mode_is_a_clear_error() {
-    require_root();
-    let _g = serial();
+    let (_g, dir) = as_root("kprobe");
     let kprobes = Probe::run().works("kprobe");
     let kprobe_pmu = Path::new("/sys/bus/event_source/devices/kprobe").exists();
-    let dir = scratch("kprobe");
     let out = Command::new(MEMTRACE)
         .args([
             "stream",
@@ -547,9 +519,7 @@ fn unprivileged_user_gets_the_cause_and_the_fix() {
 
 #[test]
 fn sigterm_flushes_and_exits_zero_with_final_stats() {
-    require_root();
-    let _g = serial();
-    let dir = scratch("sigterm");
+    let (_g, dir) = as_root("sigterm");
     let stream = Stream::start(&dir, &["--interval", "1h"]);
     let start = Instant::now();
     let records = stream.stop(libc::SIGTERM);

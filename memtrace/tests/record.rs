@@ -1,6 +1,9 @@
 //! `memtrace record` end to end, as root: real OOM kills, a real sys-time
 //! spike, the real output directory.
 mod common;
+mod support {
+    pub mod root;
+}
 
 use std::{
     fs,
@@ -11,6 +14,7 @@ use std::{
 
 use common::*;
 use serde_json::Value;
+use support::root::as_root;
 
 const ID: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
 
@@ -115,9 +119,7 @@ fn oom_victim(memcg_dir: &Path) -> u32 {
 
 #[test]
 fn oom_kills_get_json_and_text_post_mortems() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("record-oom");
+    let (_g, scratch) = as_root("record-oom");
     let dir = scratch.join("out");
     let r = Recorder::start(&dir, &[]);
 
@@ -192,9 +194,7 @@ fn oom_kills_get_json_and_text_post_mortems() {
 
 #[test]
 fn a_sys_time_spike_gives_exactly_one_capture_with_its_history() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("record-spike");
+    let (_g, scratch) = as_root("record-spike");
     let dir = scratch.join("out");
     let r = Recorder::start(
         &dir,
@@ -293,9 +293,7 @@ fn report_names(capture: &Path, memcgs: &[&str]) {
 
 #[test]
 fn a_planted_symlink_is_not_followed() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("record-symlink");
+    let (_g, scratch) = as_root("record-symlink");
     let dir = scratch.join("out");
     fs::create_dir(&dir).unwrap();
     let victim = scratch.join("precious");

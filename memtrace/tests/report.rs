@@ -2,6 +2,10 @@
 //! workload (as root), on a capture assembled from it and then damaged, and
 //! on files that are not memtrace's (no root needed).
 mod common;
+mod support {
+    pub mod churn;
+    pub mod root;
+}
 
 use std::{
     fs,
@@ -13,6 +17,10 @@ use std::{
 
 use common::*;
 use serde_json::{Value, json};
+use support::{
+    churn::{field_names, write_through_cache},
+    root::as_root,
+};
 
 fn report(file: &Path, json: bool) -> Output {
     let mut cmd = Command::new(MEMTRACE);
@@ -52,15 +60,12 @@ fn first_row_under(report: &str, title: &str) -> String {
 /// Returns the stream file's text and the victim's pid.
 fn record_workload(dir: &Path, memcg: &TestMemcg) -> (String, u32) {
     let stream = Stream::start(dir, &["--interval", "1s"]);
-    let file = dir.join("churn.data");
-    let mut dd = memcg.spawn(
-        Command::new("dd")
-            .arg("if=/dev/zero")
-            .arg(format!("of={}", file.display()))
-            .args(["bs=1M", "count=512"]),
+    write_through_cache(
+        memcg,
+        &dir.join("churn.data"),
+        512,
+        Duration::from_secs(120),
     );
-    wait_timeout(&mut dd, Duration::from_secs(120));
-    let _ = fs::remove_file(&file);
     let mut tail = memcg.spawn(Command::new("tail").arg("/dev/zero"));
     let pid = tail.id();
     let st = wait_timeout(&mut tail, Duration::from_secs(60));
@@ -125,9 +130,7 @@ fn capture_of(stream: &str) -> String {
 
 #[test]
 fn report_of_a_real_stream_and_of_a_damaged_capture_of_it() {
-    require_root();
-    let _g = serial();
-    let dir = scratch("report");
+    let (_g, dir) = as_root("report");
     let memcg = TestMemcg::new("report");
     memcg.limit_no_swap(64 << 20);
     let (stream, pid) = record_workload(&dir, &memcg);
@@ -203,12 +206,7 @@ fn report_of_a_real_stream_and_of_a_damaged_capture_of_it() {
         "the churn's reclaim before the kill: {k}"
     );
     // What the plan cannot see is null in the JSON, never 0.
-    let not_visible: Vec<&str> = v["not_visible"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .collect();
+    let not_visible = field_names(&v["not_visible"]);
     if not_visible.contains(&"do_shrink_slab_zero") {
         assert!(v["shrinker_totals"]["zero"].is_null());
         assert_ne!(v["storm"]["verdict"], "present");

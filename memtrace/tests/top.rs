@@ -2,6 +2,9 @@
 //! container runtime, real workloads in them, the real binary.
 mod common;
 mod probe;
+mod support {
+    pub mod root;
+}
 
 use std::{
     collections::BTreeSet,
@@ -13,6 +16,7 @@ use std::{
 use common::*;
 use probe::Probe;
 use serde_json::Value;
+use support::root::as_root;
 
 const DOCKER: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
 const CONTAINERD: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
@@ -118,9 +122,7 @@ fn frames(json: &str) -> Vec<Vec<Value>> {
 
 #[test]
 fn containers_of_every_runtime_show_up_and_replay_gives_the_same_rows() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("top");
+    let (_g, scratch) = as_root("top");
     let root = TestMemcg::new("top");
     let layouts = layouts();
     let mut tree = Dirs(Vec::new());
@@ -290,9 +292,7 @@ fn wait_attached(saved: &Path) {
 
 #[test]
 fn batch_frames_are_plain_text_even_with_hostile_names() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("top-batch");
+    let (_g, scratch) = as_root("top-batch");
     let root = TestMemcg::new("top-batch");
     let evil = root.dir.join("evil\x1b]0;pwned\x07\u{9b}2J name");
     fs::create_dir(&evil).unwrap();
@@ -388,10 +388,8 @@ fn wait_gone(s: &Session, what: &str) {
 
 #[test]
 fn interactive_top_in_a_real_terminal() {
-    require_root();
-    let _g = serial();
+    let (_g, scratch) = as_root("tui");
     let s = Session(format!("memtrace-test-{}", std::process::id()));
-    let scratch = scratch("tui");
     let done = scratch.join("exit-status");
     // The pane stays open after top exits, to show what it left behind.
     let cmd = format!(

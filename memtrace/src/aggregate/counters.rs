@@ -69,15 +69,18 @@ pub fn delta_shrinker(cur: &ShrinkerStats, prev: &ShrinkerStats) -> ShrinkerStat
     }
 }
 
+/// `a.f += b.f` for each counter field `f` listed: sums of counters that
+/// share their names (the kernel's, the records', a report's totals).
+macro_rules! add_fields {
+    ($a:expr, $b:expr; $($f:ident)*) => {
+        $($a.$f += $b.$f;)*
+    };
+}
+pub(crate) use add_fields;
+
 pub fn add_system(a: &mut SystemStats, b: &SystemStats) {
-    a.kswapd_wakes += b.kswapd_wakes;
-    a.kswapd_ns += b.kswapd_ns;
-    a.ringbuf_drops += b.ringbuf_drops;
-    a.memcg_map_full += b.memcg_map_full;
-    a.shrinker_map_full += b.shrinker_map_full;
-    a.inflight_map_full += b.inflight_map_full;
-    a.unmatched_returns += b.unmatched_returns;
-    a.missed_returns += b.missed_returns;
+    add_fields!(a, b; kswapd_wakes kswapd_ns ringbuf_drops memcg_map_full shrinker_map_full
+        inflight_map_full unmatched_returns missed_returns);
 }
 
 /// The `p`-th percentile (0 < p <= 100) of a histogram, as the upper bound

@@ -85,6 +85,12 @@ pub(crate) mod testutil {
             }
             self.mkdir(dir)
         }
+
+        /// Creates memcg `<tag>-<pid>` under the hierarchy root: a test's
+        /// own subtree, apart from other tests and test processes.
+        pub fn mkcg_top(&mut self, fs: &MemcgFs, tag: &str) -> PathBuf {
+            self.mkcg(fs, fs.root.join(format!("{tag}-{}", std::process::id())))
+        }
     }
 
     impl Drop for TestDirs {

@@ -326,8 +326,7 @@ fn walk(root: &Path, cap: usize, found: &mut dyn FnMut(u64, &[u8])) -> WalkEnd {
         return WalkEnd::Clean;
     }
     let mut count = 1usize;
-    let mut complete = true;
-    let mut gone = false;
+    let mut errors = WalkErrors::default();
     // Relative paths of directories still to read.
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
@@ -336,58 +335,22 @@ fn walk(root: &Path, cap: usize, found: &mut dyn FnMut(u64, &[u8])) -> WalkEnd {
         } else {
             root.join(OsStr::from_bytes(&rel))
         };
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(it) => it,
-            Err(e) if vanished(&e) => {
-                gone = true;
-                continue;
-            }
-            Err(e) => {
-                log::debug!("memcg rescan: {}: {e}", dir.display());
-                complete = false;
-                continue;
-            }
+        let Some(entries) = errors.check(std::fs::read_dir(&dir), &dir) else {
+            continue;
         };
         for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) if vanished(&e) => {
-                    gone = true;
-                    break;
-                }
-                Err(e) => {
-                    log::debug!("memcg rescan: {}: {e}", dir.display());
-                    complete = false;
-                    break;
-                }
+            let Some(entry) = errors.check(entry, &dir) else {
+                break;
             };
             // d_type from readdir: no stat for the many control files.
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => {}
-                Ok(_) => continue,
-                Err(e) if vanished(&e) => {
-                    gone = true;
-                    continue;
-                }
-                Err(e) => {
-                    log::debug!("memcg rescan: {}: {e}", entry.path().display());
-                    complete = false;
-                    continue;
-                }
+            match errors.check(entry.file_type(), &entry.path()) {
+                Some(t) if t.is_dir() => {}
+                _ => continue,
             }
             // lstat: does not follow symlinks.
-            let md = match std::fs::symlink_metadata(entry.path()) {
-                Ok(md) if md.is_dir() => md,
-                Ok(_) => continue,
-                Err(e) if vanished(&e) => {
-                    gone = true;
-                    continue;
-                }
-                Err(e) => {
-                    log::debug!("memcg rescan: {}: {e}", entry.path().display());
-                    complete = false;
-                    continue;
-                }
+            let md = match errors.check(std::fs::symlink_metadata(entry.path()), &entry.path()) {
+                Some(md) if md.is_dir() => md,
+                _ => continue,
             };
             if count >= cap {
                 log::warn!("memcg rescan: more than {cap} memcgs, ignoring the rest");
@@ -405,10 +368,37 @@ fn walk(root: &Path, cap: usize, found: &mut dyn FnMut(u64, &[u8])) -> WalkEnd {
             }
         }
     }
-    match (complete, gone) {
-        (false, _) => WalkEnd::Incomplete,
-        (true, true) => WalkEnd::Vanished,
-        (true, false) => WalkEnd::Clean,
+    match (errors.incomplete, errors.gone) {
+        (true, _) => WalkEnd::Incomplete,
+        (false, true) => WalkEnd::Vanished,
+        (false, false) => WalkEnd::Clean,
+    }
+}
+
+/// What went wrong during a walk: a directory vanished under it (normal
+/// churn), or something else failed and the walk missed part of the tree.
+#[derive(Default)]
+struct WalkErrors {
+    gone: bool,
+    incomplete: bool,
+}
+
+impl WalkErrors {
+    /// The value, or None after noting why there is none (`path`: what was
+    /// being read).
+    fn check<T>(&mut self, r: std::io::Result<T>, path: &Path) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) if vanished(&e) => {
+                self.gone = true;
+                None
+            }
+            Err(e) => {
+                log::debug!("memcg rescan: {}: {e}", path.display());
+                self.incomplete = true;
+                None
+            }
+        }
     }
 }
 
@@ -486,7 +476,7 @@ mod tests {
         let fs = require_root_memcg();
         let pid = std::process::id();
         let mut dirs = TestDirs::new();
-        let top = dirs.mkcg(&fs, fs.root.join(format!("cgroup-dev-{pid}")));
+        let top = dirs.mkcg_top(&fs, "cgroup-dev");
         let a = dirs.mkcg(&fs, top.join("a"));
         let b = dirs.mkcg(&fs, a.join("b"));
         let (id_a, id_b) = (ino(&a), ino(&b));
@@ -551,15 +541,11 @@ mod tests {
     fn deleted_detected_via_resolve_path() {
         let fs = require_root_memcg();
         let mut dirs = TestDirs::new();
-        let top = dirs.mkcg(
-            &fs,
-            fs.root
-                .join(format!("cgroup-dev-{}-rp", std::process::id())),
-        );
+        let top = dirs.mkcg_top(&fs, "cgroup-dev-rp");
         let x = dirs.mkcg(&fs, top.join("x"));
         let id = ino(&x);
         let mut r = eager(&fs);
-        let rel = format!("/cgroup-dev-{}-rp/x", std::process::id());
+        let rel = format!("/cgroup-dev-rp-{}/x", std::process::id());
         // Inserted by a direct lookup, without a walk.
         assert_eq!(r.resolve_path(&rel).unwrap().id, id);
         std::fs::remove_dir(&x).unwrap();
@@ -572,11 +558,7 @@ mod tests {
     fn rescans_are_rate_limited() {
         let fs = require_root_memcg();
         let mut dirs = TestDirs::new();
-        let top = dirs.mkcg(
-            &fs,
-            fs.root
-                .join(format!("cgroup-dev-{}-rl", std::process::id())),
-        );
+        let top = dirs.mkcg_top(&fs, "cgroup-dev-rl");
         let mut r = Resolver::new(&fs);
         // First miss scans; the new dir was there, so it is found.
         let id_top = ino(&top);
@@ -614,13 +596,9 @@ mod tests {
         assert!(r.resolve(0).is_none());
         assert_eq!(r.generation, generation, "a known unknown id rescanned");
         // A new memcg's id still rescans and resolves.
-        let top = dirs.mkcg(
-            &fs,
-            fs.root
-                .join(format!("cgroup-dev-{}-unk", std::process::id())),
-        );
+        let top = dirs.mkcg_top(&fs, "cgroup-dev-unk");
         let n = r.resolve(ino(&top)).expect("new memcg resolves");
-        assert_eq!(n.path, format!("/cgroup-dev-{}-unk", std::process::id()));
+        assert_eq!(n.path, format!("/cgroup-dev-unk-{}", std::process::id()));
         assert_eq!(r.generation, generation + 1);
     }
 
@@ -630,14 +608,14 @@ mod tests {
         let fs = require_root_memcg();
         let pid = std::process::id();
         let mut dirs = TestDirs::new();
-        let top = dirs.mkcg(&fs, fs.root.join(format!("cgroup-dev-{pid}-names")));
+        let top = dirs.mkcg_top(&fs, "cgroup-dev-names");
         let esc_name = "esc\x1b[31m red \t\x07";
         let esc = dirs.mkcg(&fs, top.join(esc_name));
         let raw: &[u8] = b"bad\xff\xfeutf8 x";
         let bad = dirs.mkcg(&fs, top.join(std::ffi::OsString::from_vec(raw.to_vec())));
 
         let mut r = eager(&fs);
-        let want_esc = format!("/cgroup-dev-{pid}-names/{esc_name}");
+        let want_esc = format!("/cgroup-dev-names-{pid}/{esc_name}");
         let n = r.resolve(ino(&esc)).expect("ESC name resolves");
         assert_eq!(n.path, want_esc);
         assert_eq!(r.path_of(&n), esc);
@@ -647,7 +625,7 @@ mod tests {
         let n = r.resolve(ino(&bad)).expect("non-UTF-8 name resolves");
         assert_eq!(
             n.path,
-            format!("/cgroup-dev-{pid}-names/bad\u{fffd}\u{fffd}utf8 x")
+            format!("/cgroup-dev-names-{pid}/bad\u{fffd}\u{fffd}utf8 x")
         );
         // The lossy string maps back to the real directory.
         assert_eq!(r.path_of(&n), bad);
@@ -683,9 +661,8 @@ mod tests {
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn rescan_2000_memcgs() {
         let fs = require_root_memcg();
-        let pid = std::process::id();
         let mut dirs = TestDirs::new();
-        let top = dirs.mkcg(&fs, fs.root.join(format!("cgroup-dev-{pid}-bench")));
+        let top = dirs.mkcg_top(&fs, "cgroup-dev-bench");
         // 40 x 50 two levels deep, like slices holding services.
         let mut ids = Vec::new();
         let t = Instant::now();

@@ -707,13 +707,8 @@ thp_fault_alloc 0
     /// (file names, the limit walk and its cache, deletion) without root.
     #[test]
     fn fake_v1_hierarchy() {
-        let base = std::env::temp_dir().join(format!("state-dev-fake-{}", std::process::id()));
-        let _rm = RemoveTree(base.clone());
-        let write = |rel: &str, name: &str, text: &str| {
-            let dir = base.join(rel.trim_start_matches('/'));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(name), text).unwrap();
-        };
+        let tree = FakeTree::new("fake");
+        let write = |rel: &str, name: &str, text: &str| tree.write(rel, name, text);
         let unlimited = format!("{}\n", page_counter_max_bytes(page_size()));
         for rel in ["/", "/a", "/a/b", "/a/b/c"] {
             write(rel, "memory.limit_in_bytes", &unlimited);
@@ -729,11 +724,7 @@ thp_fault_alloc 0
             "oom_kill_disable 1\nunder_oom 1\noom_kill 3\n",
         );
 
-        let fs = MemcgFs {
-            mode: CgroupMode::V1,
-            root: base.clone(),
-            v2: false,
-        };
+        let fs = tree.fs(CgroupMode::V1);
         let mut r = StateReader::new(&fs);
         let s = r.read("/a/b/c");
         assert_eq!(
@@ -759,7 +750,7 @@ thp_fault_alloc 0
             }
         );
         // One-off read, other spelling of the path.
-        assert_eq!(StateReader::with_root(&fs, &base).read("a/b/c/"), s);
+        assert_eq!(StateReader::with_root(&fs, &tree.0).read("a/b/c/"), s);
 
         // Cached for the limit TTL, even across refreshes...
         write("/a", "memory.limit_in_bytes", "1048576\n");
@@ -789,20 +780,15 @@ thp_fault_alloc 0
         assert_eq!((s.limit_bytes, s.effective_limit_bytes), (None, None));
 
         // Gone: all None, even with cached ancestors.
-        std::fs::remove_dir_all(base.join("a/b/c")).unwrap();
+        std::fs::remove_dir_all(tree.0.join("a/b/c")).unwrap();
         assert_eq!(r.read("/a/b/c"), MemcgState::default());
         assert_eq!(r.read("/a/../a"), MemcgState::default());
     }
 
     #[test]
     fn fake_v2_hierarchy() {
-        let base = std::env::temp_dir().join(format!("state-dev-fake2-{}", std::process::id()));
-        let _rm = RemoveTree(base.clone());
-        let write = |rel: &str, name: &str, text: &str| {
-            let dir = base.join(rel.trim_start_matches('/'));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(name), text).unwrap();
-        };
+        let tree = FakeTree::new("fake2");
+        let write = |rel: &str, name: &str, text: &str| tree.write(rel, name, text);
         write("/", "memory.stat", V2_STAT);
         write(
             "/",
@@ -826,11 +812,7 @@ thp_fault_alloc 0
             "some avg10=12.34 avg60=1.00 avg300=0.10 total=999\n\
              full avg10=5.00 avg60=0.50 avg300=0.05 total=444\n",
         );
-        let fs = MemcgFs {
-            mode: CgroupMode::V2,
-            root: base.clone(),
-            v2: true,
-        };
+        let fs = tree.fs(CgroupMode::V2);
         let mut r = StateReader::new(&fs);
         assert_eq!(
             r.read("/k/p/c"),
@@ -870,10 +852,33 @@ thp_fault_alloc 0
         assert_eq!(s.effective_limit_bytes, None);
     }
 
-    /// Removes a scratch directory tree when dropped.
-    struct RemoveTree(PathBuf);
+    /// A memory hierarchy of plain files in a scratch directory, removed
+    /// when dropped.
+    struct FakeTree(PathBuf);
 
-    impl Drop for RemoveTree {
+    impl FakeTree {
+        fn new(tag: &str) -> Self {
+            let base = format!("state-dev-{tag}-{}", std::process::id());
+            Self(std::env::temp_dir().join(base))
+        }
+
+        /// Writes control file `name` of memcg `rel`, creating the memcg.
+        fn write(&self, rel: &str, name: &str, text: &str) {
+            let dir = self.0.join(rel.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+
+        fn fs(&self, mode: CgroupMode) -> MemcgFs {
+            MemcgFs {
+                mode,
+                root: self.0.clone(),
+                v2: mode == CgroupMode::V2,
+            }
+        }
+    }
+
+    impl Drop for FakeTree {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
@@ -911,7 +916,7 @@ thp_fault_alloc 0
         let pid = std::process::id();
         // Dropped last to first: the child process, the file, the memcgs.
         let mut dirs = TestDirs::new();
-        let parent = dirs.mkcg(&fs, fs.root.join(format!("state-dev-{pid}")));
+        let parent = dirs.mkcg_top(&fs, "state-dev");
         let child = dirs.mkcg(&fs, parent.join("child"));
         let data = PathBuf::from(format!("/var/tmp/state-dev-{pid}"));
         let _data = RemoveFile(data.clone());

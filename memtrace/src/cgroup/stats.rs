@@ -56,11 +56,7 @@ mod tests {
     fn limit_hits_real_memcg() {
         let fs = require_root_memcg();
         let mut dirs = TestDirs::new();
-        let top = dirs.mkcg(
-            &fs,
-            fs.root
-                .join(format!("cgroup-dev-{}-stats", std::process::id())),
-        );
+        let top = dirs.mkcg_top(&fs, "cgroup-dev-stats");
         let m = dirs.mkcg(&fs, top.join("limited"));
         assert_eq!(limit_hits(&fs, &m), Some(0));
 

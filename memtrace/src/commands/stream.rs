@@ -2,7 +2,6 @@
 use std::io;
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::StreamArgs,
@@ -44,8 +43,7 @@ fn records(outputs: &[Output]) -> impl Iterator<Item = &Record> {
 
 pub async fn run(args: StreamArgs) -> Result<()> {
     // First, so a SIGTERM during start-up still ends in a clean exit.
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut stop = super::StopSignals::new()?;
     let filter = args.filter.filter()?;
     // Open the output first: a bad path should fail before any probing.
     let out = match &args.output {
@@ -57,8 +55,7 @@ pub async fn run(args: StreamArgs) -> Result<()> {
     if let Some(path) = &args.replay {
         let mut replay = tokio::select! {
             r = Replay::open(path) => r?,
-            _ = sigint.recv() => return Ok(()),
-            _ = sigterm.recv() => return Ok(()),
+            _ = stop.recv() => return Ok(()),
         };
         let header = replay.header().clone();
         if !sink.write([&header])? {
@@ -69,8 +66,7 @@ pub async fn run(args: StreamArgs) -> Result<()> {
         loop {
             let rec = tokio::select! {
                 r = replay.next_record() => r?,
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
+                _ = stop.recv() => break,
             };
             let Some(rec) = rec else { break };
             if !sink.write([&rec])? {
@@ -105,8 +101,7 @@ pub async fn run(args: StreamArgs) -> Result<()> {
                     return Ok(());
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = stop.recv() => break,
             _ = &mut deadline => break,
         }
     }

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// A memcg as records name it; the container comes from its path.
-fn named(id: u64, path: Option<String>, deleted: bool) -> Memcg {
+pub(crate) fn named(id: u64, path: Option<String>, deleted: bool) -> Memcg {
     let container = path.as_deref().map(attribute);
     Memcg {
         id,

@@ -9,10 +9,10 @@ mod spike;
 use crate::output::fields::Unseen;
 use anyhow::Result;
 use futures_util::FutureExt;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::RecordArgs,
+    commands::StopSignals,
     output::{
         escape,
         records::{Capture, FORMAT_VERSION, Header, OomKill, Record, Trigger},
@@ -216,8 +216,7 @@ impl Recorder {
 }
 
 pub async fn run(args: RecordArgs) -> Result<()> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut stop = StopSignals::new()?;
     let out = OutDir::open(
         &args.dir,
         args.oom_log.as_deref(),
@@ -267,7 +266,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     let backlog = pipe.backlog();
     let mut stopped = false;
     for r in &backlog {
-        if sigint.recv().now_or_never().is_some() || sigterm.recv().now_or_never().is_some() {
+        if stop.recv().now_or_never().is_some() {
             stopped = true;
             break;
         }
@@ -277,8 +276,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     while !stopped {
         tokio::select! {
             outputs = pipe.next() => rec.handle(&outputs?),
-            _ = sigint.recv() => stopped = true,
-            _ = sigterm.recv() => stopped = true,
+            _ = stop.recv() => stopped = true,
         }
     }
     // Pending kills and a capture still in its --post window are written

@@ -3,6 +3,7 @@
 //! memcg, per container, per shrinker, per interval (for the storm
 //! signature), per OOM kill. A quantity no record could see stays `None`
 //! ("not visible on this plan"), never 0.
+use crate::aggregate::counters::add_fields;
 use crate::output::fields::{Field, Unseen};
 use crate::source::ndjson::BadLine;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -357,13 +358,8 @@ impl Losses {
     }
 
     fn add_run(&mut self, s: &System) {
-        self.ringbuf_drops += s.ringbuf_drops;
-        self.memcg_map_full += s.memcg_map_full;
-        self.shrinker_map_full += s.shrinker_map_full;
-        self.inflight_map_full += s.inflight_map_full;
-        self.missed_returns += s.missed_returns;
-        self.unmatched_returns += s.unmatched_returns;
-        self.map_evictions += s.map_evictions;
+        add_fields!(self, s; ringbuf_drops memcg_map_full shrinker_map_full inflight_map_full
+            missed_returns unmatched_returns map_evictions);
         acc(&mut self.prog_recursion_misses, s.prog_recursion_misses);
     }
 }

@@ -12,8 +12,9 @@ use super::{
     text,
 };
 use crate::{
-    cgroup::{container::attribute, state::MemcgState},
+    cgroup::state::MemcgState,
     output::{
+        build::named,
         escape::is_dangerous,
         json,
         records::{
@@ -59,12 +60,7 @@ fn header(unavailable: &[&str]) -> Record {
 }
 
 fn memcg(path: &str, id: u64) -> Memcg {
-    Memcg {
-        id,
-        path: Some(path.into()),
-        deleted: false,
-        container: Some(attribute(path)),
-    }
+    named(id, Some(path.into()), false)
 }
 
 /// A shrinker row as a record file holds it; `labels` adds the optional
@@ -688,12 +684,7 @@ fn shrinker_labels_are_shown_when_present_and_optional() {
 #[test]
 fn hostile_names_are_escaped_in_text() {
     let evil = "/x\u{1b}[2J\u{1b}]0;pwned\u{7}\n{\"type\":\"fake\"}\u{9b}31m\u{202e}gpj";
-    let m = Memcg {
-        id: 9,
-        path: Some(evil.into()),
-        deleted: false,
-        container: Some(attribute(evil)),
-    };
+    let m = memcg(evil, 9);
     let mut k = kill(1, 2, m.clone(), Some(m.clone()));
     k.victim.comm = "\u{1b}[2Jtail\u{7}".into();
     let mut i = match interval(

@@ -121,21 +121,11 @@ impl Live {
 
     /// Current totals per memcg, summed over CPUs.
     pub fn memcg_totals(&self) -> HashMap<u64, MemcgStats> {
-        let mut out = HashMap::new();
-        for item in self.memcgs.iter() {
-            let Ok((id, per_cpu)) = item else { continue };
-            out.insert(id, sum_cpus(&per_cpu, counters::add_memcg));
-        }
-        out
+        totals(&self.memcgs, counters::add_memcg)
     }
 
     pub fn shrinker_totals(&self) -> HashMap<ShrinkerKey, ShrinkerStats> {
-        let mut out = HashMap::new();
-        for item in self.shrinkers.iter() {
-            let Ok((key, per_cpu)) = item else { continue };
-            out.insert(key, sum_cpus(&per_cpu, counters::add_shrinker));
-        }
-        out
+        totals(&self.shrinkers, counters::add_shrinker)
     }
 
     /// Names of the shrinkers in `in_use` (the current shrinker totals),
@@ -214,6 +204,19 @@ impl Live {
 }
 
 use std::os::fd::AsFd;
+
+/// Every entry of a per-CPU map, summed over CPUs. Entries that cannot be
+/// read (removed while iterating) are skipped.
+fn totals<K, V>(map: &PerCpuHashMap<MapData, K, V>, add: fn(&mut V, &V)) -> HashMap<K, V>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod + Default,
+{
+    map.iter()
+        .filter_map(Result::ok)
+        .map(|(k, per_cpu)| (k, sum_cpus(&per_cpu, add)))
+        .collect()
+}
 
 fn sum_cpus<T: aya::Pod + Default>(values: &PerCpuValues<T>, add: fn(&mut T, &T)) -> T {
     let mut acc = T::default();

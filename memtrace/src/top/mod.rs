@@ -9,13 +9,13 @@ use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use ratatui::crossterm::event::{Event, EventStream, KeyEventKind};
 use serde::Serialize;
-use tokio::signal::unix::{SignalKind, signal};
 
 pub use model::{By, Column};
 use model::{Model, Row};
 
 use crate::{
     cli::TopArgs,
+    commands::StopSignals,
     filter::Filter,
     output::{json, records::Record, writer::NdjsonWriter},
     pipeline::{LivePipeline, Output, PipelineOptions},
@@ -76,8 +76,7 @@ impl Feed {
 }
 
 pub async fn run(args: TopArgs) -> Result<()> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut stop = StopSignals::new()?;
     let filter = args.filter.filter()?;
     let save = args.save.as_deref().map(NdjsonWriter::create).transpose()?;
     let mut feed = Feed {
@@ -89,8 +88,7 @@ pub async fn run(args: TopArgs) -> Result<()> {
         Some(path) => {
             let r = tokio::select! {
                 r = Replay::open(path) => r?,
-                _ = sigint.recv() => return Ok(()),
-                _ = sigterm.recv() => return Ok(()),
+                _ = stop.recv() => return Ok(()),
             };
             feed.apply(std::slice::from_ref(r.header()))?;
             Source::Replay(Box::new(r))
@@ -108,9 +106,9 @@ pub async fn run(args: TopArgs) -> Result<()> {
         }
     };
     if args.batch || args.json {
-        batch(&mut source, &mut feed, &args, &mut sigint, &mut sigterm).await
+        batch(&mut source, &mut feed, &args, &mut stop).await
     } else {
-        interactive(&mut source, &mut feed, &args, &mut sigint, &mut sigterm).await
+        interactive(&mut source, &mut feed, &args, &mut stop).await
     }?;
     if let Some(w) = feed.save.as_mut() {
         w.sync()?;
@@ -145,15 +143,13 @@ async fn batch(
     source: &mut Source,
     feed: &mut Feed,
     args: &TopArgs,
-    sigint: &mut tokio::signal::unix::Signal,
-    sigterm: &mut tokio::signal::unix::Signal,
+    stop: &mut StopSignals,
 ) -> Result<()> {
     let mut frames = 0;
     loop {
         let records = tokio::select! {
             r = source.next() => r?,
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = stop.recv() => break,
         };
         let Some(records) = records else {
             return Ok(());
@@ -192,8 +188,7 @@ async fn interactive(
     source: &mut Source,
     feed: &mut Feed,
     args: &TopArgs,
-    sigint: &mut tokio::signal::unix::Signal,
-    sigterm: &mut tokio::signal::unix::Signal,
+    stop: &mut StopSignals,
 ) -> Result<()> {
     let mut terminal =
         ratatui::try_init().context("setting up the terminal (use --batch without a TTY)")?;
@@ -238,8 +233,7 @@ async fn interactive(
                 Some(Err(e)) => return Err(e).context("reading the terminal"),
                 None => break,
             },
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = stop.recv() => break,
         };
         if redraw {
             terminal.draw(|f| tui::draw(f, &feed.model, &ui))?;

@@ -238,36 +238,23 @@ impl Model {
                 self.reset_rates(&mut r);
                 r
             });
-            let ns = i.interval_ns;
+            // A counter of the interval as a rate (null stays null).
+            let rate = |v: Option<u64>| v.map(|v| per_s(v, i.interval_ns));
             row.memcgs += 1;
             row.last_seen_ns = row.last_seen_ns.max(i.ts_ns);
-            add(
-                &mut row.limit_hits_per_s,
-                i.limit_hits.map(|v| per_s(v, ns)),
-            );
-            add(
-                &mut row.charge_failures_per_s,
-                i.charge_failures.map(|v| per_s(v, ns)),
-            );
+            add(&mut row.limit_hits_per_s, rate(i.limit_hits));
+            add(&mut row.charge_failures_per_s, rate(i.charge_failures));
             let reclaim_ns = i.reclaim_direct_ns.unwrap_or(0) + i.reclaim_memcg_ns.unwrap_or(0);
-            add(&mut row.reclaim_ms_per_s, Some(per_s(reclaim_ns, ns) / 1e6));
+            add(
+                &mut row.reclaim_ms_per_s,
+                rate(Some(reclaim_ns)).map(|r| r / 1e6),
+            );
             row.reclaim_p99_ns = row.reclaim_p99_ns.max(i.reclaim_p99_ns);
-            add(
-                &mut row.kswapd_shrink_ms_per_s,
-                i.shrink_slab_kswapd_ns.map(|v| per_s(v, ns) / 1e6),
-            );
-            add(
-                &mut row.shrink_slab_per_s,
-                i.shrink_slab_calls.map(|v| per_s(v, ns)),
-            );
-            add(
-                &mut row.do_shrink_slab_per_s,
-                i.do_shrink_slab_calls.map(|v| per_s(v, ns)),
-            );
-            add(
-                &mut row.freed_per_s,
-                i.do_shrink_slab_freed.map(|v| per_s(v, ns)),
-            );
+            let kswapd_shrink = rate(i.shrink_slab_kswapd_ns).map(|r| r / 1e6);
+            add(&mut row.kswapd_shrink_ms_per_s, kswapd_shrink);
+            add(&mut row.shrink_slab_per_s, rate(i.shrink_slab_calls));
+            add(&mut row.do_shrink_slab_per_s, rate(i.do_shrink_slab_calls));
+            add(&mut row.freed_per_s, rate(i.do_shrink_slab_freed));
             if let (Some(calls), Some(zero)) = (i.do_shrink_slab_calls, i.do_shrink_slab_zero) {
                 let z = zero_calls.entry(key.clone()).or_default();
                 z.0 += calls;

@@ -9,22 +9,20 @@ use super::{
     table, tui,
 };
 use crate::{
-    cgroup::{container::attribute, state::MemcgState},
-    output::records::{
-        Family, Field, Header, Memcg, MemcgInterval, OomKill, PlanEntry, Record, ShrinkerRow,
-        System, Unseen, Victim,
+    cgroup::state::MemcgState,
+    output::{
+        build::named,
+        records::{
+            Family, Field, Header, Memcg, MemcgInterval, OomKill, PlanEntry, Record, ShrinkerRow,
+            System, Unseen, Victim,
+        },
     },
 };
 
 const ID: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
 
 fn memcg(path: &str, id: u64) -> Memcg {
-    Memcg {
-        id,
-        path: Some(path.into()),
-        deleted: false,
-        container: Some(attribute(path)),
-    }
+    named(id, Some(path.into()), false)
 }
 
 /// The host's plan: no charge or shrink_slab hook, no zero-call counts.

@@ -7,7 +7,7 @@ use std::{
     fs,
     io::{BufRead, BufReader, BufWriter, Write},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -16,19 +16,27 @@ use serde_json::{Value, json};
 
 use super::{sys, tracer::Env, workload::Kind, workload::Workloads};
 
+/// Starts `cmd` with no stdin and its output thrown away: what is measured
+/// is its resource use, and its files.
+fn spawn_quiet(cmd: &mut Command, what: &str) -> Result<Child> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {what}"))
+}
+
 /// Records a stream while the storm and the churn run. The caller holds
 /// the kernel lock.
 pub fn generate(env: &Env, w: &mut Workloads) -> Result<PathBuf> {
     let out = env.scratch.join("generated.ndjson");
     let _ = fs::remove_file(&out);
-    let child = Command::new(&env.memtrace)
-        .args(["stream", "--interval", "100ms", "--output"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting memtrace stream --interval 100ms")?;
+    let child = spawn_quiet(
+        Command::new(&env.memtrace)
+            .args(["stream", "--interval", "100ms", "--output"])
+            .arg(&out),
+        "memtrace stream --interval 100ms",
+    )?;
     let pid = child.id();
     let started = Instant::now();
     while !fs::read_to_string(&out).is_ok_and(|s| s.contains('\n')) {
@@ -60,16 +68,14 @@ pub fn replay(env: &Env, generated: &Path, quick: bool) -> Result<Value> {
             ("top --replay --batch", vec!["top", "--batch", "--replay"]),
         ] {
             let t = Instant::now();
-            let child = Command::new("taskset")
-                .args(["-c", "1"])
-                .arg(&env.memtrace)
-                .args(&argv)
-                .arg(&big)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting a replay")?;
+            let child = spawn_quiet(
+                Command::new("taskset")
+                    .args(["-c", "1"])
+                    .arg(&env.memtrace)
+                    .args(&argv)
+                    .arg(&big),
+                "a replay",
+            )?;
             let u = sys::wait_usage(child, Duration::from_secs(600))?;
             let wall = t.elapsed().as_secs_f64();
             if u.exit_code() != Some(0) {

@@ -37,14 +37,15 @@ enum Passes {
     Later,
 }
 
-/// A storm sample's kernel time per pass for the chosen passes.
-fn kernel_of(s: &Value, passes: Passes) -> Option<f64> {
-    let drops: Vec<f64> = s["workload"]["drop_cpu_s"]
+/// A storm sample's time per pass for the chosen passes: `total` is the
+/// workload's key for all passes, `per_pass` the one listing each pass.
+fn per_pass(s: &Value, passes: Passes, total: &str, per_pass: &str) -> Option<f64> {
+    let drops: Vec<f64> = s["workload"][per_pass]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
         .unwrap_or_default();
     match passes {
-        Passes::All => s["workload"]["kernel_s"].as_f64(),
+        Passes::All => s["workload"][total].as_f64(),
         Passes::First => drops.first().copied(),
         Passes::Later if drops.len() > 1 => {
             Some(drops[1..].iter().sum::<f64>() / (drops.len() - 1) as f64)
@@ -53,19 +54,13 @@ fn kernel_of(s: &Value, passes: Passes) -> Option<f64> {
     }
 }
 
+/// Kernel (CPU) time per pass.
+fn kernel_of(s: &Value, passes: Passes) -> Option<f64> {
+    per_pass(s, passes, "kernel_s", "drop_cpu_s")
+}
+
 fn wall_of(s: &Value, passes: Passes) -> Option<f64> {
-    let drops: Vec<f64> = s["workload"]["drop_wall_s"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default();
-    match passes {
-        Passes::All => s["workload"]["wall_s"].as_f64(),
-        Passes::First => drops.first().copied(),
-        Passes::Later if drops.len() > 1 => {
-            Some(drops[1..].iter().sum::<f64>() / (drops.len() - 1) as f64)
-        }
-        Passes::Later => None,
-    }
+    per_pass(s, passes, "wall_s", "drop_wall_s")
 }
 
 /// Seconds, in a readable unit.

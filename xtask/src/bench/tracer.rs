@@ -231,33 +231,26 @@ pub fn start(config: Config, env: &Env, tag: &str) -> Result<Running> {
     let _ = fs::remove_file(&out);
     let _ = fs::remove_file(&stderr);
     let started = Instant::now();
+    // `memtrace <args> <out>`, its stderr kept for the report.
+    let memtrace = |args: &[&str]| -> Result<Child> {
+        Command::new(&env.memtrace)
+            .args(args)
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr)?)
+            .spawn()
+            .with_context(|| format!("starting memtrace {}", args[0]))
+    };
     let child = match config {
         Config::Untraced => None,
-        Config::Stream => Some(
-            Command::new(&env.memtrace)
-                .args(["stream", "--interval", "1s", "--output"])
-                .arg(&out)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(&stderr)?)
-                .spawn()
-                .context("starting memtrace stream")?,
-        ),
+        Config::Stream => Some(memtrace(&["stream", "--interval", "1s", "--output"])?),
         Config::Record => {
             if !env.record_available {
                 bail!("memtrace record is not available in this binary");
             }
             let _ = fs::remove_dir_all(&out);
-            Some(
-                Command::new(&env.memtrace)
-                    .args(["record", "--dir"])
-                    .arg(&out)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(fs::File::create(&stderr)?)
-                    .spawn()
-                    .context("starting memtrace record")?,
-            )
+            Some(memtrace(&["record", "--dir"])?)
         }
         Config::Bpftrace => Some(
             // Classic tracepoints need tracefs; mount it in a private

@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 
 use super::{
     GUEST_CPUS, GUEST_INIT, GUEST_MEM_MIB, host, initramfs, kernels, protocol::Transcript, qemu,
+    scratch_disk,
 };
 
 /// What one bench boot reported.
@@ -59,14 +60,7 @@ pub fn boot(
             modules: &kernel.modules,
         },
     )?;
-    let disk = dir.join("disk.img");
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(&disk)?;
-    f.set_len(1 << 30)?;
-    drop(f);
+    let disk = scratch_disk(&dir)?;
     let console_log = dir.join(format!("{label}.console.log"));
     eprintln!(
         "bench: booting {label} ({}) for {rounds} bench rounds under {}",

@@ -48,6 +48,19 @@ const GUEST_CPUS: u32 = 2;
 /// Sparse; the reclaim workload reads 128 MiB of fresh blocks per mode.
 const DISK_BYTES: u64 = 1 << 30;
 
+/// `dir/disk.img`, the guest's `/dev/vda`: sparse, DISK_BYTES long, kept
+/// between runs (the reclaim workloads only read it).
+fn scratch_disk(dir: &Path) -> Result<PathBuf> {
+    let disk = dir.join("disk.img");
+    fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&disk)?
+        .set_len(DISK_BYTES)?;
+    Ok(disk)
+}
+
 /// What goes into the guest as /bin/memtrace and what the guest does.
 enum Payload<'a> {
     /// The real binary: doctor + stream under every attach mode.
@@ -193,14 +206,7 @@ fn run_matrix(
     let vm_dir = workspace_root.join("target/vm");
     let logs = vm_dir.join("logs");
     fs::create_dir_all(&logs)?;
-    let disk = vm_dir.join("disk.img");
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(&disk)?;
-    f.set_len(DISK_BYTES)?;
-    drop(f);
+    let disk = scratch_disk(&vm_dir)?;
 
     let mut tally = Tally::default();
     for spec in specs {

@@ -13,15 +13,21 @@ use memtrace_common::{
 };
 
 mod reader;
+#[cfg(test)]
+mod reader_tests;
 
 use reader::{Btf, Kind, Member, Type};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// How many typedefs/qualifiers, or nested anonymous members, are followed
-/// before giving up: a valid kernel has no cycles, a corrupt file might
-/// (libbpf stops at 32 too).
+/// How many typedefs/qualifiers, or levels of nested anonymous members,
+/// are followed before giving up: a valid kernel has no cycles, a corrupt
+/// file might (libbpf stops at 32 too).
 const MAX_DEPTH: usize = 32;
+/// How many anonymous members one field lookup descends into in all: a
+/// corrupt struct with several anonymous members of its own type would
+/// otherwise take 2^MAX_DEPTH steps. task_struct needs a few dozen.
+const MAX_ANONYMOUS: u32 = 4096;
 
 pub struct KernelBtf {
     btf: Btf,
@@ -82,22 +88,30 @@ impl KernelBtf {
 
     /// Bit offset and member of `field` (searching anonymous members).
     fn member(&self, strukt: &Type, field: &str) -> Option<(u32, Member)> {
-        self.member_in(strukt, field, 0)
+        let mut budget = MAX_ANONYMOUS;
+        self.member_in(strukt, field, 0, &mut budget)
     }
 
-    fn member_in(&self, strukt: &Type, field: &str, depth: usize) -> Option<(u32, Member)> {
+    fn member_in(
+        &self,
+        strukt: &Type,
+        field: &str,
+        depth: usize,
+        budget: &mut u32,
+    ) -> Option<(u32, Member)> {
         for m in self.btf.members(strukt) {
             let name = self.btf.name(m.name_off);
             if name == field {
                 return Some((m.bit_offset, m));
             }
-            if name.is_empty() && depth < MAX_DEPTH {
+            if name.is_empty() && depth < MAX_DEPTH && *budget > 0 {
+                *budget -= 1;
                 // Anonymous struct/union: the kernel nests fields in these.
                 let Some(inner) = self.stripped(m.type_id) else {
                     continue;
                 };
                 if matches!(inner.kind, Kind::Struct | Kind::Union) {
-                    if let Some((bits, found)) = self.member_in(&inner, field, depth + 1) {
+                    if let Some((bits, found)) = self.member_in(&inner, field, depth + 1, budget) {
                         return Some((m.bit_offset.saturating_add(bits), found));
                     }
                 }
@@ -317,7 +331,7 @@ impl KernelBtf {
                 Some(s) if s.kind == Kind::Struct => format!("ptr {}", self.btf.type_name(&s)),
                 _ => "ptr".to_string(),
             },
-            Kind::Int => format!("int{}", t.size() * 8),
+            Kind::Int => format!("int{}", u64::from(t.size()) * 8),
             other => other.name().to_string(),
         }
     }

@@ -238,11 +238,11 @@ impl Btf {
             bail!("header length {hdr_len} out of range");
         }
         let section = |what: &str, off: usize, len: usize| {
-            let start = hdr_len + off;
-            match start.checked_add(len) {
-                Some(end) if end <= data.len() => Ok(start..end),
+            let start = hdr_len.checked_add(off);
+            match start.and_then(|s| Some(s..s.checked_add(len)?)) {
+                Some(r) if r.end <= data.len() => Ok(r),
                 _ => bail!(
-                    "{what} section ({len} bytes at {start}) runs past the end of the file ({} bytes)",
+                    "{what} section ({len} bytes at {hdr_len} + {off}) runs past the end of the file ({} bytes)",
                     data.len()
                 ),
             }

@@ -1,17 +1,33 @@
 //! Everything memtrace needs from the running kernel's BTF: struct field
 //! offsets for the programs, function prototypes to check before hooking a
 //! function, and tracepoint prototypes (which change between kernels).
+//! The BTF is read by `reader`, not by a general BTF crate; its header says
+//! why.
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, bail};
-use btf_rs::{Btf, Type};
+use anyhow::{Result, anyhow, bail};
 use memtrace_common::{
     KernelOffsets, MARK_VICTIM_ARG_PID, MARK_VICTIM_ARG_TASK, SHRINKER_NAMES_FS_TYPE,
     SHRINKER_NAMES_NAME, SHRINKER_NAMES_SB_EMBEDDED, SHRINKER_NAMES_SB_ID,
     SHRINKER_NAMES_SB_PRIVATE,
 };
 
+mod reader;
+#[cfg(test)]
+mod reader_tests;
+
+use reader::{Btf, Kind, Member, Type};
+
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// How many typedefs/qualifiers, or levels of nested anonymous members,
+/// are followed before giving up: a valid kernel has no cycles, a corrupt
+/// file might (libbpf stops at 32 too).
+const MAX_DEPTH: usize = 32;
+/// How many anonymous members one field lookup descends into in all: a
+/// corrupt struct with several anonymous members of its own type would
+/// otherwise take 2^MAX_DEPTH steps. task_struct needs a few dozen.
+const MAX_ANONYMOUS: u32 = 4096;
 
 pub struct KernelBtf {
     btf: Btf,
@@ -30,68 +46,73 @@ impl KernelBtf {
                 path.display()
             );
         }
-        // One read: parsing from the file seeks for every type (~125,000
-        // lseek calls for a distribution kernel's 5 MB of BTF).
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let btf = Btf::from_bytes(&bytes)
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("parsing BTF from {}", path.display()))?;
-        Ok(Self { btf })
+        Ok(Self {
+            btf: Btf::load(path)?,
+        })
     }
 
     /// The struct or union called `name` that has members (not a forward
     /// declaration).
-    fn composite(&self, name: &str) -> Result<Vec<btf_rs::Member>> {
-        let types = self
-            .btf
-            .resolve_types_by_name(name)
-            .map_err(|_| anyhow!("type `{name}` not in kernel BTF"))?;
-        types
-            .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) | Type::Union(s) if !s.members.is_empty() => Some(s.members),
-                _ => None,
-            })
+    fn composite(&self, name: &str) -> Result<Type> {
+        let ids = self.btf.ids_by_name(name);
+        if ids.is_empty() {
+            bail!("type `{name}` not in kernel BTF");
+        }
+        ids.into_iter()
+            .filter_map(|id| self.btf.ty(id))
+            .find(|t| matches!(t.kind, Kind::Struct | Kind::Union) && t.vlen() > 0)
             .ok_or_else(|| anyhow!("struct `{name}` not in kernel BTF"))
     }
 
     /// Skips typedefs and qualifiers.
     fn strip(&self, mut t: Type) -> Type {
-        loop {
-            let next = match &t {
-                Type::Typedef(x) => self.btf.resolve_chained_type(x),
-                Type::Const(x) => self.btf.resolve_chained_type(x),
-                Type::Volatile(x) => self.btf.resolve_chained_type(x),
-                Type::Restrict(x) => self.btf.resolve_chained_type(x),
-                Type::TypeTag(x) => self.btf.resolve_chained_type(x),
-                _ => return t,
-            };
-            match next {
-                Ok(n) => t = n,
-                Err(_) => return t,
+        for _ in 0..MAX_DEPTH {
+            if !matches!(
+                t.kind,
+                Kind::Typedef | Kind::Const | Kind::Volatile | Kind::Restrict | Kind::TypeTag
+            ) {
+                break;
+            }
+            match self.btf.target(&t) {
+                Some(n) => t = n,
+                None => break,
             }
         }
+        t
     }
 
-    fn member_bits(&self, members: &[btf_rs::Member], field: &str) -> Option<u32> {
-        self.member(members, field).map(|(bits, _)| bits)
+    /// The type `id`, typedefs and qualifiers skipped.
+    fn stripped(&self, id: u32) -> Option<Type> {
+        self.btf.ty(id).map(|t| self.strip(t))
     }
 
     /// Bit offset and member of `field` (searching anonymous members).
-    fn member(&self, members: &[btf_rs::Member], field: &str) -> Option<(u32, btf_rs::Member)> {
-        for m in members {
-            let name = self.btf.resolve_name(m).unwrap_or_default();
+    fn member(&self, strukt: &Type, field: &str) -> Option<(u32, Member)> {
+        let mut budget = MAX_ANONYMOUS;
+        self.member_in(strukt, field, 0, &mut budget)
+    }
+
+    fn member_in(
+        &self,
+        strukt: &Type,
+        field: &str,
+        depth: usize,
+        budget: &mut u32,
+    ) -> Option<(u32, Member)> {
+        for m in self.btf.members(strukt) {
+            let name = self.btf.name(m.name_off);
             if name == field {
-                return Some((m.bit_offset(), m.clone()));
+                return Some((m.bit_offset, m));
             }
-            if name.is_empty() {
+            if name.is_empty() && depth < MAX_DEPTH && *budget > 0 {
+                *budget -= 1;
                 // Anonymous struct/union: the kernel nests fields in these.
-                let Ok(inner) = self.btf.resolve_chained_type(m) else {
+                let Some(inner) = self.stripped(m.type_id) else {
                     continue;
                 };
-                if let Type::Struct(s) | Type::Union(s) = self.strip(inner) {
-                    if let Some((bits, found)) = self.member(&s.members, field) {
-                        return Some((m.bit_offset() + bits, found));
+                if matches!(inner.kind, Kind::Struct | Kind::Union) {
+                    if let Some((bits, found)) = self.member_in(&inner, field, depth + 1, budget) {
+                        return Some((m.bit_offset.saturating_add(bits), found));
                     }
                 }
             }
@@ -102,30 +123,29 @@ impl KernelBtf {
     /// Byte offset and type (typedefs and qualifiers skipped) of
     /// `strukt.field`, if this kernel has it at a byte boundary.
     fn field(&self, strukt: &str, field: &str) -> Option<(u32, Type)> {
-        let members = self.composite(strukt).ok()?;
-        let (bits, m) = self.member(&members, field)?;
-        if bits % 8 != 0 || m.bitfield_size().is_some_and(|b| b != 0) {
+        let s = self.composite(strukt).ok()?;
+        let (bits, m) = self.member(&s, field)?;
+        if bits % 8 != 0 || m.bitfield_size.is_some_and(|b| b != 0) {
             return None;
         }
-        let t = self.strip(self.btf.resolve_chained_type(&m).ok()?);
-        Some((bits / 8, t))
+        Some((bits / 8, self.stripped(m.type_id)?))
     }
 
     /// What `t` points to, typedefs and qualifiers skipped; None if `t` is
     /// not a pointer.
     fn pointee(&self, t: &Type) -> Option<Type> {
-        match t {
-            Type::Ptr(p) => Some(self.strip(self.btf.resolve_chained_type(p).ok()?)),
+        match t.kind {
+            Kind::Ptr => Some(self.strip(self.btf.target(t)?)),
             _ => None,
         }
     }
 
     fn is_char(&self, t: &Type) -> bool {
-        matches!(t, Type::Int(i) if i.size() == 1)
+        t.kind == Kind::Int && t.size() == 1
     }
 
     fn is_struct(&self, t: &Type, name: &str) -> bool {
-        matches!(t, Type::Struct(s) if self.btf.resolve_name(s).ok().as_deref() == Some(name))
+        t.kind == Kind::Struct && self.btf.type_name(t) == name
     }
 
     /// `strukt.field` if it is a `char *` (any qualifiers).
@@ -156,7 +176,7 @@ impl KernelBtf {
                     .is_some_and(|p| self.is_struct(&p, "shrinker")) =>
             {
                 if let Some((pd, pt)) = self.field("shrinker", "private_data") {
-                    if matches!(pt, Type::Ptr(_)) {
+                    if pt.kind == Kind::Ptr {
                         o.sb_s_shrink = off;
                         o.shrinker_private_data = pd;
                         flags |= SHRINKER_NAMES_SB_PRIVATE;
@@ -178,15 +198,12 @@ impl KernelBtf {
                 flags |= SHRINKER_NAMES_FS_TYPE;
             }
             // `char s_id[32]`: read as a string bounded by the array.
-            if let Some((id, Type::Array(a))) = self.field("super_block", "s_id") {
-                let elem = self
-                    .btf
-                    .resolve_chained_type(&a)
-                    .ok()
-                    .map(|t| self.strip(t));
-                if a.len() > 0 && elem.is_some_and(|e| self.is_char(&e)) {
-                    o.sb_s_id = id;
-                    flags |= SHRINKER_NAMES_SB_ID;
+            if let Some((id, a)) = self.field("super_block", "s_id") {
+                if let Some((elem, len)) = self.btf.array(&a) {
+                    if len > 0 && self.stripped(elem).is_some_and(|e| self.is_char(&e)) {
+                        o.sb_s_id = id;
+                        flags |= SHRINKER_NAMES_SB_ID;
+                    }
                 }
             }
         }
@@ -195,9 +212,9 @@ impl KernelBtf {
 
     /// Byte offset of `strukt.field` (searching anonymous members).
     pub fn offset_of(&self, strukt: &str, field: &str) -> Result<u32> {
-        let members = self.composite(strukt)?;
-        let bits = self
-            .member_bits(&members, field)
+        let s = self.composite(strukt)?;
+        let (bits, _) = self
+            .member(&s, field)
             .ok_or_else(|| anyhow!("field `{strukt}.{field}` not in kernel BTF"))?;
         if bits % 8 != 0 {
             bail!("field `{strukt}.{field}` is a bitfield");
@@ -206,27 +223,15 @@ impl KernelBtf {
     }
 
     pub fn enum_value(&self, enm: &str, variant: &str) -> Result<u64> {
-        for t in self
-            .btf
-            .resolve_types_by_name(enm)
-            .map_err(|_| anyhow!("enum `{enm}` not in kernel BTF"))?
-        {
-            match t {
-                Type::Enum(e) => {
-                    for m in &e.members {
-                        if self.btf.resolve_name(m).ok().as_deref() == Some(variant) {
-                            return Ok(u64::from(m.val()));
-                        }
-                    }
+        let ids = self.btf.ids_by_name(enm);
+        if ids.is_empty() {
+            bail!("enum `{enm}` not in kernel BTF");
+        }
+        for t in ids.into_iter().filter_map(|id| self.btf.ty(id)) {
+            for (name, val) in self.btf.enumerators(&t) {
+                if self.btf.name(name) == variant {
+                    return Ok(val);
                 }
-                Type::Enum64(e) => {
-                    for m in &e.members {
-                        if self.btf.resolve_name(m).ok().as_deref() == Some(variant) {
-                            return Ok(m.val());
-                        }
-                    }
-                }
-                _ => {}
             }
         }
         bail!("enum value `{enm}::{variant}` not in kernel BTF")
@@ -241,17 +246,14 @@ impl KernelBtf {
         let kn_id = self.offset_of("kernfs_node", "id")?;
         // Before 5.5 `kernfs_node.id` was a union of ino/generation; the id
         // the programs read must be the 64-bit inode-compatible one.
-        let kn_members = self.composite("kernfs_node")?;
-        if let Some(m) = kn_members
-            .iter()
-            .find(|m| self.btf.resolve_name(*m).ok().as_deref() == Some("id"))
+        let kn = self.composite("kernfs_node")?;
+        if let Some(m) = self
+            .btf
+            .members(&kn)
+            .find(|m| self.btf.name(m.name_off) == "id")
         {
-            let t = self.strip(
-                self.btf
-                    .resolve_chained_type(m)
-                    .map_err(|e| anyhow!("{e}"))?,
-            );
-            if !matches!(&t, Type::Int(i) if i.size() == 8) {
+            let t = self.stripped(m.type_id);
+            if !t.is_some_and(|t| t.kind == Kind::Int && t.size() == 8) {
                 bail!(
                     "kernfs_node.id is not a 64-bit integer on this kernel (pre-5.5 layout is not supported)"
                 );
@@ -286,20 +288,19 @@ impl KernelBtf {
         Ok(o)
     }
 
+    /// The first type called `name` of kind `kind`.
+    fn named(&self, name: &str, kind: Kind) -> Option<Type> {
+        self.btf.types_by_name(name).find(|t| t.kind == kind)
+    }
+
     /// Parameter names of a kernel function, if BTF has it.
     pub fn function_params(&self, func: &str) -> Option<Vec<String>> {
-        let types = self.btf.resolve_types_by_name(func).ok()?;
-        let f = types
-            .into_iter()
-            .find_map(|t| if let Type::Func(f) = t { Some(f) } else { None })?;
-        let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&f) else {
-            return None;
-        };
+        let f = self.named(func, Kind::Func)?;
+        let proto = self.btf.target(&f).filter(|p| p.kind == Kind::FuncProto)?;
         Some(
-            proto
-                .parameters
-                .iter()
-                .map(|p| self.btf.resolve_name(p).unwrap_or_default())
+            self.btf
+                .params(&proto)
+                .map(|p| self.btf.name(p.name_off).to_string())
                 .collect(),
         )
     }
@@ -307,39 +308,30 @@ impl KernelBtf {
     /// Argument types of a raw tracepoint (`btf_trace_<name>` typedef),
     /// without the leading `void *` context: e.g. ["ptr task_struct", "int"].
     pub fn tracepoint_args(&self, tp: &str) -> Option<Vec<String>> {
-        let types = self
+        let td = self.named(&format!("btf_trace_{tp}"), Kind::Typedef)?;
+        let ptr = self.strip(self.btf.target(&td)?);
+        if ptr.kind != Kind::Ptr {
+            return None;
+        }
+        let proto = self
             .btf
-            .resolve_types_by_name(&format!("btf_trace_{tp}"))
-            .ok()?;
-        let td = types.into_iter().find_map(|t| {
-            if let Type::Typedef(t) = t {
-                Some(t)
-            } else {
-                None
-            }
-        })?;
-        let Type::Ptr(p) = self.strip(self.btf.resolve_chained_type(&td).ok()?) else {
-            return None;
-        };
-        let Type::FuncProto(proto) = self.btf.resolve_chained_type(&p).ok()? else {
-            return None;
-        };
+            .target(&ptr)
+            .filter(|p| p.kind == Kind::FuncProto)?;
         let mut out = Vec::new();
-        for param in proto.parameters.iter().skip(1) {
-            out.push(self.describe(self.btf.resolve_chained_type(param).ok()?));
+        for param in self.btf.params(&proto).skip(1) {
+            out.push(self.describe(self.btf.ty(param.type_id)?));
         }
         Some(out)
     }
 
     fn describe(&self, t: Type) -> String {
-        match self.strip(t) {
-            Type::Ptr(p) => match self.btf.resolve_chained_type(&p).map(|t| self.strip(t)) {
-                Ok(Type::Struct(s)) => {
-                    format!("ptr {}", self.btf.resolve_name(&s).unwrap_or_default())
-                }
+        let t = self.strip(t);
+        match t.kind {
+            Kind::Ptr => match self.btf.target(&t).map(|p| self.strip(p)) {
+                Some(s) if s.kind == Kind::Struct => format!("ptr {}", self.btf.type_name(&s)),
                 _ => "ptr".to_string(),
             },
-            Type::Int(i) => format!("int{}", i.size() * 8),
+            Kind::Int => format!("int{}", u64::from(t.size()) * 8),
             other => other.name().to_string(),
         }
     }
@@ -355,10 +347,7 @@ impl KernelBtf {
     }
 
     pub fn has_tracepoint(&self, tp: &str) -> bool {
-        self.btf
-            .resolve_ids_by_name(&format!("btf_trace_{tp}"))
-            .map(|v| !v.is_empty())
-            .unwrap_or(false)
+        !self.btf.ids_by_name(&format!("btf_trace_{tp}")).is_empty()
     }
 }
 

@@ -1,7 +1,7 @@
 //! Building records from what the sources produced: memcg ids resolved to
 //! paths, kernel comms decoded, and fields the plan cannot see left null.
 use memtrace_common::{
-    OOM_HAS_OOM_MEMCG, OOM_HAS_TOTALPAGES, OOM_HAS_VICTIM_TASK, SLOW_CHARGE, SLOW_RECLAIM_DIRECT,
+    OOM_HAS_OOM_MEMCG, OomChain, OOM_HAS_TOTALPAGES, OOM_HAS_VICTIM_TASK, SLOW_CHARGE, SLOW_RECLAIM_DIRECT,
     ShrinkerKey, ShrinkerStats, SlowEvent, SystemStats,
 };
 
@@ -11,7 +11,12 @@ use super::{
     records::*,
 };
 use crate::{
-    aggregate::{counters::percentile, intervals::MemcgDelta, oom::JoinedOom},
+    aggregate::{
+        chain::{self, Whose},
+        counters::percentile,
+        intervals::MemcgDelta,
+        oom::JoinedOom,
+    },
     cgroup::{Resolver, container::attribute},
     clock::Clock,
     host::HostSample,
@@ -46,12 +51,39 @@ fn kmsg_text(escaped: &str) -> String {
     String::from_utf8_lossy(&crate::source::kmsg::unescape(escaped)).into_owned()
 }
 
-/// A memcg named by the kernel log; its id if it still exists.
-fn memcg_by_path(resolver: &mut Resolver, escaped: &str) -> Memcg {
+/// A memcg named by the kernel log; its id if it still exists, or if the
+/// kernel's chain read at the kill has a memcg at that path.
+fn memcg_by_path(resolver: &mut Resolver, escaped: &str, chain: Option<&OomChain>) -> Memcg {
     let path = kmsg_text(escaped);
+    let canonical = crate::cgroup::path::canonical(&path);
+    let in_chain = chain.and_then(|c| {
+        (0..chain::levels(c).len())
+            .find(|&i| chain::path(c, i).as_deref() == Some(&*canonical))
+            .and_then(|i| memcg_in_chain(resolver, c, i))
+    });
+    if let Some(m) = in_chain {
+        return m;
+    }
     match resolver.resolve_path(&path) {
         Some(n) => named(n.id, Some(n.path), n.deleted),
         None => named(0, Some(path), true),
+    }
+}
+
+/// Level `i` of an OOM event's chain, named by the path the kernel read
+/// (None when the chain gives no whole path for it).
+fn memcg_in_chain(resolver: &mut Resolver, c: &OomChain, i: usize) -> Option<Memcg> {
+    let id = c.levels[i].id;
+    let n = resolver.learn(id, &chain::path(c, i)?)?;
+    Some(named(id, Some(n.path), n.deleted))
+}
+
+/// A memcg an OOM kill names by id, looked up now whatever the rescan
+/// rate limit.
+fn memcg_now(resolver: &mut Resolver, id: u64) -> Memcg {
+    match (id != 0).then(|| resolver.resolve_now(id)).flatten() {
+        Some(n) => named(id, Some(n.path), n.deleted),
+        None => named(id, None, false),
     }
 }
 
@@ -79,6 +111,12 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock, unseen: &Unsee
     if k.is_some() {
         sources.push("kmsg".to_string());
     }
+    // The memcg chain the kernel programs read at the kill, and whose.
+    match j.bpf.or(j.mark).and_then(|b| chain::whose(&b.chain)) {
+        Some(Whose::Victim) => sources.push("memcg_chain".to_string()),
+        Some(Whose::Current) => sources.push("trigger_memcg_chain".to_string()),
+        None => {}
+    }
     let task = bpf.filter(|b| b.flags & OOM_HAS_VICTIM_TASK != 0);
     let victim = Victim {
         pid: j.pid(),
@@ -101,21 +139,55 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock, unseen: &Unsee
         rss_shmem_kb: k.and_then(|k| k.shmem_rss_kb),
         pgtables_kb: k.and_then(|k| k.pgtables_kb),
     };
+    let chain = j.bpf.as_ref().or(j.mark.as_ref()).map(|b| &b.chain);
+    let victim_chain = chain.filter(|c| chain::whose(c) == Some(Whose::Victim));
+    // The victim's memcg: the path the kernel read at the kill, which
+    // survives the memcg's removal; else its id looked up now (not
+    // rate-limited); else the kernel log's path.
     let victim_memcg = match (task, k.and_then(|k| k.task_memcg.as_deref())) {
-        (Some(b), _) if b.victim_memcg_id != 0 => Some(memcg(resolver, b.victim_memcg_id)),
-        (_, Some(p)) => Some(memcg_by_path(resolver, p)),
+        (Some(b), log) if b.victim_memcg_id != 0 => {
+            let m = victim_chain
+                .filter(|c| c.levels[0].id == b.victim_memcg_id)
+                .and_then(|c| memcg_in_chain(resolver, c, 0))
+                .unwrap_or_else(|| memcg_now(resolver, b.victim_memcg_id));
+            match (m.path.is_none(), log) {
+                (true, Some(p)) => Some(memcg_by_path(resolver, p, chain)),
+                _ => Some(m),
+            }
+        }
+        (_, Some(p)) => Some(memcg_by_path(resolver, p, chain)),
         _ => None,
     };
     let with_oc = j.bpf.filter(|b| b.flags & OOM_HAS_OOM_MEMCG != 0);
-    let oom_memcg = match (with_oc, k) {
-        (Some(b), _) if b.oom_memcg_id != 0 => Some(memcg(resolver, b.oom_memcg_id)),
-        (_, Some(k)) => k.oom_memcg.as_deref().map(|p| memcg_by_path(resolver, p)),
-        _ => None,
+    // The memcg whose limit fired, and how that is known.
+    let (oom_memcg, oom_memcg_source) = match (with_oc, k) {
+        (Some(b), _) if b.oom_memcg_id != 0 => {
+            let m = chain::find(&b.chain, b.oom_memcg_id)
+                .and_then(|i| memcg_in_chain(resolver, &b.chain, i))
+                .unwrap_or_else(|| memcg_now(resolver, b.oom_memcg_id));
+            (Some(m), Some("kernel"))
+        }
+        (_, Some(k)) if k.oom_memcg.is_some() || k.constraint.is_some() => (
+            k.oom_memcg
+                .as_deref()
+                .map(|p| memcg_by_path(resolver, p, chain)),
+            Some("kmsg"),
+        ),
+        // `oc->memcg` NULL: no memcg limit fired.
+        (Some(_), _) => (None, Some("kernel")),
+        _ => match chain.and_then(|c| chain::limiting(c).map(|i| (c, i))) {
+            Some((c, i)) => (
+                memcg_in_chain(resolver, c, i).or_else(|| Some(memcg_now(resolver, c.levels[i].id))),
+                Some("inferred"),
+            ),
+            None => (None, None),
+        },
     };
     let constraint = k
         .and_then(|k| k.constraint.as_deref())
         .map(constraint)
-        .or_else(|| with_oc.and_then(|b| (b.oom_memcg_id != 0).then(|| "memcg".to_string())));
+        .or_else(|| with_oc.map(|b| if b.oom_memcg_id != 0 { "memcg" } else { "global" }.to_string()))
+        .or_else(|| (oom_memcg_source == Some("inferred")).then(|| "memcg".to_string()));
     let ts_ns = bpf
         .map(|b| b.ts_ns)
         .or(k.map(|k| k.ts_usec * 1000))
@@ -129,6 +201,7 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock, unseen: &Unsee
         victim,
         victim_memcg,
         oom_memcg,
+        oom_memcg_source: oom_memcg_source.map(str::to_string),
         trigger: j
             .bpf
             .map(|b| Task {
@@ -387,7 +460,7 @@ mod tests {
     #[test]
     fn memcg_gone_from_the_log_keeps_its_path_marked_deleted() {
         let (root, mut resolver) = fake_hierarchy("gone");
-        let m = memcg_by_path(&mut resolver, "/never-existed");
+        let m = memcg_by_path(&mut resolver, "/never-existed", None);
         assert_eq!(
             m,
             Memcg {

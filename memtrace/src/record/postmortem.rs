@@ -51,6 +51,7 @@ pub fn build(
     if kill.before_start {
         notes.push("this kill happened before memtrace started (found in the kernel log)".into());
     }
+    notes.extend(attribution_notes(kill));
     OomPostmortem {
         ts: kill.ts.clone(),
         ts_ns: kill.ts_ns,
@@ -67,6 +68,36 @@ pub fn build(
         unreclaimable,
         history,
         notes,
+    }
+}
+
+/// How the kill's memcgs were known, when that is less than the kernel's
+/// own word (see docs/events.md, "How an OOM kill is attributed").
+fn attribution_notes(kill: &OomKill) -> Vec<String> {
+    let has = |s: &str| kill.sources.iter().any(|x| x == s);
+    let mut notes = Vec::new();
+    if kill.oom_memcg_source.as_deref() == Some("inferred") {
+        notes.push(format!(
+            "the limiting memcg was inferred from the page counters the kernel programs read at the kill (the lowest memcg at its limit){}",
+            if has("kmsg") {
+                "; the kernel log has the kill but not its OOM summary: rate-limited by the kernel"
+            } else {
+                ""
+            }
+        ));
+    }
+    if has("trigger_memcg_chain") {
+        notes.push("this kernel's mark_victim gives only the victim's pid: the victim's memcg comes from the kernel log or a lookup by id (lost when the log is rate-limited and the memcg is removed at once); the limiting memcg from the memcg chain of the task that ran the OOM killer".into());
+    }
+    notes
+}
+
+/// Whether `limit` is another memcg than `victim` (an ancestor): by path
+/// when both are known, else by id.
+fn is_ancestor(victim: &Memcg, limit: &Memcg) -> bool {
+    match (&victim.path, &limit.path) {
+        (Some(v), Some(l)) => v != l,
+        _ => victim.id != 0 && limit.id != 0 && victim.id != limit.id,
     }
 }
 
@@ -109,7 +140,7 @@ pub fn text(p: &OomPostmortem) -> String {
     }
     match (&p.limit_memcg, p.global) {
         (Some(l), _) => {
-            let ancestor = k.victim_memcg.as_ref().is_some_and(|v| v.path != l.path);
+            let ancestor = k.victim_memcg.as_ref().is_some_and(|v| is_ancestor(v, l));
             out.push_str(&format!(
                 "limit       memcg OOM: the limit of {} fired{}\n",
                 memcg_line(l),
@@ -124,9 +155,14 @@ pub fn text(p: &OomPostmortem) -> String {
             "limit       global OOM ({}): the machine ran out, no memcg limit fired\n",
             t(k.constraint.as_deref().unwrap_or("unknown constraint"))
         )),
-        (None, false) => out.push_str(
-            "limit       memcg OOM; the limiting memcg is unknown (kernel log unreadable)\n",
-        ),
+        (None, false) => out.push_str(&format!(
+            "limit       the limiting memcg is unknown ({})\n",
+            if k.sources.iter().any(|s| s == "kmsg") {
+                "the kernel log has the kill but not its OOM summary: rate-limited by the kernel, and no memcg was at its limit in what the kernel programs read"
+            } else {
+                "no kernel log report joined this kill, and no memcg was at its limit in what the kernel programs read"
+            }
+        )),
     }
     if let Some(s) = p.limit_state.as_ref().or(p.victim_state.as_ref()) {
         out.push_str(&format!(

@@ -128,6 +128,7 @@ fn check(what: &str, r: &Recorder, expect: &[Expect]) {
     let n = expect.len();
     let (mut victim_ok, mut limit_ok, mut source_ok, mut text_ok) = (0, 0, 0, 0);
     let mut failures = Vec::new();
+    let mut by_source = std::collections::BTreeMap::<String, usize>::new();
     let ran_s = r.started.elapsed().as_secs_f64();
     for e in expect {
         let Some(pm) = pms.iter().find(|p| p["kill"]["victim"]["pid"] == e.pid) else {
@@ -135,6 +136,9 @@ fn check(what: &str, r: &Recorder, expect: &[Expect]) {
             continue;
         };
         let k = &pm["kill"];
+        *by_source
+            .entry(k["oom_memcg_source"].to_string())
+            .or_default() += 1;
         if k["victim_memcg"]["path"] == e.victim_rel.as_str() {
             victim_ok += 1;
         } else {
@@ -181,7 +185,7 @@ fn check(what: &str, r: &Recorder, expect: &[Expect]) {
     }
     eprintln!(
         "{what}: {n} kills; victim memcg {victim_ok}/{n}, limiting memcg {limit_ok}/{n}, \
-         with its source {source_ok}/{n}, text {text_ok}/{n}"
+         with its source {source_ok}/{n} {by_source:?}, text {text_ok}/{n}"
     );
     assert!(
         failures.is_empty(),

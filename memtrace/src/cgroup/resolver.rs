@@ -122,9 +122,8 @@ impl Resolver {
         if id == 0 {
             return None;
         }
-        let is_it = |p: &Path| {
-            std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.ino() == id)
-        };
+        let is_it =
+            |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.ino() == id);
         if let Some(n) = self.cached(id) {
             if !n.deleted && !is_it(&self.path_of(&n)) {
                 self.mark_deleted(id);

@@ -1,8 +1,8 @@
 //! Building records from what the sources produced: memcg ids resolved to
 //! paths, kernel comms decoded, and fields the plan cannot see left null.
 use memtrace_common::{
-    OOM_HAS_OOM_MEMCG, OomChain, OOM_HAS_TOTALPAGES, OOM_HAS_VICTIM_TASK, SLOW_CHARGE, SLOW_RECLAIM_DIRECT,
-    ShrinkerKey, ShrinkerStats, SlowEvent, SystemStats,
+    OOM_HAS_OOM_MEMCG, OOM_HAS_TOTALPAGES, OOM_HAS_VICTIM_TASK, OomChain, SLOW_CHARGE,
+    SLOW_RECLAIM_DIRECT, ShrinkerKey, ShrinkerStats, SlowEvent, SystemStats,
 };
 
 use super::{
@@ -177,7 +177,8 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock, unseen: &Unsee
         (Some(_), _) => (None, Some("kernel")),
         _ => match chain.and_then(|c| chain::limiting(c).map(|i| (c, i))) {
             Some((c, i)) => (
-                memcg_in_chain(resolver, c, i).or_else(|| Some(memcg_now(resolver, c.levels[i].id))),
+                memcg_in_chain(resolver, c, i)
+                    .or_else(|| Some(memcg_now(resolver, c.levels[i].id))),
                 Some("inferred"),
             ),
             None => (None, None),
@@ -186,7 +187,16 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock, unseen: &Unsee
     let constraint = k
         .and_then(|k| k.constraint.as_deref())
         .map(constraint)
-        .or_else(|| with_oc.map(|b| if b.oom_memcg_id != 0 { "memcg" } else { "global" }.to_string()))
+        .or_else(|| {
+            with_oc.map(|b| {
+                if b.oom_memcg_id != 0 {
+                    "memcg"
+                } else {
+                    "global"
+                }
+                .to_string()
+            })
+        })
         .or_else(|| (oom_memcg_source == Some("inferred")).then(|| "memcg".to_string()));
     let ts_ns = bpf
         .map(|b| b.ts_ns)

@@ -217,6 +217,10 @@ mod tests {
         h.push(&interval(140, 8, 1));
         let o = h.memcg_history(7, &Unseen::default());
         assert_eq!(o.intervals, 0);
-        assert_eq!(o.window_ns, 10 * S, "measured from the agent's first record");
+        assert_eq!(
+            o.window_ns,
+            10 * S,
+            "measured from the agent's first record"
+        );
     }
 }

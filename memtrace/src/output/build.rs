@@ -467,6 +467,112 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    /// A `mark_victim` event (6.9+: with the victim's task) whose chain the
+    /// kernel read: `levels` are `(id, name, usage, max)`, the memcg first,
+    /// the root last.
+    fn chain_event(victim_memcg: u64, levels: &[(u64, &str, u64, u64)]) -> JoinedOom {
+        let mut c = memtrace_common::OomChain::EMPTY;
+        for (i, (id, name, usage, max)) in levels.iter().enumerate() {
+            c.levels[i].id = *id;
+            c.levels[i].name[..name.len()].copy_from_slice(name.as_bytes());
+            c.levels[i].usage_pages = *usage;
+            c.levels[i].max_pages = *max;
+        }
+        c.len = levels.len() as u32;
+        c.flags = memtrace_common::OOM_CHAIN_OF_VICTIM | memtrace_common::OOM_CHAIN_COMPLETE;
+        let ev = memtrace_common::OomEvent {
+            kind: memtrace_common::EVENT_OOM_KILL,
+            source: memtrace_common::OOM_SRC_MARK_VICTIM,
+            ts_ns: 1,
+            flags: OOM_HAS_VICTIM_TASK,
+            victim_pid: 77,
+            victim_tgid: 77,
+            victim_uid: 0,
+            victim_oom_score_adj: 0,
+            trigger_pid: 77,
+            trigger_tgid: 77,
+            _pad: 0,
+            victim_comm: *b"tail\0\0\0\0\0\0\0\0\0\0\0\0",
+            trigger_comm: *b"tail\0\0\0\0\0\0\0\0\0\0\0\0",
+            victim_memcg_id: victim_memcg,
+            oom_memcg_id: 0,
+            totalpages: 0,
+            chosen_points: 0,
+            chain: c,
+        };
+        JoinedOom {
+            mark: Some(ev),
+            ..Default::default()
+        }
+    }
+
+    const NOLIMIT: u64 = (i64::MAX / 4096) as u64;
+
+    #[test]
+    fn a_kill_in_a_fresh_memcg_is_named_although_a_rescan_just_ran() {
+        let (root, mut resolver) = fake_hierarchy("fresh");
+        resolver.rescan();
+        // Created after the rescan, within the rate limit's 200 ms.
+        std::fs::create_dir(root.join("fresh")).unwrap();
+        let id = std::fs::metadata(root.join("fresh")).unwrap().ino();
+        // No chain: the id is looked up at once all the same.
+        let mut j = chain_event(id, &[]);
+        j.mark.as_mut().unwrap().chain.len = 0;
+        let r = oom(&j, &mut resolver, &Clock::new(), &Unseen::default());
+        assert_eq!(r.victim_memcg.unwrap().path.as_deref(), Some("/fresh"));
+        assert_eq!(
+            (r.oom_memcg, r.oom_memcg_source, r.constraint),
+            (None, None, None)
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_removed_memcg_keeps_the_path_the_kernel_read_and_its_limit_is_inferred() {
+        let (root, mut resolver) = fake_hierarchy("removed");
+        resolver.rescan();
+        // /svc/job, already removed: /svc's limit was full at the kill.
+        let j = chain_event(
+            9001,
+            &[
+                (9001, "job", 10, NOLIMIT),
+                (9000, "svc", 4090, 4096),
+                (1, "", 99, NOLIMIT),
+            ],
+        );
+        let r = oom(&j, &mut resolver, &Clock::new(), &Unseen::default());
+        let v = r.victim_memcg.unwrap();
+        assert_eq!(
+            (v.id, v.path.as_deref(), v.deleted),
+            (9001, Some("/svc/job"), true)
+        );
+        let l = r.oom_memcg.unwrap();
+        assert_eq!(
+            (l.id, l.path.as_deref(), l.deleted),
+            (9000, Some("/svc"), true)
+        );
+        assert_eq!(r.oom_memcg_source.as_deref(), Some("inferred"));
+        assert_eq!(r.constraint.as_deref(), Some("memcg"));
+        assert_eq!(r.sources, ["mark_victim", "memcg_chain"]);
+        // The kernel log's summary, when printed, is the better word.
+        let mut j = j;
+        j.kmsg = Some(OomReport {
+            pid: 77,
+            constraint: Some("CONSTRAINT_MEMCG".into()),
+            oom_memcg: Some("/svc".into()),
+            task_memcg: Some("/svc/job".into()),
+            ..Default::default()
+        });
+        let r = oom(&j, &mut resolver, &Clock::new(), &Unseen::default());
+        assert_eq!(r.oom_memcg_source.as_deref(), Some("kmsg"));
+        assert_eq!(
+            r.oom_memcg.unwrap().id,
+            9000,
+            "the id from the chain, not 0"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn memcg_gone_from_the_log_keeps_its_path_marked_deleted() {
         let (root, mut resolver) = fake_hierarchy("gone");

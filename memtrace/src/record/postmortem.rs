@@ -243,3 +243,46 @@ pub fn text(p: &OomPostmortem) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memcg(id: u64, path: Option<&str>) -> Memcg {
+        Memcg {
+            id,
+            path: path.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_same_memcg_is_not_called_an_ancestor_and_silence_is_explained() {
+        assert!(!is_ancestor(&memcg(5, None), &memcg(5, Some("/a"))));
+        assert!(is_ancestor(&memcg(6, Some("/a/b")), &memcg(5, Some("/a"))));
+        assert!(!is_ancestor(&memcg(0, None), &memcg(5, Some("/a"))));
+        // The log has the kill but no summary, nothing at its limit.
+        let kill = OomKill {
+            victim_memcg: Some(memcg(5, Some("/a"))),
+            sources: vec!["mark_victim".into(), "kmsg".into()],
+            ..Default::default()
+        };
+        let pm = build(&kill, None, &History::new(1, 1), &Unseen::default());
+        let t = text(&pm);
+        assert!(t.contains("rate-limited by the kernel"), "{t}");
+        assert!(!t.contains("unreadable"), "{t}");
+        // Inferred: said so in the notes.
+        let kill = OomKill {
+            oom_memcg: Some(memcg(5, Some("/a"))),
+            oom_memcg_source: Some("inferred".into()),
+            ..kill
+        };
+        let pm = build(&kill, None, &History::new(1, 1), &Unseen::default());
+        assert!(
+            pm.notes.iter().any(|n| n.contains("inferred")),
+            "{:?}",
+            pm.notes
+        );
+        assert!(!text(&pm).contains("an ancestor"));
+    }
+}

@@ -60,6 +60,15 @@ pub struct KernelOffsets {
     pub sb_s_id: u32,
     pub fstype_name: u32,
     pub shrinker_names: u32,
+    /// The memcg chain an OOM kill captures (`OomChain`): the parent css,
+    /// the cgroup's kernfs name, and the `memory` page counter's usage,
+    /// limit and failure count.
+    pub css_parent: u32,
+    pub kn_name: u32,
+    pub memcg_memory: u32,
+    pub page_counter_usage: u32,
+    pub page_counter_max: u32,
+    pub page_counter_failcnt: u32,
     pub valid: u32,
 }
 
@@ -242,6 +251,70 @@ pub const OOM_HAS_OOM_MEMCG: u32 = 1;
 pub const OOM_HAS_VICTIM_TASK: u32 = 2;
 pub const OOM_HAS_TOTALPAGES: u32 = 4;
 
+/// Levels of the memcg chain an OOM event carries, the memcg itself first
+/// and the hierarchy's root memcg last; deeper hierarchies are cut off
+/// (`OOM_CHAIN_COMPLETE` unset) and their path is not assembled from it.
+pub const OOM_CHAIN_DEPTH: usize = 8;
+/// Bytes of one cgroup name, NUL included. Longer names (up to 255) are
+/// truncated, and the path is then not assembled from the chain either.
+pub const OOM_NAME_LEN: usize = 128;
+
+/// `OomChain.flags`.
+/// The chain starts at the victim task's memcg.
+pub const OOM_CHAIN_OF_VICTIM: u32 = 1;
+/// The chain starts at the memcg of the task that ran the OOM killer (the
+/// hook gave only the victim's pid): the limiting memcg is an ancestor of
+/// it, the victim's memcg need not be.
+pub const OOM_CHAIN_OF_CURRENT: u32 = 2;
+/// The walk reached the root memcg: `len` levels are the whole chain.
+pub const OOM_CHAIN_COMPLETE: u32 = 4;
+
+/// One memcg of the chain, read in the kernel at the kill, so it survives
+/// the memcg's removal right after.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomMemcgLevel {
+    /// `kn->id`, as `memcg_id` elsewhere.
+    pub id: u64,
+    /// `memcg->memory.usage` and `.max`, in pages.
+    pub usage_pages: u64,
+    pub max_pages: u64,
+    /// `memcg->memory.failcnt`: charges refused at this limit (cgroup v1;
+    /// not maintained on v2 since 6.15).
+    pub failcnt: u64,
+    /// `kn->name`, NUL-terminated; empty when it could not be read.
+    pub name: [u8; OOM_NAME_LEN],
+}
+
+impl OomMemcgLevel {
+    pub const ZERO: Self = Self {
+        id: 0,
+        usage_pages: 0,
+        max_pages: 0,
+        failcnt: 0,
+        name: [0; OOM_NAME_LEN],
+    };
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomChain {
+    /// Levels filled, from `levels[0]`.
+    pub len: u32,
+    pub flags: u32,
+    pub levels: [OomMemcgLevel; OOM_CHAIN_DEPTH],
+}
+
+impl OomChain {
+    pub const EMPTY: Self = Self {
+        len: 0,
+        flags: 0,
+        levels: [OomMemcgLevel::ZERO; OOM_CHAIN_DEPTH],
+    };
+}
+
+/// An OOM kill. Too large for the BPF stack: the programs write it in
+/// place, in the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OomEvent {
@@ -263,6 +336,8 @@ pub struct OomEvent {
     pub oom_memcg_id: u64,
     pub totalpages: u64,
     pub chosen_points: i64,
+    /// The memcg chain at the kill (see `OomChain.flags` for whose).
+    pub chain: OomChain,
 }
 
 pub const SLOW_CHARGE: u32 = 1;
@@ -336,10 +411,18 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         // Userspace reads these bytes as written by BPF; any implicit
         // padding would be uninitialised memory in the ring buffer.
-        assert_eq!(core::mem::size_of::<OomEvent>(), 4 * 12 + 32 + 8 * 4);
+        assert_eq!(core::mem::size_of::<OomMemcgLevel>(), 8 * 4 + OOM_NAME_LEN);
+        assert_eq!(
+            core::mem::size_of::<OomChain>(),
+            4 * 2 + OOM_CHAIN_DEPTH * core::mem::size_of::<OomMemcgLevel>()
+        );
+        assert_eq!(
+            core::mem::size_of::<OomEvent>(),
+            4 * 12 + 32 + 8 * 4 + core::mem::size_of::<OomChain>()
+        );
         assert_eq!(core::mem::size_of::<SlowEvent>(), 8 * 6 + 8 + 16);
         assert_eq!(core::mem::size_of::<ProbeConfig>(), 40);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 29 * 4);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 35 * 4);
         assert_eq!(core::mem::size_of::<ShrinkerInfo>(), 32 + 16 + 32);
     }
 }

@@ -87,22 +87,25 @@ pub fn memcg_id(memcg: *const u8) -> u64 {
     cgroup_id(cgrp)
 }
 
-/// Id of a task's memcg via `task->cgroups->subsys[memory_cgrp_id]`. Not
-/// `bpf_get_current_cgroup_id()`: that is the v2 tree's id, which on hybrid
-/// hosts collides with v1 memcg inode numbers.
+/// A task's `struct mem_cgroup *` via `task->cgroups->subsys[memory_cgrp_id]`
+/// (the css is embedded in the memcg at `memcg_css`); NULL if unreadable.
 #[inline(always)]
-pub fn task_memcg_id(task: *const u8) -> u64 {
+pub fn task_memcg(task: *const u8) -> *const u8 {
     let Some(cset) = read::<*const u8>(task, off!(task_cgroups)) else {
-        return 0;
+        return core::ptr::null();
     };
     let slot = off!(css_set_subsys) + off!(memory_cgrp_id) * 8;
-    let Some(css) = read::<*const u8>(cset, slot) else {
-        return 0;
-    };
-    let Some(cgrp) = read::<*const u8>(css, off!(css_cgroup)) else {
-        return 0;
-    };
-    cgroup_id(cgrp)
+    match read::<*const u8>(cset, slot) {
+        Some(css) if !css.is_null() => css.wrapping_sub(off!(memcg_css) as usize),
+        _ => core::ptr::null(),
+    }
+}
+
+/// Id of a task's memcg. Not `bpf_get_current_cgroup_id()`: that is the v2
+/// tree's id, which on hybrid hosts collides with v1 memcg inode numbers.
+#[inline(always)]
+pub fn task_memcg_id(task: *const u8) -> u64 {
+    memcg_id(task_memcg(task))
 }
 
 #[inline(always)]

@@ -68,6 +68,12 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     sb_s_id: 0,
     fstype_name: 0,
     shrinker_names: 0,
+    css_parent: 0,
+    kn_name: 0,
+    memcg_memory: 0,
+    page_counter_usage: 0,
+    page_counter_max: 0,
+    page_counter_failcnt: 0,
     valid: 0,
 };
 

@@ -1,4 +1,5 @@
 //! Turning kernel counters and events into records.
+pub mod chain;
 pub mod counters;
 pub mod intervals;
 pub mod oom;

@@ -162,6 +162,7 @@ mod tests {
             oom_memcg_id: 5,
             totalpages: 1,
             chosen_points: 1,
+            chain: memtrace_common::OomChain::EMPTY,
         }
     }
 

@@ -102,6 +102,67 @@ impl Resolver {
         name
     }
 
+    /// [`Self::resolve`] without the rate limit, for the few ids an OOM
+    /// kill names: a kill in a memcg created since the last rescan must not
+    /// lose its name because another lookup rescanned 100 ms before.
+    pub fn resolve_now(&mut self, id: u64) -> Option<MemcgName> {
+        if self.cached(id).is_none() && !self.unknown.contains(&id) {
+            self.last_scan = None;
+        }
+        self.resolve(id)
+    }
+
+    /// Names memcg `id` by the path the kernel gave for it (an OOM event's
+    /// chain, read at the kill): what is cached wins; else the directory at
+    /// that path is taken if it is this memcg, and if it is gone (or is
+    /// another memcg by now), the memcg is remembered as deleted with that
+    /// path. None for id 0 and for paths with `.` or `..` components.
+    pub fn learn(&mut self, id: u64, path: &str) -> Option<MemcgName> {
+        let key = normalize(path)?;
+        if id == 0 {
+            return None;
+        }
+        let is_it =
+            |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.ino() == id);
+        if let Some(n) = self.cached(id) {
+            if !n.deleted && !is_it(&self.path_of(&n)) {
+                self.mark_deleted(id);
+            }
+            return self.cached(id);
+        }
+        self.unknown.remove(&id);
+        if is_it(&self.abs(&key)) {
+            self.insert_found(id, &key, &key.as_bytes()[1..]);
+        } else if self.by_id.len() < MAX_ENTRIES {
+            let path: Arc<str> = Arc::from(&*key);
+            self.by_path.entry(path.clone()).or_insert(id);
+            self.by_id.insert(
+                id,
+                Entry {
+                    path,
+                    raw: None,
+                    deleted: false,
+                    seen: self.generation,
+                },
+            );
+            self.mark_deleted(id);
+        }
+        self.cached(id)
+    }
+
+    fn mark_deleted(&mut self, id: u64) {
+        if let Some(e) = self.by_id.get_mut(&id).filter(|e| !e.deleted) {
+            e.deleted = true;
+            self.deleted.push_back(id);
+        }
+        while self.deleted.len() > MAX_DELETED {
+            let Some(old) = self.deleted.pop_front() else {
+                break;
+            };
+            self.evict(old);
+        }
+    }
+
     /// Name of the memcg at `rel` (`/a/b`, `a/b` or `/`), e.g. the
     /// `oom_memcg=/a/b` of a kernel log line. The directory is looked up
     /// directly; if it no longer exists, the memcg last seen at that path is

@@ -281,6 +281,14 @@ impl KernelBtf {
             oc_chosen: self.offset_of("oom_control", "chosen")?,
             oc_totalpages: self.offset_of("oom_control", "totalpages")?,
             oc_chosen_points: self.offset_of("oom_control", "chosen_points")?,
+            // The memcg chain of an OOM kill: parents by css (the same tree
+            // as the kernfs nodes, and the way to each memcg's counters).
+            css_parent: self.offset_of("cgroup_subsys_state", "parent")?,
+            kn_name: self.offset_of("kernfs_node", "name")?,
+            memcg_memory: self.offset_of("mem_cgroup", "memory")?,
+            page_counter_usage: self.offset_of("page_counter", "usage")?,
+            page_counter_max: self.offset_of("page_counter", "max")?,
+            page_counter_failcnt: self.offset_of("page_counter", "failcnt")?,
             valid: 1,
             ..KernelOffsets::default()
         };
@@ -369,6 +377,10 @@ mod tests {
         assert_eq!(o.memcg_css, 0);
         assert!(o.task_comm > o.task_pid, "comm follows pid in task_struct");
         assert!(o.oc_chosen > o.oc_memcg);
+        // `usage` leads struct page_counter; `max` and `failcnt` follow.
+        assert_eq!(o.page_counter_usage, 0);
+        assert!(o.page_counter_max > o.page_counter_failcnt);
+        assert!(o.memcg_memory > o.memcg_css);
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub const HOOKS: &[HookSpec] = &[
             Field::OomChosenPoints,
             Field::OomTriggerPid,
         ],
-        tracepoint_note: "mark_victim has no oom_control: the memcg whose limit fired and the triggering comm come from the kernel log only; totalpages, chosen_points and the trigger's pid are null",
+        tracepoint_note: "mark_victim has no oom_control: the memcg whose limit fired comes from the kernel log's rate-limited summary or is inferred from the page counters read at the kill, the triggering comm from the kernel log only; totalpages, chosen_points and the trigger's pid are null",
     },
     HookSpec {
         hook: "reclaim_direct",

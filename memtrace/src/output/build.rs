@@ -1,8 +1,8 @@
 //! Building records from what the sources produced: memcg ids resolved to
 //! paths, kernel comms decoded, and fields the plan cannot see left null.
 use memtrace_common::{
-    OOM_HAS_OOM_MEMCG, OOM_HAS_TOTALPAGES, OOM_HAS_VICTIM_TASK, SLOW_CHARGE, SLOW_RECLAIM_DIRECT,
-    ShrinkerKey, ShrinkerStats, SlowEvent, SystemStats,
+    OOM_HAS_OOM_MEMCG, OOM_HAS_TOTALPAGES, OOM_HAS_VICTIM_TASK, OomChain, SLOW_CHARGE,
+    SLOW_RECLAIM_DIRECT, ShrinkerKey, ShrinkerStats, SlowEvent, SystemStats,
 };
 
 use super::{
@@ -11,7 +11,12 @@ use super::{
     records::*,
 };
 use crate::{
-    aggregate::{counters::percentile, intervals::MemcgDelta, oom::JoinedOom},
+    aggregate::{
+        chain::{self, Whose},
+        counters::percentile,
+        intervals::MemcgDelta,
+        oom::JoinedOom,
+    },
     cgroup::{Resolver, container::attribute},
     clock::Clock,
     host::HostSample,
@@ -46,12 +51,39 @@ fn kmsg_text(escaped: &str) -> String {
     String::from_utf8_lossy(&crate::source::kmsg::unescape(escaped)).into_owned()
 }
 
-/// A memcg named by the kernel log; its id if it still exists.
-fn memcg_by_path(resolver: &mut Resolver, escaped: &str) -> Memcg {
+/// A memcg named by the kernel log; its id if it still exists, or if the
+/// kernel's chain read at the kill has a memcg at that path.
+fn memcg_by_path(resolver: &mut Resolver, escaped: &str, chain: Option<&OomChain>) -> Memcg {
     let path = kmsg_text(escaped);
+    let canonical = crate::cgroup::path::canonical(&path);
+    let in_chain = chain.and_then(|c| {
+        (0..chain::levels(c).len())
+            .find(|&i| chain::path(c, i).as_deref() == Some(&*canonical))
+            .and_then(|i| memcg_in_chain(resolver, c, i))
+    });
+    if let Some(m) = in_chain {
+        return m;
+    }
     match resolver.resolve_path(&path) {
         Some(n) => named(n.id, Some(n.path), n.deleted),
         None => named(0, Some(path), true),
+    }
+}
+
+/// Level `i` of an OOM event's chain, named by the path the kernel read
+/// (None when the chain gives no whole path for it).
+fn memcg_in_chain(resolver: &mut Resolver, c: &OomChain, i: usize) -> Option<Memcg> {
+    let id = c.levels[i].id;
+    let n = resolver.learn(id, &chain::path(c, i)?)?;
+    Some(named(id, Some(n.path), n.deleted))
+}
+
+/// A memcg an OOM kill names by id, looked up now whatever the rescan
+/// rate limit.
+fn memcg_now(resolver: &mut Resolver, id: u64) -> Memcg {
+    match (id != 0).then(|| resolver.resolve_now(id)).flatten() {
+        Some(n) => named(id, Some(n.path), n.deleted),
+        None => named(id, None, false),
     }
 }
 
@@ -79,6 +111,12 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock, unseen: &Unsee
     if k.is_some() {
         sources.push("kmsg".to_string());
     }
+    // The memcg chain the kernel programs read at the kill, and whose.
+    match j.bpf.or(j.mark).and_then(|b| chain::whose(&b.chain)) {
+        Some(Whose::Victim) => sources.push("memcg_chain".to_string()),
+        Some(Whose::Current) => sources.push("trigger_memcg_chain".to_string()),
+        None => {}
+    }
     let task = bpf.filter(|b| b.flags & OOM_HAS_VICTIM_TASK != 0);
     let victim = Victim {
         pid: j.pid(),
@@ -101,21 +139,65 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock, unseen: &Unsee
         rss_shmem_kb: k.and_then(|k| k.shmem_rss_kb),
         pgtables_kb: k.and_then(|k| k.pgtables_kb),
     };
+    let chain = j.bpf.as_ref().or(j.mark.as_ref()).map(|b| &b.chain);
+    let victim_chain = chain.filter(|c| chain::whose(c) == Some(Whose::Victim));
+    // The victim's memcg: the path the kernel read at the kill, which
+    // survives the memcg's removal; else its id looked up now (not
+    // rate-limited); else the kernel log's path.
     let victim_memcg = match (task, k.and_then(|k| k.task_memcg.as_deref())) {
-        (Some(b), _) if b.victim_memcg_id != 0 => Some(memcg(resolver, b.victim_memcg_id)),
-        (_, Some(p)) => Some(memcg_by_path(resolver, p)),
+        (Some(b), log) if b.victim_memcg_id != 0 => {
+            let m = victim_chain
+                .filter(|c| c.levels[0].id == b.victim_memcg_id)
+                .and_then(|c| memcg_in_chain(resolver, c, 0))
+                .unwrap_or_else(|| memcg_now(resolver, b.victim_memcg_id));
+            match (m.path.is_none(), log) {
+                (true, Some(p)) => Some(memcg_by_path(resolver, p, chain)),
+                _ => Some(m),
+            }
+        }
+        (_, Some(p)) => Some(memcg_by_path(resolver, p, chain)),
         _ => None,
     };
     let with_oc = j.bpf.filter(|b| b.flags & OOM_HAS_OOM_MEMCG != 0);
-    let oom_memcg = match (with_oc, k) {
-        (Some(b), _) if b.oom_memcg_id != 0 => Some(memcg(resolver, b.oom_memcg_id)),
-        (_, Some(k)) => k.oom_memcg.as_deref().map(|p| memcg_by_path(resolver, p)),
-        _ => None,
+    // The memcg whose limit fired, and how that is known.
+    let (oom_memcg, oom_memcg_source) = match (with_oc, k) {
+        (Some(b), _) if b.oom_memcg_id != 0 => {
+            let m = chain::find(&b.chain, b.oom_memcg_id)
+                .and_then(|i| memcg_in_chain(resolver, &b.chain, i))
+                .unwrap_or_else(|| memcg_now(resolver, b.oom_memcg_id));
+            (Some(m), Some("kernel"))
+        }
+        (_, Some(k)) if k.oom_memcg.is_some() || k.constraint.is_some() => (
+            k.oom_memcg
+                .as_deref()
+                .map(|p| memcg_by_path(resolver, p, chain)),
+            Some("kmsg"),
+        ),
+        // `oc->memcg` NULL: no memcg limit fired.
+        (Some(_), _) => (None, Some("kernel")),
+        _ => match chain.and_then(|c| chain::limiting(c).map(|i| (c, i))) {
+            Some((c, i)) => (
+                memcg_in_chain(resolver, c, i)
+                    .or_else(|| Some(memcg_now(resolver, c.levels[i].id))),
+                Some("inferred"),
+            ),
+            None => (None, None),
+        },
     };
     let constraint = k
         .and_then(|k| k.constraint.as_deref())
         .map(constraint)
-        .or_else(|| with_oc.and_then(|b| (b.oom_memcg_id != 0).then(|| "memcg".to_string())));
+        .or_else(|| {
+            with_oc.map(|b| {
+                if b.oom_memcg_id != 0 {
+                    "memcg"
+                } else {
+                    "global"
+                }
+                .to_string()
+            })
+        })
+        .or_else(|| (oom_memcg_source == Some("inferred")).then(|| "memcg".to_string()));
     let ts_ns = bpf
         .map(|b| b.ts_ns)
         .or(k.map(|k| k.ts_usec * 1000))
@@ -129,6 +211,7 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock, unseen: &Unsee
         victim,
         victim_memcg,
         oom_memcg,
+        oom_memcg_source: oom_memcg_source.map(str::to_string),
         trigger: j
             .bpf
             .map(|b| Task {
@@ -384,10 +467,116 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    /// A `mark_victim` event (6.9+: with the victim's task) whose chain the
+    /// kernel read: `levels` are `(id, name, usage, max)`, the memcg first,
+    /// the root last.
+    fn chain_event(victim_memcg: u64, levels: &[(u64, &str, u64, u64)]) -> JoinedOom {
+        let mut c = memtrace_common::OomChain::EMPTY;
+        for (i, (id, name, usage, max)) in levels.iter().enumerate() {
+            c.levels[i].id = *id;
+            c.levels[i].name[..name.len()].copy_from_slice(name.as_bytes());
+            c.levels[i].usage_pages = *usage;
+            c.levels[i].max_pages = *max;
+        }
+        c.len = levels.len() as u32;
+        c.flags = memtrace_common::OOM_CHAIN_OF_VICTIM | memtrace_common::OOM_CHAIN_COMPLETE;
+        let ev = memtrace_common::OomEvent {
+            kind: memtrace_common::EVENT_OOM_KILL,
+            source: memtrace_common::OOM_SRC_MARK_VICTIM,
+            ts_ns: 1,
+            flags: OOM_HAS_VICTIM_TASK,
+            victim_pid: 77,
+            victim_tgid: 77,
+            victim_uid: 0,
+            victim_oom_score_adj: 0,
+            trigger_pid: 77,
+            trigger_tgid: 77,
+            _pad: 0,
+            victim_comm: *b"tail\0\0\0\0\0\0\0\0\0\0\0\0",
+            trigger_comm: *b"tail\0\0\0\0\0\0\0\0\0\0\0\0",
+            victim_memcg_id: victim_memcg,
+            oom_memcg_id: 0,
+            totalpages: 0,
+            chosen_points: 0,
+            chain: c,
+        };
+        JoinedOom {
+            mark: Some(ev),
+            ..Default::default()
+        }
+    }
+
+    const NOLIMIT: u64 = (i64::MAX / 4096) as u64;
+
+    #[test]
+    fn a_kill_in_a_fresh_memcg_is_named_although_a_rescan_just_ran() {
+        let (root, mut resolver) = fake_hierarchy("fresh");
+        resolver.rescan();
+        // Created after the rescan, within the rate limit's 200 ms.
+        std::fs::create_dir(root.join("fresh")).unwrap();
+        let id = std::fs::metadata(root.join("fresh")).unwrap().ino();
+        // No chain: the id is looked up at once all the same.
+        let mut j = chain_event(id, &[]);
+        j.mark.as_mut().unwrap().chain.len = 0;
+        let r = oom(&j, &mut resolver, &Clock::new(), &Unseen::default());
+        assert_eq!(r.victim_memcg.unwrap().path.as_deref(), Some("/fresh"));
+        assert_eq!(
+            (r.oom_memcg, r.oom_memcg_source, r.constraint),
+            (None, None, None)
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_removed_memcg_keeps_the_path_the_kernel_read_and_its_limit_is_inferred() {
+        let (root, mut resolver) = fake_hierarchy("removed");
+        resolver.rescan();
+        // /svc/job, already removed: /svc's limit was full at the kill.
+        let j = chain_event(
+            9001,
+            &[
+                (9001, "job", 10, NOLIMIT),
+                (9000, "svc", 4090, 4096),
+                (1, "", 99, NOLIMIT),
+            ],
+        );
+        let r = oom(&j, &mut resolver, &Clock::new(), &Unseen::default());
+        let v = r.victim_memcg.unwrap();
+        assert_eq!(
+            (v.id, v.path.as_deref(), v.deleted),
+            (9001, Some("/svc/job"), true)
+        );
+        let l = r.oom_memcg.unwrap();
+        assert_eq!(
+            (l.id, l.path.as_deref(), l.deleted),
+            (9000, Some("/svc"), true)
+        );
+        assert_eq!(r.oom_memcg_source.as_deref(), Some("inferred"));
+        assert_eq!(r.constraint.as_deref(), Some("memcg"));
+        assert_eq!(r.sources, ["mark_victim", "memcg_chain"]);
+        // The kernel log's summary, when printed, is the better word.
+        let mut j = j;
+        j.kmsg = Some(OomReport {
+            pid: 77,
+            constraint: Some("CONSTRAINT_MEMCG".into()),
+            oom_memcg: Some("/svc".into()),
+            task_memcg: Some("/svc/job".into()),
+            ..Default::default()
+        });
+        let r = oom(&j, &mut resolver, &Clock::new(), &Unseen::default());
+        assert_eq!(r.oom_memcg_source.as_deref(), Some("kmsg"));
+        assert_eq!(
+            r.oom_memcg.unwrap().id,
+            9000,
+            "the id from the chain, not 0"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn memcg_gone_from_the_log_keeps_its_path_marked_deleted() {
         let (root, mut resolver) = fake_hierarchy("gone");
-        let m = memcg_by_path(&mut resolver, "/never-existed");
+        let m = memcg_by_path(&mut resolver, "/never-existed", None);
         assert_eq!(
             m,
             Memcg {

@@ -211,6 +211,14 @@ pub struct OomKill {
     /// The memcg whose limit fired (may be an ancestor of the victim's);
     /// null for a global OOM or when unknown.
     pub oom_memcg: Option<Memcg>,
+    /// How the limiting memcg was known: "kernel" (`oc->memcg`, read by
+    /// `oom_kill_process`), "kmsg" (the kernel log's OOM summary) or
+    /// "inferred" (the lowest memcg at its limit among the victim's and
+    /// its ancestors, from page counters read in the kernel at the kill);
+    /// null when unknown. With "kernel" or "kmsg" a null `oom_memcg` means
+    /// no memcg limit fired.
+    #[serde(default)]
+    pub oom_memcg_source: Option<String>,
     /// The task whose allocation invoked the OOM killer.
     pub trigger: Option<Task>,
     pub totalpages: Option<u64>,

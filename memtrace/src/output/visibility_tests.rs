@@ -130,6 +130,7 @@ fn kill_seen_by_oom_kill_process() -> JoinedOom {
         oom_memcg_id: 0,
         totalpages: 1000,
         chosen_points: 900,
+        chain: memtrace_common::OomChain::EMPTY,
     };
     JoinedOom {
         bpf: Some(ev),

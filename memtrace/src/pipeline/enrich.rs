@@ -7,9 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memtrace_common::OomEvent;
+use memtrace_common::{OOM_HAS_OOM_MEMCG, OomEvent};
 
 use crate::{
+    aggregate::chain,
     cgroup::{self, MemcgFs, MemcgName, Resolver, state::StateReader, tasks::tasks},
     output::{
         build,
@@ -148,10 +149,20 @@ impl Enricher {
         self.states.next_refresh();
         let mut read = Vec::new();
         let mut focus = None;
-        for id in [o.oom_memcg_id, o.victim_memcg_id] {
-            let Some(n) = (id != 0)
-                .then(|| self.resolver.resolve(id))
-                .flatten()
+        // The limiting memcg as the kernel gave it, else as the chain's
+        // page counters tell; both named as the chain's kernfs names say
+        // (a memcg created since the last rescan is still named).
+        let c = &o.chain;
+        let limit_id = if o.flags & OOM_HAS_OOM_MEMCG != 0 {
+            o.oom_memcg_id
+        } else {
+            chain::limiting(c).map_or(0, |i| c.levels[i].id)
+        };
+        for id in [limit_id, o.victim_memcg_id] {
+            let Some(n) = chain::find(c, id)
+                .and_then(|i| chain::path(c, i))
+                .and_then(|p| self.resolver.learn(id, &p))
+                .or_else(|| (id != 0).then(|| self.resolver.resolve_now(id)).flatten())
                 .filter(|n| !n.deleted)
             else {
                 continue;

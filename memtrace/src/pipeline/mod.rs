@@ -264,7 +264,7 @@ impl LivePipeline {
             match e {
                 RawEvent::Oom(o) => {
                     self.enrich.on_kill_event(&o, self.clock.now_ns());
-                    self.joiner.on_bpf(o, now)
+                    self.joiner.on_bpf(*o, now)
                 }
                 RawEvent::Slow(s) => {
                     let memcg = self.enrich.memcg(s.memcg_id);

@@ -73,6 +73,22 @@ impl History {
         self.records.front().map(|(t, _, _)| *t)
     }
 
+    /// The time the agent's own records span. Kills found in the kernel log
+    /// at start (`before_start`) carry their own, older times: they are not
+    /// history this agent watched.
+    fn own_window_ns(&self) -> u64 {
+        let own = || {
+            self.records
+                .iter()
+                .filter(|(_, _, r)| !matches!(r, Record::OomKill(k) if k.before_start))
+                .map(|(t, _, _)| *t)
+        };
+        match (own().min(), own().max()) {
+            (Some(first), Some(last)) => last.saturating_sub(first),
+            _ => 0,
+        }
+    }
+
     /// Records with `from <= ts <= to`, in order.
     pub fn window(&self, from_ns: u64, to_ns: u64) -> impl Iterator<Item = &Record> {
         self.records
@@ -96,12 +112,7 @@ impl History {
             |f: fn(&MemcgInterval) -> Option<u64>| rows.iter().filter_map(|i| f(i)).sum::<u64>();
         let seen = |field, v: u64| unseen.get(field, v);
         OomHistory {
-            window_ns: self
-                .records
-                .back()
-                .map(|(t, _, _)| *t)
-                .unwrap_or(0)
-                .saturating_sub(self.oldest_ns().unwrap_or(0)),
+            window_ns: self.own_window_ns(),
             intervals: rows.len() as u64,
             charge_failures: seen(Field::ChargeFailures, sum(|i| i.charge_failures)),
             limit_hits: rows
@@ -187,5 +198,29 @@ mod tests {
         );
         assert_eq!(o.charge_failures, None, "not visible: null, not 0");
         assert_eq!(o.window_ns, 2 * S);
+    }
+
+    #[test]
+    fn the_window_is_the_agents_own_not_the_kernel_logs_past_kills() {
+        use crate::output::records::OomKill;
+        let mut h = History::new(u64::MAX, usize::MAX);
+        // A kill from the kernel log, 2 minutes before start.
+        h.push(
+            &OomKill {
+                ts_ns: 10 * S,
+                before_start: true,
+                ..Default::default()
+            }
+            .into(),
+        );
+        h.push(&sys(130));
+        h.push(&interval(140, 8, 1));
+        let o = h.memcg_history(7, &Unseen::default());
+        assert_eq!(o.intervals, 0);
+        assert_eq!(
+            o.window_ns,
+            10 * S,
+            "measured from the agent's first record"
+        );
     }
 }

@@ -51,6 +51,7 @@ pub fn build(
     if kill.before_start {
         notes.push("this kill happened before memtrace started (found in the kernel log)".into());
     }
+    notes.extend(attribution_notes(kill));
     OomPostmortem {
         ts: kill.ts.clone(),
         ts_ns: kill.ts_ns,
@@ -67,6 +68,36 @@ pub fn build(
         unreclaimable,
         history,
         notes,
+    }
+}
+
+/// How the kill's memcgs were known, when that is less than the kernel's
+/// own word (see docs/events.md, "How an OOM kill is attributed").
+fn attribution_notes(kill: &OomKill) -> Vec<String> {
+    let has = |s: &str| kill.sources.iter().any(|x| x == s);
+    let mut notes = Vec::new();
+    if kill.oom_memcg_source.as_deref() == Some("inferred") {
+        notes.push(format!(
+            "the limiting memcg was inferred from the page counters the kernel programs read at the kill (the lowest memcg at its limit){}",
+            if has("kmsg") {
+                "; the kernel log has the kill but not its OOM summary: rate-limited by the kernel"
+            } else {
+                ""
+            }
+        ));
+    }
+    if has("trigger_memcg_chain") {
+        notes.push("this kernel's mark_victim gives only the victim's pid: the victim's memcg comes from the kernel log or a lookup by id (lost when the log is rate-limited and the memcg is removed at once); the limiting memcg from the memcg chain of the task that ran the OOM killer".into());
+    }
+    notes
+}
+
+/// Whether `limit` is another memcg than `victim` (an ancestor): by path
+/// when both are known, else by id.
+fn is_ancestor(victim: &Memcg, limit: &Memcg) -> bool {
+    match (&victim.path, &limit.path) {
+        (Some(v), Some(l)) => v != l,
+        _ => victim.id != 0 && limit.id != 0 && victim.id != limit.id,
     }
 }
 
@@ -109,7 +140,7 @@ pub fn text(p: &OomPostmortem) -> String {
     }
     match (&p.limit_memcg, p.global) {
         (Some(l), _) => {
-            let ancestor = k.victim_memcg.as_ref().is_some_and(|v| v.path != l.path);
+            let ancestor = k.victim_memcg.as_ref().is_some_and(|v| is_ancestor(v, l));
             out.push_str(&format!(
                 "limit       memcg OOM: the limit of {} fired{}\n",
                 memcg_line(l),
@@ -124,9 +155,14 @@ pub fn text(p: &OomPostmortem) -> String {
             "limit       global OOM ({}): the machine ran out, no memcg limit fired\n",
             t(k.constraint.as_deref().unwrap_or("unknown constraint"))
         )),
-        (None, false) => out.push_str(
-            "limit       memcg OOM; the limiting memcg is unknown (kernel log unreadable)\n",
-        ),
+        (None, false) => out.push_str(&format!(
+            "limit       the limiting memcg is unknown ({})\n",
+            if k.sources.iter().any(|s| s == "kmsg") {
+                "the kernel log has the kill but not its OOM summary: rate-limited by the kernel, and no memcg was at its limit in what the kernel programs read"
+            } else {
+                "no kernel log report joined this kill, and no memcg was at its limit in what the kernel programs read"
+            }
+        )),
     }
     if let Some(s) = p.limit_state.as_ref().or(p.victim_state.as_ref()) {
         out.push_str(&format!(
@@ -206,4 +242,47 @@ pub fn text(p: &OomPostmortem) -> String {
         out.push_str(&format!("note        {}\n", t(n)));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memcg(id: u64, path: Option<&str>) -> Memcg {
+        Memcg {
+            id,
+            path: path.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_same_memcg_is_not_called_an_ancestor_and_silence_is_explained() {
+        assert!(!is_ancestor(&memcg(5, None), &memcg(5, Some("/a"))));
+        assert!(is_ancestor(&memcg(6, Some("/a/b")), &memcg(5, Some("/a"))));
+        assert!(!is_ancestor(&memcg(0, None), &memcg(5, Some("/a"))));
+        // The log has the kill but no summary, nothing at its limit.
+        let kill = OomKill {
+            victim_memcg: Some(memcg(5, Some("/a"))),
+            sources: vec!["mark_victim".into(), "kmsg".into()],
+            ..Default::default()
+        };
+        let pm = build(&kill, None, &History::new(1, 1), &Unseen::default());
+        let t = text(&pm);
+        assert!(t.contains("rate-limited by the kernel"), "{t}");
+        assert!(!t.contains("unreadable"), "{t}");
+        // Inferred: said so in the notes.
+        let kill = OomKill {
+            oom_memcg: Some(memcg(5, Some("/a"))),
+            oom_memcg_source: Some("inferred".into()),
+            ..kill
+        };
+        let pm = build(&kill, None, &History::new(1, 1), &Unseen::default());
+        assert!(
+            pm.notes.iter().any(|n| n.contains("inferred")),
+            "{:?}",
+            pm.notes
+        );
+        assert!(!text(&pm).contains("an ancestor"));
+    }
 }

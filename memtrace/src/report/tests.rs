@@ -377,6 +377,7 @@ fn kill(pid: u32, sec: u64, victim: Memcg, limit: Option<Memcg>) -> OomKill {
             pgtables_kb: Some(176),
         },
         victim_memcg: Some(victim),
+        oom_memcg_source: limit.as_ref().map(|_| "kmsg".into()),
         oom_memcg: limit,
         trigger: Some(Task {
             pid: None,

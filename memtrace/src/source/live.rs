@@ -18,9 +18,10 @@ use tokio::io::unix::AsyncFd;
 use super::loader::Loaded;
 use crate::aggregate::counters;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RawEvent {
-    Oom(OomEvent),
+    /// Boxed: with its memcg chain an OOM event is ~1.4 KiB.
+    Oom(Box<OomEvent>),
     Slow(SlowEvent),
 }
 
@@ -87,7 +88,7 @@ fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
 pub fn decode_event(bytes: &[u8]) -> Option<RawEvent> {
     let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
     match kind {
-        EVENT_OOM_KILL => decode::<OomEvent>(bytes).map(RawEvent::Oom),
+        EVENT_OOM_KILL => decode::<OomEvent>(bytes).map(|o| RawEvent::Oom(Box::new(o))),
         EVENT_SLOW => decode::<SlowEvent>(bytes).map(RawEvent::Slow),
         _ => None,
     }

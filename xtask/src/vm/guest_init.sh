@@ -4,7 +4,7 @@
 #   vmtest.cg=v2|v1|hybrid   cgroup layout to mount
 #   vmtest.modes=a,b         memtrace attach modes to run the workloads under;
 #                            empty: kernel-only smoke run (no memtrace)
-#   vmtest.workloads=a,b     workloads per mode (default: oom,reclaim,shrink)
+#   vmtest.workloads=a,b     workloads per mode (default: oom,oomburst,reclaim,shrink)
 #   vmtest.stream_secs=N     cap on each `memtrace stream` run
 #   vmtest.shrink_memcgs=N   memcgs (each with a tmpfs) of the shrink workload
 #   vmtest.bench=R           benchmark instead of test (xtask/src/bench): R
@@ -33,7 +33,7 @@ dmesg -n 1
 up() { cut -d' ' -f1 /proc/uptime; }
 echo "VMTEST-INIT uptime=$(up) kernel=$(uname -r)"
 
-CG=v2; MODES=; WORKLOADS=oom,reclaim,shrink; STREAM_SECS=120; SHRINK_MEMCGS=16
+CG=v2; MODES=; WORKLOADS=oom,oomburst,reclaim,shrink; STREAM_SECS=120; SHRINK_MEMCGS=16
 BENCH=; BENCH_MEMCGS=200; BENCH_MIB=128
 for a in $(cat /proc/cmdline); do
   case "$a" in
@@ -152,6 +152,37 @@ wl_oom() {
   if [ $CG = v2 ]; then n=$(cgval $cg memory.events oom_kill); else n=$(cgval $cg memory.oom_control oom_kill); fi
   echo "INFO scenario=oom tag=$t pid=$pid comm=dd memcg=/$cg rc=$rc"
   pass_if $t/workload/oom "oom_kill=$n rc=$rc" "${n:-0}" -ge 1 -a $rc -eq 137
+}
+
+# OOM burst: 10 memcgs (16 MiB each), 3 kills each in an unlimited child
+# (the limit that fires is the parent's), every memcg removed right after
+# its kills, all at once; then a 30-kill crashloop in one memcg. The INFO
+# line lists pid:victim-memcg:limiting-memcg:rc for every kill.
+wl_oomburst() {
+  t=$1; kills=/tmp/oomburst-$t; : > $kills; bp=
+  i=0
+  while [ $i -lt 10 ]; do
+    (
+      cg=vt_${t}_b$i; mkcg $cg 16M; mkcg $cg/job
+      for k in 1 2 3; do
+        sh -c "$RUNIN" $CGROOT/$cg/job dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null &
+        p=$!; wait $p; echo "$p:/$cg/job:/$cg:$?" >> $kills
+      done
+      rmdir $CGROOT/$cg/job $CGROOT/$cg
+    ) &
+    bp="$bp $!"; i=$((i+1))
+  done
+  wait $bp
+  cg=vt_${t}_loop; mkcg $cg 16M
+  k=0
+  while [ $k -lt 30 ]; do
+    sh -c "$RUNIN" $CGROOT/$cg dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null &
+    p=$!; wait $p; echo "$p:/$cg:/$cg:$?" >> $kills; k=$((k+1))
+  done
+  rmdir $CGROOT/$cg
+  n=$(grep -c ':137$' $kills)
+  echo "INFO scenario=oomburst tag=$t kills=$(tr '\n' ',' < $kills)"
+  pass_if $t/workload/oomburst "killed=$n of 60" "$n" -eq 60
 }
 
 # memcg reclaim: read 128 MiB of the disk through the page cache in a

@@ -145,6 +145,10 @@ pub const MODE_CHECKS: &[ModeCheck] = &[
         run: check_oom_kill,
     },
     ModeCheck {
+        name: "oom_attribution",
+        run: check_oom_attribution,
+    },
+    ModeCheck {
         name: "reclaim",
         run: check_reclaim,
     },
@@ -434,6 +438,49 @@ fn check_losses(m: &ModeRun) -> Outcome {
         Ok(format!("{} all 0", LOSS_COUNTERS.join(",")))
     } else {
         Err(format!("final system record: {}", lost.join(" ")))
+    }
+}
+
+/// The OOM burst and crashloop (`wl_oomburst`): every kill's record names
+/// the victim's memcg and the limiting memcg with how that was known.
+fn check_oom_attribution(m: &ModeRun) -> Outcome {
+    let info = m.info("oomburst")?;
+    let kills: Vec<&Value> = m
+        .records()?
+        .iter()
+        .filter(|r| r["type"] == "oom_kill" && r["before_start"] != true)
+        .collect();
+    let mut want = 0;
+    let mut bad = Vec::new();
+    for k in info["kills"].split(',').filter(|k| !k.is_empty()) {
+        let f: Vec<&str> = k.split(':').collect();
+        let [pid, victim, limit, _rc] = f[..] else {
+            return Err(format!("bad kill {k:?} in INFO"));
+        };
+        let pid: u64 = pid.parse().map_err(|_| format!("bad pid in {k:?}"))?;
+        want += 1;
+        let Some(r) = kills.iter().find(|r| r["victim"]["pid"] == pid) else {
+            bad.push(format!("pid {pid}: no oom_kill"));
+            continue;
+        };
+        if !path_is(&r["victim_memcg"]["path"], victim) {
+            bad.push(format!("pid {pid}: victim_memcg {}", r["victim_memcg"]));
+        }
+        if !path_is(&r["oom_memcg"]["path"], limit) || r["oom_memcg_source"].is_null() {
+            bad.push(format!(
+                "pid {pid}: oom_memcg {} source {}",
+                r["oom_memcg"], r["oom_memcg_source"]
+            ));
+        }
+    }
+    if bad.is_empty() && want > 0 {
+        Ok(format!("{want} of {want} kills fully attributed"))
+    } else {
+        Err(format!(
+            "{} problems in {want} kills: {}",
+            bad.len(),
+            bad.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+        ))
     }
 }
 
@@ -765,6 +812,38 @@ mod tests {
             ..m
         };
         assert!(check_oom_kill(&m).is_err());
+    }
+
+    #[test]
+    fn oom_attribution_check() {
+        let t = transcript(&[
+            "INFO scenario=oomburst tag=tracepoint kills=7:/vt_b0/job:/vt_b0:137,8:/vt_loop:/vt_loop:137,",
+        ]);
+        let ndjson = r#"{"type":"header","plan":[],"unavailable":[]}
+{"type":"oom_kill","victim":{"pid":7},"victim_memcg":{"id":5,"path":"/vt_b0/job"},"oom_memcg":{"id":4,"path":"/vt_b0"},"oom_memcg_source":"inferred"}
+{"type":"oom_kill","victim":{"pid":8},"victim_memcg":{"id":6,"path":"/vt_loop"},"oom_memcg":{"id":6,"path":"/vt_loop"},"oom_memcg_source":"kmsg"}
+"#;
+        let m = ModeRun {
+            mode: "tracepoint",
+            cgroup: "v1",
+            transcript: &t,
+            records: parse_ndjson(ndjson),
+        };
+        assert_eq!(
+            check_oom_attribution(&m),
+            Ok("2 of 2 kills fully attributed".to_string())
+        );
+        // A limiting memcg without its source, or a lost victim path, fails.
+        for (from, to) in [
+            (r#","oom_memcg_source":"kmsg""#, ""),
+            (r#""path":"/vt_b0/job""#, r#""path":null"#),
+        ] {
+            let m = ModeRun {
+                records: parse_ndjson(&ndjson.replace(from, to)),
+                ..m
+            };
+            assert!(check_oom_attribution(&m).is_err(), "{from}");
+        }
     }
 
     /// A whole `--attach tracepoint` stream as memtrace writes it on these

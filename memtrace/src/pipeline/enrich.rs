@@ -171,7 +171,14 @@ impl Enricher {
                 continue;
             }
             focus.get_or_insert_with(|| self.resolver.path_of(&n));
-            read.push((id, self.states.read(&n.path)));
+            let mut st = self.states.read(&n.path);
+            // The page counter as the kernel read it at the kill: by the
+            // time userspace reads memory.usage the OOM reaper may already
+            // have freed the victim's memory.
+            if let Some(lv) = chain::find(c, id).map(|i| &c.levels[i]) {
+                st.usage_bytes = Some(lv.usage_pages.saturating_mul(cgroup::state::page_size()));
+            }
+            read.push((id, st));
         }
         let early = EarlyRead {
             at_ns: now_ns,

@@ -1,8 +1,7 @@
 //! A kernel log (one message per line, as `/dev/kmsg` messages are) through
 //! the OOM report assembler.
 #![no_main]
-#[path = "../../memtrace/tests/props/mod.rs"]
-mod props;
+use memtrace_fuzz::props;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

@@ -137,6 +137,31 @@ fn input(target: &str) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Every seed as it is, through its target's property. A crash a fuzzer
+/// finds becomes a regression test by saving its (minimised) input as a
+/// seed file (RELIABILITY.md, Fuzzing).
+#[test]
+fn every_seed_holds_its_property() {
+    type Check = fn(&[u8]);
+    let check: &[(&str, Check)] = &[
+        ("kmsg_record", props::kmsg_record),
+        ("oom_line", |d| props::oom_line(&lossy(d))),
+        ("oom_assembler", |d| {
+            let text = lossy(d);
+            props::oom_assembler(&text.split('\n').collect::<Vec<_>>());
+        }),
+        ("ndjson", props::ndjson),
+        ("cgroup_attribute", |d| props::cgroup_attribute(&lossy(d))),
+        ("mountinfo", |d| props::mountinfo(&lossy(d))),
+        ("escape", |d| props::escape(&lossy(d), d)),
+    ];
+    for (target, f) in check {
+        for seed in seeds(target) {
+            f(&seed);
+        }
+    }
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

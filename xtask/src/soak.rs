@@ -335,7 +335,16 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
         Proc::start(
             "record",
             &memtrace,
-            &["record", "--dir", &record_dir.to_string_lossy()],
+            // A one-minute history (default five): the history is bounded
+            // by age, so it fills within the first half of a 5-minute soak
+            // and the second half measures the steady state.
+            &[
+                "record",
+                "--history",
+                "1m",
+                "--dir",
+                &record_dir.to_string_lossy(),
+            ],
             &scratch,
         )?,
         Proc::start(

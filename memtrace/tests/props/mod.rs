@@ -5,7 +5,6 @@
 //!
 //! Each function takes one input, runs the parser and panics (with what
 //! broke) when a property does not hold; a parser's own panic fails it too.
-#![allow(clippy::missing_panics_doc)]
 
 use std::io::{BufReader, Cursor};
 

@@ -369,7 +369,10 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     let mut tail = StreamTail::new(stream_file);
     let attached = Instant::now();
     while tail.systems == 0 {
-        if attached.elapsed() > Duration::from_secs(60) || STOP.load(Ordering::SeqCst) {
+        if STOP.load(Ordering::SeqCst) {
+            bail!("interrupted before the soak started");
+        }
+        if attached.elapsed() > Duration::from_secs(60) {
             bail!("memtrace stream wrote no system record within 60 s");
         }
         if let Some(p) = procs

@@ -9,8 +9,10 @@ mod build;
 mod cmd;
 mod debver;
 mod ebpf;
+mod fuzz;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod vm;
 
@@ -76,6 +78,18 @@ enum Command {
     /// Measure memtrace's cost: workloads untraced vs memtrace vs bpftrace,
     /// the replay pipeline, start-up, and qemu guests (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Run the cargo-fuzz targets of fuzz/ (nightly; installs cargo-fuzz
+    /// when missing) for a time each; a crash fails with its input saved.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        time: std::time::Duration,
+        /// One target (default: all of them).
+        target: Option<String>,
+    },
+    /// The long-running commands under storm, OOM crashloop and memcg
+    /// churn, sampled for RSS/fd/CPU/map-fill drift and losses (root).
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +118,8 @@ fn main() -> ExitCode {
             smoke,
         ),
         Command::Bench(args) => bench::bench(&args),
+        Command::Fuzz { time, target } => fuzz::fuzz(time, target.as_deref()),
+        Command::Soak(args) => soak::soak(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

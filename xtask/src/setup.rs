@@ -6,7 +6,10 @@
 //! all three Rust packages. bpf-linker is built against LLVM 22.
 //! Everything is checked first and installed only when missing.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, Result, bail};
 use ebpf_build::{BPF_LINKER_VERSION, DEBIAN_RUSTC, Toolchain};
@@ -158,4 +161,36 @@ fn ensure_bpf_linker() -> Result<()> {
             installed.display()
         ),
     }
+}
+
+/// cargo-fuzz, pinned like bpf-linker: the version checked to build with
+/// the nightly toolchain here.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// The nightly toolchain and cargo-fuzz, for `cargo xtask fuzz`. Installs
+/// cargo-fuzz when missing; a missing nightly toolchain is an error (rustup
+/// installs it, when its servers are reachable).
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output();
+    if !nightly.is_ok_and(|o| o.status.success()) {
+        bail!(
+            "cargo xtask fuzz needs the nightly toolchain (libFuzzer's sanitizer \
+             flags): rustup toolchain install nightly"
+        );
+    }
+    if cargo_home()?.join("bin/cargo-fuzz").is_file() {
+        return Ok(());
+    }
+    say(&format!(
+        "installing cargo-fuzz {CARGO_FUZZ_VERSION} (cargo install, a few minutes)"
+    ));
+    let mut install = cmd::cargo();
+    install
+        .arg("install")
+        .arg(format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"))
+        .arg("--locked");
+    cmd::run(&mut install).context("installing cargo-fuzz failed")
 }

@@ -16,14 +16,14 @@
 //! `latest.json`); `--report FILE` re-renders the tables from one. No
 //! timing is asserted anywhere. BENCHMARKS.md explains the numbers.
 
-mod cg;
+pub(crate) mod cg;
 mod guest;
 mod pipeline;
 mod profile;
 mod report;
-mod sys;
+pub(crate) mod sys;
 mod tracer;
-mod workload;
+pub(crate) mod workload;
 
 use std::{
     fs,

@@ -142,6 +142,33 @@ impl Workloads {
         }
     }
 
+    /// memcg churn (the soak's): `count` fresh memcgs, each charged with
+    /// `mib` MiB of page cache by a short dd, then the file deleted and the
+    /// memcg removed (it lingers as a dying memcg while pages stay charged).
+    pub fn memcg_churn(&mut self, count: usize, mib: u64) -> Result<()> {
+        let cnt = format!("count={mib}");
+        for i in 0..count {
+            let memcg = self.cgs.mkdir(&format!("churn-{i}"))?;
+            let file = self.churn_file.with_extension(format!("m{i}"));
+            let of = format!("of={}", file.display());
+            let child = BenchCgroups::command_in(
+                &memcg,
+                &["dd", "if=/dev/zero", &of, "bs=1M", &cnt, "status=none"],
+            )
+            .spawn()
+            .context("starting dd")?;
+            let u = sys::wait_usage(child, Duration::from_secs(60))?;
+            let _ = fs::remove_file(&file);
+            if u.exit_code() != Some(0) {
+                bail!("memcg churn dd failed (wait status {})", u.status);
+            }
+            if !super::cg::remove_tree(&memcg) {
+                bail!("could not remove {}", memcg.display());
+            }
+        }
+        Ok(())
+    }
+
     /// Every memcg's helper pass creates fresh negative dentries in its own
     /// tmpfs (charged to it), then one `echo 2 > drop_caches` walks every
     /// memcg's shrinkers. The writer's CPU time is the storm's kernel time.

@@ -100,13 +100,7 @@ fn oom_kill_in_limited_memcg_names_victim_and_memcg() {
     if h["kmsg"] == true {
         assert!(sources.contains(&"kmsg"), "{kill}");
     }
-    let oom_family = h["plan"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["hook"] == "oom_kill_process")
-        .unwrap()["family"]
-        .clone();
+    let oom_family = plan_family(&h, "oom_kill_process");
     match oom_family.as_str() {
         Some("fentry" | "kprobe") => {
             assert!(sources.contains(&"oom_kill_process"));
@@ -273,16 +267,8 @@ fn hostile_memcg_names_and_comms_are_escaped() {
 }
 
 fn doctor_json() -> Value {
-    let out = Command::new(MEMTRACE)
-        .args(["doctor", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "doctor failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("doctor --json prints one JSON object")
+    let out = memtrace_ok(["doctor", "--json"]);
+    serde_json::from_slice(&out).expect("doctor --json prints one JSON object")
 }
 
 #[test]

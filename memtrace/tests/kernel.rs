@@ -100,7 +100,7 @@ fn oom_kill_in_limited_memcg_names_victim_and_memcg() {
     if h["kmsg"] == true {
         assert!(sources.contains(&"kmsg"), "{kill}");
     }
-    let oom_family = plan_family(&h, "oom_kill_process");
+    let oom_family = plan_family(h, "oom_kill_process");
     match oom_family.as_str() {
         Some("fentry" | "kprobe") => {
             assert!(sources.contains(&"oom_kill_process"));

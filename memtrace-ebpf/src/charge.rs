@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use memtrace_common::{HOOK_CHARGE, Inflight, SLOW_CHARGE};
+use memtrace_common::{HOOK_CHARGE, SLOW_CHARGE};
 
 use crate::{
     kernel::{self, config},
@@ -13,27 +13,10 @@ use crate::{
 };
 
 #[inline(always)]
-fn enter(memcg: *const u8, nr_pages: u64) {
-    if !kernel::enabled() {
-        return;
-    }
-    let v = Inflight {
-        start_ns: kernel::now_ns(),
-        memcg_id: kernel::memcg_id(memcg),
-        arg: nr_pages,
-    };
-    stats::begin(kernel::current_tid(), HOOK_CHARGE, &v);
-}
-
-#[inline(always)]
 fn exit(ret: i32) {
-    if !kernel::enabled() {
-        return;
-    }
-    let Some(v) = stats::end(kernel::current_tid(), HOOK_CHARGE) else {
+    let Some((v, ns)) = stats::exit(HOOK_CHARGE) else {
         return;
     };
-    let ns = kernel::now_ns().saturating_sub(v.start_ns);
     if let Some(s) = stats::memcg(v.memcg_id) {
         s.charge_calls += 1;
         s.charge_ns += ns;
@@ -53,7 +36,7 @@ fn exit(ret: i32) {
 pub fn charge_fentry(ctx: FEntryContext) -> u32 {
     let memcg: *const u8 = ctx.arg(0);
     let nr_pages: u32 = ctx.arg(2);
-    enter(memcg, nr_pages as u64);
+    stats::enter(HOOK_CHARGE, memcg, nr_pages as u64);
     0
 }
 
@@ -69,7 +52,7 @@ pub fn charge_fexit(ctx: FExitContext) -> u32 {
 pub fn charge_kprobe(ctx: ProbeContext) -> u32 {
     let memcg: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let nr_pages: u32 = ctx.arg(2).unwrap_or(0);
-    enter(memcg, nr_pages as u64);
+    stats::enter(HOOK_CHARGE, memcg, nr_pages as u64);
     0
 }
 

@@ -7,6 +7,8 @@ use crate::maps::{CONFIG, OFFSETS};
 /// from folding the placeholder zeros compiled into the object.
 macro_rules! off {
     ($field:ident) => {
+        // SAFETY: OFFSETS is a plain-data static the program never writes;
+        // the volatile read only stops the compiler folding its placeholder.
         unsafe { core::ptr::read_volatile(&raw const $crate::maps::OFFSETS.$field) }
     };
 }
@@ -14,6 +16,8 @@ pub(crate) use off;
 
 macro_rules! config {
     ($field:ident) => {
+        // SAFETY: CONFIG is a plain-data static the program never writes;
+        // the volatile read only stops the compiler folding its placeholder.
         unsafe { core::ptr::read_volatile(&raw const $crate::maps::CONFIG.$field) }
     };
 }
@@ -30,6 +34,8 @@ pub fn read<T>(base: *const u8, off: u32) -> Option<T> {
     if base.is_null() {
         return None;
     }
+    // SAFETY: bpf_probe_read_kernel checks the address itself and fails
+    // (None) instead of faulting; a T of any bit pattern is plain data.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
 }
 
@@ -41,6 +47,8 @@ pub fn read_str<const N: usize>(src: *const u8, dest: &mut [u8; N]) {
         return;
     }
     // On error the helper zeroes `dest`.
+    // SAFETY: the helper writes at most N bytes into `dest`, which has N, and
+    // checks the kernel address `src` itself.
     unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
             dest.as_mut_ptr().cast(),
@@ -52,6 +60,7 @@ pub fn read_str<const N: usize>(src: *const u8, dest: &mut [u8; N]) {
 
 #[inline(always)]
 pub fn now_ns() -> u64 {
+    // SAFETY: a BPF helper without arguments or preconditions.
     unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
 }
 
@@ -62,6 +71,8 @@ pub fn current_tid() -> u32 {
 
 #[inline(always)]
 pub fn current_task() -> *const u8 {
+    // SAFETY: a BPF helper without arguments; the pointer is only ever read
+    // through bpf_probe_read_kernel.
     unsafe { bpf_get_current_task() as *const u8 }
 }
 

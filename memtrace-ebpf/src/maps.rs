@@ -38,6 +38,8 @@ pub static ZERO_MEMCG_STATS: PerCpuArray<MemcgStats> = PerCpuArray::with_max_ent
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// Resolved by the agent from the running kernel's BTF before load.
+// SAFETY: the loader finds and rewrites this symbol by name before load;
+// no other symbol is named OFFSETS.
 #[unsafe(no_mangle)]
 pub static OFFSETS: KernelOffsets = KernelOffsets {
     task_cgroups: 0,
@@ -77,6 +79,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     valid: 0,
 };
 
+// SAFETY: the loader finds and rewrites this symbol by name before load;
+// no other symbol is named CONFIG.
 #[unsafe(no_mangle)]
 pub static CONFIG: ProbeConfig = ProbeConfig {
     slow_charge_ns: 0,

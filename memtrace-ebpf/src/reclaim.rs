@@ -32,13 +32,9 @@ fn begin(hook: u32) {
 
 #[inline(always)]
 fn end(hook: u32, ctx_index: usize, nr_reclaimed: u64) {
-    if !kernel::enabled() {
-        return;
-    }
-    let Some(v) = stats::end(kernel::current_tid(), hook) else {
+    let Some((v, ns)) = stats::exit(hook) else {
         return;
     };
-    let ns = kernel::now_ns().saturating_sub(v.start_ns);
     if let Some(s) = stats::memcg(v.memcg_id) {
         if let (Some(c), Some(t), Some(p)) = (
             s.reclaim_count.get_mut(ctx_index),
@@ -140,6 +136,8 @@ pub fn kswapd_sleep_btf(_ctx: BtfTracePointContext) -> u32 {
 #[inline(always)]
 fn tp_nr_reclaimed(ctx: &TracePointContext) -> u64 {
     let off = config!(tp_reclaim_end_nr_reclaimed) as usize;
+    // SAFETY: read_at goes through bpf_probe_read at an offset the agent
+    // took from the tracepoint's format file; a u64 is plain data.
     unsafe { ctx.read_at::<u64>(off) }.unwrap_or(0)
 }
 

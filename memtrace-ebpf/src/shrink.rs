@@ -9,9 +9,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use memtrace_common::{
-    HOOK_DO_SHRINK, HOOK_SHRINK_SLAB, Inflight, SHRINK_EMPTY, SHRINKER_NAMES_FS_TYPE,
-    SHRINKER_NAMES_NAME, SHRINKER_NAMES_SB_EMBEDDED, SHRINKER_NAMES_SB_ID,
-    SHRINKER_NAMES_SB_PRIVATE, ShrinkerInfo, ShrinkerKey,
+    HOOK_DO_SHRINK, HOOK_SHRINK_SLAB, SHRINK_EMPTY, SHRINKER_NAMES_FS_TYPE, SHRINKER_NAMES_NAME,
+    SHRINKER_NAMES_SB_EMBEDDED, SHRINKER_NAMES_SB_ID, SHRINKER_NAMES_SB_PRIVATE, ShrinkerInfo,
+    ShrinkerKey,
 };
 
 use crate::{
@@ -27,6 +27,7 @@ use crate::{
 #[inline(always)]
 fn record_names(shrinker: u64, count_objects: u64) {
     let flags = off!(shrinker_names);
+    // SAFETY: the map value is only tested for presence, not kept.
     if flags == 0 || shrinker == 0 || unsafe { SHRINKER_INFO.get(shrinker) }.is_some() {
         return;
     }
@@ -67,27 +68,10 @@ fn record_names(shrinker: u64, count_objects: u64) {
 }
 
 #[inline(always)]
-fn slab_enter(memcg: *const u8) {
-    if !kernel::enabled() {
-        return;
-    }
-    let v = Inflight {
-        start_ns: kernel::now_ns(),
-        memcg_id: kernel::memcg_id(memcg),
-        arg: 0,
-    };
-    stats::begin(kernel::current_tid(), HOOK_SHRINK_SLAB, &v);
-}
-
-#[inline(always)]
 fn slab_exit(freed: u64) {
-    if !kernel::enabled() {
-        return;
-    }
-    let Some(v) = stats::end(kernel::current_tid(), HOOK_SHRINK_SLAB) else {
+    let Some((v, ns)) = stats::exit(HOOK_SHRINK_SLAB) else {
         return;
     };
-    let ns = kernel::now_ns().saturating_sub(v.start_ns);
     if let Some(s) = stats::memcg(v.memcg_id) {
         s.shrink_slab_calls += 1;
         s.shrink_slab_ns += ns;
@@ -105,23 +89,14 @@ fn do_enter(shrinkctl: *const u8, shrinker: u64) {
     }
     let memcg =
         kernel::read::<*const u8>(shrinkctl, off!(shrinkctl_memcg)).unwrap_or(core::ptr::null());
-    let v = Inflight {
-        start_ns: kernel::now_ns(),
-        memcg_id: kernel::memcg_id(memcg),
-        arg: shrinker,
-    };
-    stats::begin(kernel::current_tid(), HOOK_DO_SHRINK, &v);
+    stats::enter(HOOK_DO_SHRINK, memcg, shrinker);
 }
 
 #[inline(always)]
 fn do_exit(ret: u64) {
-    if !kernel::enabled() {
-        return;
-    }
-    let Some(v) = stats::end(kernel::current_tid(), HOOK_DO_SHRINK) else {
+    let Some((v, ns)) = stats::exit(HOOK_DO_SHRINK) else {
         return;
     };
-    let ns = kernel::now_ns().saturating_sub(v.start_ns);
     let nothing = ret == 0 || ret == SHRINK_EMPTY;
     let freed = if ret == SHRINK_EMPTY { 0 } else { ret };
     if let Some(s) = stats::memcg(v.memcg_id) {
@@ -153,7 +128,7 @@ fn do_exit(ret: u64) {
 
 #[fentry(function = "shrink_slab")]
 pub fn shrink_slab_fentry(ctx: FEntryContext) -> u32 {
-    slab_enter(ctx.arg(2));
+    stats::enter(HOOK_SHRINK_SLAB, ctx.arg(2), 0);
     0
 }
 
@@ -165,7 +140,7 @@ pub fn shrink_slab_fexit(ctx: FExitContext) -> u32 {
 
 #[kprobe]
 pub fn shrink_slab_kprobe(ctx: ProbeContext) -> u32 {
-    slab_enter(ctx.arg(2).unwrap_or(core::ptr::null()));
+    stats::enter(HOOK_SHRINK_SLAB, ctx.arg(2).unwrap_or(core::ptr::null()), 0);
     0
 }
 

@@ -9,10 +9,13 @@ use memtrace_common::{
     SystemStats,
 };
 
+use crate::kernel;
 use crate::maps::{EVENTS, INFLIGHT, MEMCG_STATS, SHRINKER_STATS, SYSTEM_STATS, ZERO_MEMCG_STATS};
 
 #[inline(always)]
 pub fn system() -> Option<&'static mut SystemStats> {
+    // SAFETY: a per-CPU array slot, valid for the program run; BPF programs
+    // do not migrate CPUs, so nothing else writes it meanwhile.
     SYSTEM_STATS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
@@ -21,6 +24,8 @@ pub fn system() -> Option<&'static mut SystemStats> {
 #[inline(always)]
 pub fn memcg(id: u64) -> Option<&'static mut MemcgStats> {
     if let Some(p) = MEMCG_STATS.get_ptr_mut(id) {
+        // SAFETY: this CPU's slot of a per-CPU map value, valid for the
+        // program run and written by no other program meanwhile.
         return Some(unsafe { &mut *p });
     }
     let zero = ZERO_MEMCG_STATS.get(0)?;
@@ -33,6 +38,7 @@ pub fn memcg(id: u64) -> Option<&'static mut MemcgStats> {
             return None;
         }
     }
+    // SAFETY: as above: this CPU's slot, valid for the program run.
     MEMCG_STATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
 }
 
@@ -42,6 +48,8 @@ pub fn shrinker(
     count_objects: impl FnOnce() -> u64,
 ) -> Option<&'static mut ShrinkerStats> {
     if let Some(p) = SHRINKER_STATS.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a per-CPU map value, valid for the
+        // program run and written by no other program meanwhile.
         return Some(unsafe { &mut *p });
     }
     let fresh = ShrinkerStats {
@@ -58,6 +66,7 @@ pub fn shrinker(
         }
         return None;
     }
+    // SAFETY: as above: this CPU's slot, valid for the program run.
     SHRINKER_STATS.get_ptr_mut(key).map(|p| unsafe { &mut *p })
 }
 
@@ -81,6 +90,7 @@ pub fn begin(tid: u32, hook: u32, value: &Inflight) {
 
 #[inline(always)]
 pub fn in_flight(tid: u32, hook: u32) -> bool {
+    // SAFETY: the value is only tested for presence, not kept.
     unsafe { INFLIGHT.get(InflightKey { tid, hook }) }.is_some()
 }
 
@@ -88,6 +98,7 @@ pub fn in_flight(tid: u32, hook: u32) -> bool {
 #[inline(always)]
 pub fn take(tid: u32, hook: u32) -> Option<Inflight> {
     let key = InflightKey { tid, hook };
+    // SAFETY: the value is copied out at once, before the entry is removed.
     let found = unsafe { INFLIGHT.get(key) }.copied();
     if found.is_some() {
         let _ = INFLIGHT.remove(key);
@@ -105,6 +116,33 @@ pub fn end(tid: u32, hook: u32) -> Option<Inflight> {
         }
     }
     found
+}
+
+/// Opens this thread's `hook` call on `memcg` (when tracing is on): its
+/// start time and `arg` wait in INFLIGHT for the return.
+#[inline(always)]
+pub fn enter(hook: u32, memcg: *const u8, arg: u64) {
+    if !kernel::enabled() {
+        return;
+    }
+    let v = Inflight {
+        start_ns: kernel::now_ns(),
+        memcg_id: kernel::memcg_id(memcg),
+        arg,
+    };
+    begin(kernel::current_tid(), hook, &v);
+}
+
+/// Closes this thread's `hook` call: what was stored at its entry and how
+/// long it took (ns). None when tracing is off or no entry was seen.
+#[inline(always)]
+pub fn exit(hook: u32) -> Option<(Inflight, u64)> {
+    if !kernel::enabled() {
+        return None;
+    }
+    let v = end(kernel::current_tid(), hook)?;
+    let ns = kernel::now_ns().saturating_sub(v.start_ns);
+    Some((v, ns))
 }
 
 #[inline(always)]

@@ -131,16 +131,23 @@ fn an_endless_line_ends_report_and_both_replays() {
     }
 }
 
-/// A FIFO nobody writes to is an error after a bounded wait, not a hang.
-#[test]
-fn a_fifo_without_a_writer_is_an_error_not_a_hang() {
-    let dir = std::env::temp_dir().join(format!("memtrace-fifo-{}", std::process::id()));
+/// A new directory (removed first if left over) named after `tag` and
+/// this process, with a FIFO `records` in it.
+fn fifo_in_new_dir(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("memtrace-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("records");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: `c` is a NUL-terminated path that outlives the call.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    (dir, fifo)
+}
+
+/// A FIFO nobody writes to is an error after a bounded wait, not a hang.
+#[test]
+fn a_fifo_without_a_writer_is_an_error_not_a_hang() {
+    let (dir, fifo) = fifo_in_new_dir("fifo");
     let (code, err) = run(&["report", fifo.to_str().unwrap()]);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(code, Some(1), "{err}");
@@ -152,13 +159,7 @@ fn a_fifo_without_a_writer_is_an_error_not_a_hang() {
 #[test]
 fn a_stalled_replay_answers_sigterm() {
     use std::io::Write;
-    let dir = std::env::temp_dir().join(format!("memtrace-stall-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("records");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: `c` is a NUL-terminated path that outlives the call.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (dir, fifo) = fifo_in_new_dir("stall");
     let child = Command::new(MEMTRACE)
         .args(["stream", "--replay", fifo.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())

@@ -100,13 +100,7 @@ fn oom_kill_in_limited_memcg_names_victim_and_memcg() {
     if h["kmsg"] == true {
         assert!(sources.contains(&"kmsg"), "{kill}");
     }
-    let oom_family = h["plan"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["hook"] == "oom_kill_process")
-        .unwrap()["family"]
-        .clone();
+    let oom_family = plan_family(h, "oom_kill_process");
     match oom_family.as_str() {
         Some("fentry" | "kprobe") => {
             assert!(sources.contains(&"oom_kill_process"));
@@ -146,17 +140,31 @@ fn oom_from_a_parent_limit_names_the_parent() {
     drop(parent);
 }
 
+/// A stream (500 ms intervals) running while `mib` MiB go through the page
+/// cache of a real disk from `memcg`, limited to `limit` bytes; stop it to
+/// read what it wrote.
+fn stream_during_churn(
+    dir: &Path,
+    memcg: &TestMemcg,
+    limit: u64,
+    mib: u64,
+    timeout: Duration,
+) -> Stream {
+    memcg.limit(limit);
+    let stream = Stream::start(dir, &["--interval", "500ms"]);
+    let file = std::env::temp_dir().join(format!("memtrace-churn-{}-{mib}", std::process::id()));
+    write_through_cache(memcg, &file, mib, timeout);
+    settle();
+    stream
+}
+
 #[test]
 fn write_churn_shows_reclaim_and_limit_hits_and_nulls_for_the_unseen() {
     let (_g, dir) = as_root("churn");
     let memcg = TestMemcg::new("churn");
-    memcg.limit(64 << 20);
-    let stream = Stream::start(&dir, &["--interval", "500ms"]);
     // 1 GiB through the page cache of a real disk from a 64 MiB memcg: the
     // memcg must reclaim its own cache over and over.
-    let file = std::env::temp_dir().join(format!("memtrace-churn-{}", std::process::id()));
-    write_through_cache(&memcg, &file, 1024, Duration::from_secs(120));
-    settle();
+    let stream = stream_during_churn(&dir, &memcg, 64 << 20, 1024, Duration::from_secs(120));
     let (cpu, rss_kib) = cpu_and_rss(stream.pid());
     let records = stream.stop(libc::SIGINT);
     println!(
@@ -222,11 +230,7 @@ fn write_churn_shows_reclaim_and_limit_hits_and_nulls_for_the_unseen() {
 fn memcg_id_read_in_the_kernel_is_the_directory_inode() {
     let (_g, dir) = as_root("inode");
     let memcg = TestMemcg::new("inode");
-    memcg.limit(16 << 20);
-    let stream = Stream::start(&dir, &["--interval", "500ms"]);
-    let file = std::env::temp_dir().join(format!("memtrace-inode-{}", std::process::id()));
-    write_through_cache(&memcg, &file, 128, Duration::from_secs(60));
-    settle();
+    let stream = stream_during_churn(&dir, &memcg, 16 << 20, 128, Duration::from_secs(60));
     let records = stream.stop(libc::SIGINT);
     let ino = memcg.inode();
     let by_id: Vec<_> = of_type(&records, "memcg_interval")
@@ -273,16 +277,8 @@ fn hostile_memcg_names_and_comms_are_escaped() {
 }
 
 fn doctor_json() -> Value {
-    let out = Command::new(MEMTRACE)
-        .args(["doctor", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "doctor failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("doctor --json prints one JSON object")
+    let out = memtrace_ok(["doctor", "--json"]);
+    serde_json::from_slice(&out).expect("doctor --json prints one JSON object")
 }
 
 #[test]
@@ -418,38 +414,23 @@ fn doctor_families_match_an_independent_probe_of_the_kernel() {
             .as_str()
             .map(str::to_string)
     };
-    let unavailable: Vec<&str> = d["unavailable"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(
-        unavailable.contains(&"charge_calls"),
-        family_of("try_charge_memcg").is_none(),
-        "{unavailable:?}"
-    );
-    assert_eq!(
-        unavailable.contains(&"shrink_slab_ns"),
-        family_of("shrink_slab").is_none(),
-        "{unavailable:?}"
-    );
-    assert_eq!(
-        unavailable.contains(&"do_shrink_slab_zero"),
-        !matches!(
-            family_of("do_shrink_slab").as_deref(),
-            Some("fentry" | "kprobe")
-        ),
-        "zero-object calls are seen only from the function itself: {unavailable:?}"
-    );
-    assert_eq!(
-        unavailable.contains(&"oom_kill.totalpages"),
-        !matches!(
-            family_of("oom_kill_process").as_deref(),
-            Some("fentry" | "kprobe")
-        ),
-        "{unavailable:?}"
-    );
+    let unavailable = field_names(&d["unavailable"]);
+    // Charge and shrink_slab figures need their hook attached at all;
+    // zero-object calls and the OOM badness figures are seen only from the
+    // function itself (fentry or kprobe).
+    let function_family = |hook| matches!(family_of(hook).as_deref(), Some("fentry" | "kprobe"));
+    for (field, seen) in [
+        ("charge_calls", family_of("try_charge_memcg").is_some()),
+        ("shrink_slab_ns", family_of("shrink_slab").is_some()),
+        ("do_shrink_slab_zero", function_family("do_shrink_slab")),
+        ("oom_kill.totalpages", function_family("oom_kill_process")),
+    ] {
+        assert_eq!(
+            unavailable.contains(&field),
+            !seen,
+            "{field}: {unavailable:?}"
+        );
+    }
 }
 
 #[test]

@@ -206,13 +206,7 @@ fn containers_of_every_runtime_show_up_and_replay_gives_the_same_rows() {
     // attaches: then every row has a rate, else null (never 0) everywhere.
     let header = read_records(&saved).swap_remove(0);
     assert_eq!(header["type"], "header");
-    let charge = header["plan"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["hook"] == "try_charge_memcg")
-        .unwrap()["family"]
-        .clone();
+    let charge = plan_family(&header, "try_charge_memcg");
     let probe = Probe::run();
     if let Some(family) = charge.as_str() {
         assert!(probe.works(family), "{family}: {probe:?}");
@@ -234,18 +228,9 @@ fn containers_of_every_runtime_show_up_and_replay_gives_the_same_rows() {
     }
 
     // The saved records replayed (no kernel) give exactly the same frames.
-    let replay = Command::new(MEMTRACE)
-        .args(["top", "--json", "--replay"])
-        .arg(&saved)
-        .output()
-        .unwrap();
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let replay = memtrace_ok(["top", "--json", "--replay", saved.to_str().unwrap()]);
     assert_eq!(
-        frames(&String::from_utf8(replay.stdout).unwrap()),
+        frames(&String::from_utf8(replay).unwrap()),
         live_frames,
         "replay rows == live rows"
     );

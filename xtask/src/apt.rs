@@ -171,13 +171,14 @@ libstd-rust-web-dev-bpf | 1.96.0+dfsg1-1~deb12u2 | http://deb.debian.org/debian-
         assert_eq!(available.len(), 3);
     }
 
+    /// The version of the Rust packages `madison` (apt-cache output) picks.
+    fn pick(madison: &str) -> Option<String> {
+        pick_common_version(&parse_madison(madison), &RUST)
+    }
+
     #[test]
     fn picks_newest_version_all_three_have() {
-        let available = parse_madison(MADISON);
-        assert_eq!(
-            pick_common_version(&available, &RUST).as_deref(),
-            Some("1.96.0+dfsg1-1~deb12u2")
-        );
+        assert_eq!(pick(MADISON).as_deref(), Some("1.96.0+dfsg1-1~deb12u2"));
     }
 
     #[test]
@@ -194,11 +195,7 @@ libstd-rust-web-dev-bpf | 1.96.0+dfsg1-1~deb12u2 | http://deb.debian.org/debian-
 libstd-rust-web-dev-bpf | 1.96.0+dfsg1-1~deb12u3 | http://x bookworm-security/main amd64 Packages
 libstd-rust-web-dev-bpf | 1.96.0+dfsg1-1~deb12u2 | http://x bookworm-security/main amd64 Packages
 ";
-        let available = parse_madison(madison);
-        assert_eq!(
-            pick_common_version(&available, &RUST).as_deref(),
-            Some("1.96.0+dfsg1-1~deb12u3")
-        );
+        assert_eq!(pick(madison).as_deref(), Some("1.96.0+dfsg1-1~deb12u3"));
     }
 
     #[test]
@@ -207,8 +204,8 @@ libstd-rust-web-dev-bpf | 1.96.0+dfsg1-1~deb12u2 | http://x bookworm-security/ma
  rustc-web | 1.85.0+dfsg3-1~deb12u3 | http://x bookworm/main amd64 Packages
  cargo-web | 1.85.0+dfsg3-1~deb12u3 | http://x bookworm/main amd64 Packages
 ";
-        assert_eq!(pick_common_version(&parse_madison(madison), &RUST), None);
-        assert_eq!(pick_common_version(&parse_madison(""), &RUST), None);
+        assert_eq!(pick(madison), None);
+        assert_eq!(pick(""), None);
     }
 
     #[test]

@@ -166,6 +166,12 @@ mod tests {
         }
     }
 
+    /// A joiner that sees what the flags say, and the time it starts at.
+    fn joiner(kmsg_available: bool, expects_bpf: bool, expects_mark: bool) -> (Instant, OomJoiner) {
+        let j = OomJoiner::new(kmsg_available, expects_bpf, expects_mark);
+        (Instant::now(), j)
+    }
+
     fn report(pid: u32) -> OomReport {
         OomReport {
             pid,
@@ -176,8 +182,7 @@ mod tests {
 
     #[test]
     fn bpf_then_log_is_one_kill() {
-        let t0 = Instant::now();
-        let mut j = OomJoiner::new(true, true, false);
+        let (t0, mut j) = joiner(true, true, false);
         j.on_bpf(ev(OOM_SRC_OOM_KILL_PROCESS, 42), t0);
         assert!(j.poll(t0).is_empty(), "waits for the log");
         j.on_kmsg(report(42), t0 + Duration::from_millis(10));
@@ -189,8 +194,7 @@ mod tests {
 
     #[test]
     fn log_first_waits_for_bpf_within_grace() {
-        let t0 = Instant::now();
-        let mut j = OomJoiner::new(true, true, false);
+        let (t0, mut j) = joiner(true, true, false);
         j.on_kmsg(report(7), t0);
         assert!(j.poll(t0).is_empty());
         j.on_bpf(
@@ -202,8 +206,7 @@ mod tests {
 
     #[test]
     fn log_alone_is_emitted_after_grace() {
-        let t0 = Instant::now();
-        let mut j = OomJoiner::new(true, true, false);
+        let (t0, mut j) = joiner(true, true, false);
         j.on_kmsg(report(7), t0);
         assert!(j.poll(t0 + GRACE / 2).is_empty());
         let out = j.poll(t0 + GRACE);
@@ -213,8 +216,7 @@ mod tests {
 
     #[test]
     fn mark_victim_without_a_kill_line_is_not_a_kill() {
-        let t0 = Instant::now();
-        let mut j = OomJoiner::new(true, false, true);
+        let (t0, mut j) = joiner(true, false, true);
         j.on_bpf(ev(OOM_SRC_MARK_VICTIM, 9), t0);
         assert!(j.poll(t0 + CONFIRM).is_empty());
         assert!(j.flush().is_empty(), "dropped, not kept pending");
@@ -222,16 +224,14 @@ mod tests {
 
     #[test]
     fn mark_victim_counts_when_the_log_is_unreadable() {
-        let t0 = Instant::now();
-        let mut j = OomJoiner::new(false, false, true);
+        let (t0, mut j) = joiner(false, false, true);
         j.on_bpf(ev(OOM_SRC_MARK_VICTIM, 9), t0);
         assert_eq!(j.poll(t0 + GRACE).len(), 1);
     }
 
     #[test]
     fn unconfirmed_oom_kill_process_is_kept() {
-        let t0 = Instant::now();
-        let mut j = OomJoiner::new(true, true, false);
+        let (t0, mut j) = joiner(true, true, false);
         j.on_bpf(ev(OOM_SRC_OOM_KILL_PROCESS, 3), t0);
         assert!(j.poll(t0 + GRACE).is_empty());
         assert_eq!(j.poll(t0 + CONFIRM).len(), 1);
@@ -239,8 +239,7 @@ mod tests {
 
     #[test]
     fn separate_victims_stay_separate() {
-        let t0 = Instant::now();
-        let mut j = OomJoiner::new(true, true, false);
+        let (t0, mut j) = joiner(true, true, false);
         j.on_bpf(ev(OOM_SRC_OOM_KILL_PROCESS, 1), t0);
         j.on_bpf(ev(OOM_SRC_OOM_KILL_PROCESS, 2), t0);
         j.on_kmsg(report(2), t0);

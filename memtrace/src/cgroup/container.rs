@@ -355,6 +355,14 @@ mod tests {
         check_ctr_in(path, runtime, None, cgroup);
     }
 
+    /// Each of `cgroups` is a container of `runtime`, with that cgroup.
+    #[track_caller]
+    fn check_ctrs(runtime: &str, cgroups: &[String]) {
+        for c in cgroups {
+            check_ctr(c, runtime, c);
+        }
+    }
+
     /// `path` is at or below pod cgroup `pod` with uid UID.
     #[track_caller]
     fn check_pod(path: &str, pod: &str, qos: &str) {
@@ -376,16 +384,18 @@ mod tests {
 
     #[test]
     fn docker() {
-        let scope = format!("/system.slice/docker-{ID}.scope");
-        check_ctr(&scope, "docker", &scope);
-        let fs = format!("/docker/{ID}");
-        check_ctr(&fs, "docker", &fs);
-        // v1 hierarchies mounted with a prefix; rootless docker.
-        let p = format!("/machine.slice/docker/{ID}");
-        check_ctr(&p, "docker", &p);
-        let p =
-            format!("/user.slice/user-1000.slice/user@1000.service/user.slice/docker-{ID}.scope");
-        check_ctr(&p, "docker", &p);
+        check_ctrs(
+            "docker",
+            &[
+                format!("/system.slice/docker-{ID}.scope"),
+                format!("/docker/{ID}"),
+                // v1 hierarchies mounted with a prefix; rootless docker.
+                format!("/machine.slice/docker/{ID}"),
+                format!(
+                    "/user.slice/user-1000.slice/user@1000.service/user.slice/docker-{ID}.scope"
+                ),
+            ],
+        );
     }
 
     #[test]
@@ -493,24 +503,29 @@ mod tests {
     fn podman() {
         let p = format!("/machine.slice/libpod-{ID}.scope");
         check_ctr(&format!("{p}/container"), "podman", &p);
-        // A podman pod is no Kubernetes pod.
-        let p = format!("/machine.slice/machine-libpod_pod_{ID2}.slice/libpod-{ID}.scope");
-        check_ctr(&p, "podman", &p);
-        let p = format!("/libpod_parent/libpod-{ID}");
-        check_ctr(&p, "podman", &p);
-        let p =
-            format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope");
-        check_ctr(&p, "podman", &p);
+        check_ctrs(
+            "podman",
+            &[
+                // A podman pod is no Kubernetes pod.
+                format!("/machine.slice/machine-libpod_pod_{ID2}.slice/libpod-{ID}.scope"),
+                format!("/libpod_parent/libpod-{ID}"),
+                format!(
+                    "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"
+                ),
+            ],
+        );
     }
 
     #[test]
     fn containerd_without_kubernetes() {
-        let p = format!("/system.slice/nerdctl-{ID}.scope");
-        check_ctr(&p, "containerd", &p);
-        let p = format!("/default/{ID}");
-        check_ctr(&p, "containerd", &p);
-        let p = format!("/k8s.io/{ID}");
-        check_ctr(&p, "containerd", &p);
+        check_ctrs(
+            "containerd",
+            &[
+                format!("/system.slice/nerdctl-{ID}.scope"),
+                format!("/default/{ID}"),
+                format!("/k8s.io/{ID}"),
+            ],
+        );
         // The daemon and its shims are a systemd service.
         let daemon = "/system.slice/containerd.service";
         check_unit(daemon, "containerd.service", daemon);
@@ -547,12 +562,14 @@ mod tests {
     fn nested_containers_innermost_wins() {
         let p = format!("/machine.slice/ct1.scope/docker/{ID}");
         check_ctr(&format!("{p}/sub"), "docker", &p);
-        let p = format!("/docker/{ID2}/docker/{ID}");
-        check_ctr(&p, "docker", &p);
-        let p = format!("/system.slice/docker-{ID2}.scope/system.slice/docker-{ID}.scope");
-        check_ctr(&p, "docker", &p);
-        let p = format!("/lxc.payload.c1/docker/{ID}");
-        check_ctr(&p, "docker", &p);
+        check_ctrs(
+            "docker",
+            &[
+                format!("/docker/{ID2}/docker/{ID}"),
+                format!("/system.slice/docker-{ID2}.scope/system.slice/docker-{ID}.scope"),
+                format!("/lxc.payload.c1/docker/{ID}"),
+            ],
+        );
         // kind: a node container running pods (kubelet --cgroup-root=/kubelet).
         let node = format!("/system.slice/docker-{ID2}.scope");
         let pod = format!(

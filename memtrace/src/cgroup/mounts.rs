@@ -207,6 +207,25 @@ mod tests {
         None
     }
 
+    /// `mountinfo` puts the memory hierarchy of this mode at `root`.
+    fn assert_detects(
+        mountinfo: &str,
+        controllers: &dyn Fn(&Path) -> Option<String>,
+        mode: CgroupMode,
+        root: &str,
+    ) {
+        let fs = detect_from(mountinfo, controllers).unwrap();
+        let v2 = mode == CgroupMode::V2;
+        assert_eq!(
+            fs,
+            MemcgFs {
+                mode,
+                root: root.into(),
+                v2
+            }
+        );
+    }
+
     fn memory_at_sys_fs_cgroup(root: &Path) -> Option<String> {
         (root == Path::new("/sys/fs/cgroup"))
             .then(|| "cpuset cpu io memory hugetlb pids rdma misc\n".to_string())
@@ -268,31 +287,29 @@ mod tests {
 ";
 
     #[test]
+    fn mode_names() {
+        let names = [CgroupMode::V1, CgroupMode::V2, CgroupMode::Hybrid].map(|m| m.to_string());
+        assert_eq!(names, ["v1", "v2", "hybrid"]);
+    }
+
+    #[test]
     fn v1_only() {
-        let fs = detect_from(V1_ONLY, &no_controllers).unwrap();
-        assert_eq!(
-            fs,
-            MemcgFs {
-                mode: CgroupMode::V1,
-                root: "/sys/fs/cgroup/memory".into(),
-                v2: false
-            }
+        assert_detects(
+            V1_ONLY,
+            &no_controllers,
+            CgroupMode::V1,
+            "/sys/fs/cgroup/memory",
         );
-        assert_eq!(fs.mode.to_string(), "v1");
     }
 
     #[test]
     fn v2() {
-        let fs = detect_from(V2, &memory_at_sys_fs_cgroup).unwrap();
-        assert_eq!(
-            fs,
-            MemcgFs {
-                mode: CgroupMode::V2,
-                root: "/sys/fs/cgroup".into(),
-                v2: true
-            }
+        assert_detects(
+            V2,
+            &memory_at_sys_fs_cgroup,
+            CgroupMode::V2,
+            "/sys/fs/cgroup",
         );
-        assert_eq!(fs.mode.to_string(), "v2");
     }
 
     #[test]
@@ -311,30 +328,23 @@ mod tests {
 
     #[test]
     fn hybrid() {
-        let fs = detect_from(HYBRID, &no_controllers).unwrap();
-        assert_eq!(
-            fs,
-            MemcgFs {
-                mode: CgroupMode::Hybrid,
-                root: "/sys/fs/cgroup/memory".into(),
-                v2: false
-            }
+        assert_detects(
+            HYBRID,
+            &no_controllers,
+            CgroupMode::Hybrid,
+            "/sys/fs/cgroup/memory",
         );
-        assert_eq!(fs.mode.to_string(), "hybrid");
     }
 
     #[test]
     fn host_tmpfs_v1_layout() {
         // cgroup.controllers of the unified mount does not matter: memory is
         // bound to the v1 hierarchy.
-        let fs = detect_from(HOST, &|_| Some("cpu io pids\n".into())).unwrap();
-        assert_eq!(
-            fs,
-            MemcgFs {
-                mode: CgroupMode::Hybrid,
-                root: "/sys/fs/cgroup/memory".into(),
-                v2: false
-            }
+        assert_detects(
+            HOST,
+            &|_| Some("cpu io pids\n".into()),
+            CgroupMode::Hybrid,
+            "/sys/fs/cgroup/memory",
         );
     }
 

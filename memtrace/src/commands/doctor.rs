@@ -65,47 +65,34 @@ fn possible_cpus() -> u64 {
     aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1)
 }
 
-/// Kernel memory of the maps at these sizes (hash elements carry ~48 bytes
-/// of kernel overhead; per-CPU values are replicated per possible CPU).
+impl MapMemory {
+    /// A hash map from `K` to `V` of `entries` elements and its kernel
+    /// memory: each element carries ~48 bytes of kernel overhead, and a
+    /// per-CPU map's value is replicated per possible CPU.
+    fn hash<K, V>(name: &'static str, per_cpu: bool, entries: u32) -> Self {
+        let r8 = |n: usize| (n as u64).div_ceil(8) * 8;
+        let copies = if per_cpu { possible_cpus() } else { 1 };
+        Self {
+            name,
+            kind: if per_cpu { "percpu_hash" } else { "hash" },
+            max_entries: entries,
+            bytes: u64::from(entries) * (48 + r8(size_of::<K>()) + r8(size_of::<V>()) * copies),
+        }
+    }
+}
+
+/// Kernel memory of the maps at these sizes (the key and value types of
+/// memtrace-ebpf/src/maps.rs).
 fn map_memory(sizes: &MapSizes) -> Vec<MapMemory> {
-    let cpus = possible_cpus();
-    let r8 = |n: usize| (n as u64).div_ceil(8) * 8;
-    let percpu = |k: usize, v: usize, n: u32| u64::from(n) * (48 + r8(k) + r8(v) * cpus);
-    let hash = |k: usize, v: usize, n: u32| u64::from(n) * (48 + r8(k) + r8(v));
-    use std::mem::size_of;
     vec![
-        MapMemory {
-            name: "MEMCG_STATS",
-            kind: "percpu_hash",
-            max_entries: sizes.memcg_entries,
-            bytes: percpu(8, size_of::<MemcgStats>(), sizes.memcg_entries),
-        },
-        MapMemory {
-            name: "SHRINKER_STATS",
-            kind: "percpu_hash",
-            max_entries: sizes.shrinker_entries,
-            bytes: percpu(
-                size_of::<ShrinkerKey>(),
-                size_of::<ShrinkerStats>(),
-                sizes.shrinker_entries,
-            ),
-        },
-        MapMemory {
-            name: "INFLIGHT",
-            kind: "hash",
-            max_entries: sizes.inflight_entries,
-            bytes: hash(
-                size_of::<InflightKey>(),
-                size_of::<Inflight>(),
-                sizes.inflight_entries,
-            ),
-        },
-        MapMemory {
-            name: "SHRINKER_INFO",
-            kind: "hash",
-            max_entries: SHRINKER_INFO_ENTRIES,
-            bytes: hash(8, size_of::<ShrinkerInfo>(), SHRINKER_INFO_ENTRIES),
-        },
+        MapMemory::hash::<u64, MemcgStats>("MEMCG_STATS", true, sizes.memcg_entries),
+        MapMemory::hash::<ShrinkerKey, ShrinkerStats>(
+            "SHRINKER_STATS",
+            true,
+            sizes.shrinker_entries,
+        ),
+        MapMemory::hash::<InflightKey, Inflight>("INFLIGHT", false, sizes.inflight_entries),
+        MapMemory::hash::<u64, ShrinkerInfo>("SHRINKER_INFO", false, SHRINKER_INFO_ENTRIES),
         MapMemory {
             name: "EVENTS",
             kind: "ringbuf",

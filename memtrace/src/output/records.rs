@@ -412,6 +412,28 @@ pub struct OomHistory {
     pub shrink_slab_ns: Option<u64>,
 }
 
+impl OomHistory {
+    /// Adds one interval's counters. A quantity no interval carried stays
+    /// null (not visible), never 0; the reclaim sums count a missing figure
+    /// as 0. `window_ns` and `intervals` are the caller's.
+    pub fn add(&mut self, i: &MemcgInterval) {
+        fn acc(slot: &mut Option<u64>, v: Option<u64>) {
+            if let Some(v) = v {
+                *slot = Some(slot.unwrap_or(0).saturating_add(v));
+            }
+        }
+        let both = |a: Option<u64>, b: Option<u64>| a.unwrap_or(0) + b.unwrap_or(0);
+        acc(&mut self.charge_failures, i.charge_failures);
+        acc(&mut self.limit_hits, i.limit_hits);
+        self.reclaim_count += both(i.reclaim_direct_count, i.reclaim_memcg_count);
+        self.reclaim_ns += both(i.reclaim_direct_ns, i.reclaim_memcg_ns);
+        self.reclaim_pages += both(i.reclaim_direct_pages, i.reclaim_memcg_pages);
+        acc(&mut self.do_shrink_slab_calls, i.do_shrink_slab_calls);
+        acc(&mut self.do_shrink_slab_zero, i.do_shrink_slab_zero);
+        acc(&mut self.shrink_slab_ns, i.shrink_slab_ns);
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct OomPostmortem {
     pub ts: String,

@@ -108,24 +108,22 @@ impl History {
                 _ => None,
             })
             .collect();
-        let sum =
-            |f: fn(&MemcgInterval) -> Option<u64>| rows.iter().filter_map(|i| f(i)).sum::<u64>();
-        let seen = |field, v: u64| unseen.get(field, v);
-        OomHistory {
+        let mut h = OomHistory {
             window_ns: self.own_window_ns(),
             intervals: rows.len() as u64,
-            charge_failures: seen(Field::ChargeFailures, sum(|i| i.charge_failures)),
-            limit_hits: rows
-                .iter()
-                .any(|i| i.limit_hits.is_some())
-                .then(|| sum(|i| i.limit_hits)),
-            reclaim_count: sum(|i| i.reclaim_direct_count) + sum(|i| i.reclaim_memcg_count),
-            reclaim_ns: sum(|i| i.reclaim_direct_ns) + sum(|i| i.reclaim_memcg_ns),
-            reclaim_pages: sum(|i| i.reclaim_direct_pages) + sum(|i| i.reclaim_memcg_pages),
-            do_shrink_slab_calls: seen(Field::DoShrinkSlabCalls, sum(|i| i.do_shrink_slab_calls)),
-            do_shrink_slab_zero: seen(Field::DoShrinkSlabZero, sum(|i| i.do_shrink_slab_zero)),
-            shrink_slab_ns: seen(Field::ShrinkSlabNs, sum(|i| i.shrink_slab_ns)),
+            ..OomHistory::default()
+        };
+        for i in &rows {
+            h.add(i);
         }
+        // What the plan cannot see is null even where no interval was kept;
+        // what it sees is a sum, 0 without intervals.
+        let seen = |field, v: Option<u64>| unseen.get(field, v.unwrap_or(0));
+        h.charge_failures = seen(Field::ChargeFailures, h.charge_failures);
+        h.do_shrink_slab_calls = seen(Field::DoShrinkSlabCalls, h.do_shrink_slab_calls);
+        h.do_shrink_slab_zero = seen(Field::DoShrinkSlabZero, h.do_shrink_slab_zero);
+        h.shrink_slab_ns = seen(Field::ShrinkSlabNs, h.shrink_slab_ns);
+        h
     }
 }
 

@@ -197,12 +197,6 @@ impl OomStory {
     }
 }
 
-fn acc(slot: &mut Option<u64>, v: Option<u64>) {
-    if let Some(v) = v {
-        *slot = Some(slot.unwrap_or(0).saturating_add(v));
-    }
-}
-
 /// Sums a kill's history from the file's records, built up one record at a
 /// time (`add`) and closed by `finish`.
 #[derive(Default)]
@@ -215,19 +209,11 @@ pub struct HistoryAcc {
 
 impl HistoryAcc {
     pub fn add(&mut self, i: &MemcgInterval) {
-        let h = &mut self.h;
         self.any = true;
         let start = i.ts_ns.saturating_sub(i.interval_ns);
         self.first_start_ns = Some(self.first_start_ns.map_or(start, |s| s.min(start)));
         self.ends.insert(i.ts_ns);
-        acc(&mut h.charge_failures, i.charge_failures);
-        acc(&mut h.limit_hits, i.limit_hits);
-        h.reclaim_count += i.reclaim_direct_count.unwrap_or(0) + i.reclaim_memcg_count.unwrap_or(0);
-        h.reclaim_ns += i.reclaim_direct_ns.unwrap_or(0) + i.reclaim_memcg_ns.unwrap_or(0);
-        h.reclaim_pages += i.reclaim_direct_pages.unwrap_or(0) + i.reclaim_memcg_pages.unwrap_or(0);
-        acc(&mut h.do_shrink_slab_calls, i.do_shrink_slab_calls);
-        acc(&mut h.do_shrink_slab_zero, i.do_shrink_slab_zero);
-        acc(&mut h.shrink_slab_ns, i.shrink_slab_ns);
+        self.h.add(i);
     }
 
     /// The history up to `kill_ns`, or None if no record covered it.

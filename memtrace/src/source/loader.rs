@@ -449,42 +449,52 @@ fn attach(
                 Ok(())
             })
         }
-        Family::TpBtf => {
-            let names: Vec<(&str, &str)> = spec.tp_btf.to_vec();
-            let mut done = Vec::new();
-            for (name, tp) in names {
-                let r = (|| -> Result<()> {
-                    let p: &mut BtfTracePoint = prog(ebpf, name)?.try_into()?;
-                    p.load(tp, btf)?;
-                    p.attach()?;
-                    Ok(())
-                })();
-                if let Err(e) = r {
-                    unload_all(ebpf, &done);
-                    return Err(e.context(format!("raw tracepoint {tp}")));
-                }
-                done.push(name);
-            }
-            Ok(())
-        }
-        Family::Tracepoint => {
-            let mut done = Vec::new();
-            for &(name, category, tp) in spec.tracepoint {
-                let r = (|| -> Result<()> {
-                    let p: &mut TracePoint = prog(ebpf, name)?.try_into()?;
-                    p.load()?;
-                    p.attach(category, tp)?;
-                    Ok(())
-                })();
-                if let Err(e) = r {
-                    unload_all(ebpf, &done);
-                    return Err(e.context(format!("tracepoint {category}:{tp}")));
-                }
-                done.push(name);
-            }
-            Ok(())
-        }
+        Family::TpBtf => attach_tracepoints(
+            ebpf,
+            spec.tp_btf,
+            |(name, _)| name,
+            |(_, tp)| format!("raw tracepoint {tp}"),
+            |p, (_, tp)| {
+                let p: &mut BtfTracePoint = p.try_into()?;
+                p.load(tp, btf)?;
+                p.attach()?;
+                Ok(())
+            },
+        ),
+        Family::Tracepoint => attach_tracepoints(
+            ebpf,
+            spec.tracepoint,
+            |(name, _, _)| name,
+            |(_, category, tp)| format!("tracepoint {category}:{tp}"),
+            |p, (_, category, tp)| {
+                let p: &mut TracePoint = p.try_into()?;
+                p.load()?;
+                p.attach(category, tp)?;
+                Ok(())
+            },
+        ),
     }
+}
+
+/// Loads and attaches one program per tracepoint in `tps`, in order. On the
+/// first failure it unloads the programs already attached and says which
+/// tracepoint (`what`) failed.
+fn attach_tracepoints<T: Copy>(
+    ebpf: &mut Ebpf,
+    tps: &[T],
+    name: impl Fn(T) -> &'static str,
+    what: impl Fn(T) -> String,
+    mut f: impl FnMut(&mut aya::programs::Program, T) -> Result<()>,
+) -> Result<()> {
+    let mut done = Vec::new();
+    for &tp in tps {
+        if let Err(e) = prog(ebpf, name(tp)).and_then(|p| f(p, tp)) {
+            unload_all(ebpf, &done);
+            return Err(e.context(what(tp)));
+        }
+        done.push(name(tp));
+    }
+    Ok(())
 }
 
 fn prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
@@ -573,6 +583,14 @@ mod tests {
             .collect()
     }
 
+    /// A kernel whose perf events can make kprobes.
+    fn with_kprobes() -> KernelFacts {
+        KernelFacts {
+            kprobe_pmu: true,
+            ..Default::default()
+        }
+    }
+
     fn families(plan: &[PlanEntry]) -> Vec<(&str, Option<Family>)> {
         plan.iter().map(|p| (p.hook.as_str(), p.family)).collect()
     }
@@ -580,11 +598,7 @@ mod tests {
     #[test]
     fn plan_for_auto_is_the_exhaustive_loads_choice() {
         let all = exhaustive(false, true);
-        let facts = KernelFacts {
-            kprobe_pmu: true,
-            ..Default::default()
-        };
-        let (plan, verdict) = plan_for_mode(AttachMode::Auto, &all, &facts);
+        let (plan, verdict) = plan_for_mode(AttachMode::Auto, &all, &with_kprobes());
         verdict.unwrap();
         assert_eq!(families(&plan), families(&all));
         let charge = &plan[0];
@@ -596,16 +610,12 @@ mod tests {
     #[test]
     fn plan_for_a_forced_mode_uses_only_its_families() {
         let all = exhaustive(true, true);
-        let facts = KernelFacts {
-            kprobe_pmu: true,
-            ..Default::default()
-        };
         for (mode, want) in [
             (AttachMode::Kprobe, [Family::Kprobe].as_slice()),
             (AttachMode::Fentry, &[Family::Fentry]),
             (AttachMode::Tracepoint, &[Family::TpBtf, Family::Tracepoint]),
         ] {
-            let (plan, verdict) = plan_for_mode(mode, &all, &facts);
+            let (plan, verdict) = plan_for_mode(mode, &all, &with_kprobes());
             verdict.unwrap();
             for p in &plan {
                 let spec = plan::spec(&p.hook).unwrap();
@@ -616,7 +626,7 @@ mod tests {
                 }
             }
         }
-        let (plan, _) = plan_for_mode(AttachMode::Tracepoint, &all, &facts);
+        let (plan, _) = plan_for_mode(AttachMode::Tracepoint, &all, &with_kprobes());
         let got = families(&plan);
         assert_eq!(got[0], ("try_charge_memcg", None));
         assert_eq!(got[2], ("do_shrink_slab", Some(Family::TpBtf)));
@@ -636,11 +646,7 @@ mod tests {
         assert!(plan[0].family.is_none());
         // Every fentry attach failed: the error after a load's attempts.
         let all = exhaustive(false, false);
-        let facts = KernelFacts {
-            kprobe_pmu: true,
-            ..Default::default()
-        };
-        let (_, verdict) = plan_for_mode(AttachMode::Fentry, &all, &facts);
+        let (_, verdict) = plan_for_mode(AttachMode::Fentry, &all, &with_kprobes());
         let e = verdict.unwrap_err().to_string();
         assert_eq!(
             e,

@@ -353,6 +353,32 @@ pub fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["type"] == kind).collect()
 }
 
+/// Runs `memtrace args` to completion; it must succeed. Its stdout.
+pub fn memtrace_ok<I, S>(args: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(MEMTRACE).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "memtrace failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The family a header's attach plan puts `hook` on (null: not attached).
+pub fn plan_family(header: &Value, hook: &str) -> Value {
+    header["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["hook"] == hook)
+        .unwrap_or_else(|| panic!("{hook} is in the plan: {header}"))["family"]
+        .clone()
+}
+
 /// CPU seconds (user+sys) and peak RSS (KiB) of a live process.
 pub fn cpu_and_rss(pid: i32) -> (f64, u64) {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

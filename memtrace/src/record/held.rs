@@ -88,19 +88,19 @@ impl Hold {
         Holding::Held
     }
 
-    /// Takes the oldest out, to write it.
-    pub fn pop_front(&mut self) -> Option<Held> {
-        let (h, size) = self.held.pop_front()?;
-        self.bytes -= size;
-        Some(h)
+    /// Takes them all out, oldest first, to write them.
+    pub fn take(&mut self) -> Vec<Held> {
+        self.bytes = 0;
+        self.held.drain(..).map(|(h, _)| h).collect()
     }
 
-    /// Puts back the oldest the disk refused again (what of it is left to
-    /// write: never more than it held before, so no bound is checked).
-    pub fn push_front(&mut self, h: Held) {
+    /// Puts back, in the order taken, those the disk refused again (what
+    /// of each is left to write is never more than it held before, so no
+    /// bound is checked).
+    pub fn put_back(&mut self, h: Held) {
         let size = h.bytes();
         self.bytes += size;
-        self.held.push_front((h, size));
+        self.held.push_back((h, size));
     }
 
     /// Losses no post-mortem written has told yet: the next OOM log line
@@ -163,11 +163,18 @@ mod tests {
         }
         assert_eq!(h.hold(held(999, 10)), Holding::Lost);
         assert_eq!((h.len(), h.lost), (MAX_HELD, 1));
-        let first = h.pop_front().unwrap();
-        assert_eq!(first.pm.kill.victim.pid, 0);
-        h.push_front(first);
-        assert_eq!(h.pop_front().unwrap().pm.kill.victim.pid, 0, "order kept");
-        assert_eq!(h.pop_front().unwrap().pm.kill.victim.pid, 1);
+        let all = h.take();
+        assert_eq!(h.len(), 0);
+        let pids: Vec<u32> = all.iter().map(|h| h.pm.kill.victim.pid).collect();
+        assert_eq!(pids, (0..MAX_HELD as u32).collect::<Vec<_>>(), "in order");
+        // The first two written, the rest refused again.
+        for x in all.into_iter().skip(2) {
+            h.put_back(x);
+        }
+        assert_eq!(h.take()[0].pm.kill.victim.pid, 2, "order kept");
+        for pid in 2..MAX_HELD as u32 {
+            h.put_back(held(pid, 10));
+        }
         // Room again.
         assert_eq!(h.hold(held(1000, 10)), Holding::Held);
         assert_eq!(h.unnoted_losses(), 1);
@@ -185,8 +192,7 @@ mod tests {
         assert_eq!(h.hold(held(2, MAX_HELD_BYTES / 2)), Holding::Lost);
         assert_eq!(h.hold(held(3, 1000)), Holding::Held);
         assert_eq!(h.lost, 1);
-        h.pop_front();
-        h.pop_front();
+        h.take();
         assert_eq!(h.bytes, 0);
     }
 }

@@ -214,26 +214,23 @@ impl Recorder {
             line: true,
             text: !self.args.oom_text_stderr,
         };
-        // Those held first, so the files keep the order of the kills.
-        if !self.held.is_empty() {
-            self.write_held();
-        }
-        if !self.held.is_empty() {
-            self.hold(h, None);
-            return;
-        }
+        // Those held first, so each file keeps the order of the kills: a
+        // file still refusing them is not tried for this one either.
+        let mut refused = self.write_held();
         // Kills from before start are history: one sync after them all
         // instead of two per kill (there can be hundreds in the log).
-        if let Err(e) = self.write_postmortem(&mut h, !k.before_start) {
-            self.hold(h, Some(e));
+        self.write_postmortem(&mut h, !k.before_start, &mut refused);
+        if h.line || h.text {
+            self.hold(h, refused);
         }
     }
 
-    /// Writes what of `h` is not written yet: its OOM log line, then its
-    /// text. Stops at the first failure, leaving `h` saying what is left.
-    fn write_postmortem(&mut self, h: &mut Held, durable: bool) -> Result<()> {
+    /// Writes what of `h` is not written yet (its OOM log line, its text),
+    /// each unless its file already refused a write in this round; a
+    /// refusal is kept in `refused`, and `h` says what is left.
+    fn write_postmortem(&mut self, h: &mut Held, durable: bool, refused: &mut Refused) {
         let pid = h.pm.kill.victim.pid;
-        if h.line {
+        if h.line && refused.line.is_none() {
             let lost = self.held.unnoted_losses();
             if lost > 0 {
                 h.pm.notes.push(format!(
@@ -244,52 +241,68 @@ impl Recorder {
             let res = self
                 .out
                 .append_oom_line(&crate::output::json::line(&h.record()), durable);
-            if let Err(e) = res {
-                if lost > 0 {
-                    h.pm.notes.pop();
+            match res {
+                Ok(()) => {
+                    self.held.noted();
+                    h.line = false;
                 }
-                return Err(e);
+                Err(e) => {
+                    if lost > 0 {
+                        h.pm.notes.pop();
+                    }
+                    refused.line = Some(format!("{e:#}"));
+                }
             }
-            self.held.noted();
-            h.line = false;
         }
-        if h.text {
+        if h.text && refused.text.is_none() {
             let st = stamp(&h.pm.ts);
             let text = postmortem::text(&h.pm);
-            let path = self.out.write_postmortem_text(&st, pid, &text, durable)?;
-            h.text = false;
-            say(&format!(
-                "OOM kill of pid {pid} ({}): post-mortem in {}",
-                h.pm.kill.victim.comm,
-                path.display()
-            ));
+            match self.out.write_postmortem_text(&st, pid, &text, durable) {
+                Ok(path) => {
+                    h.text = false;
+                    say(&format!(
+                        "OOM kill of pid {pid} ({}): post-mortem in {}",
+                        h.pm.kill.victim.comm,
+                        path.display()
+                    ));
+                }
+                Err(e) => refused.text = Some(format!("{e:#}")),
+            }
         }
-        self.postmortems += 1;
-        Ok(())
+        if !h.line && !h.text {
+            self.postmortems += 1;
+        }
     }
 
-    /// Keeps a post-mortem the disk refused (`why`; None: others are held
-    /// before it), or counts it lost when the hold is full. Its text goes
-    /// to stderr meanwhile, so the operator has it at once.
-    fn hold(&mut self, mut h: Held, why: Option<anyhow::Error>) {
+    /// Keeps what of a post-mortem could not be written (`refused` says
+    /// why), or counts it lost when the hold is full. Its text goes to
+    /// stderr meanwhile, so the operator has it at once.
+    fn hold(&mut self, mut h: Held, refused: Refused) {
         let pid = h.pm.kill.victim.pid;
-        let why = why.map_or_else(
-            || "post-mortems before it still wait for space".to_string(),
-            |e| format!("{e:#}"),
-        );
+        let waiting = "post-mortems before it still wait".to_string();
+        let mut why = Vec::new();
+        if h.line {
+            let e = refused.line.unwrap_or_else(|| waiting.clone());
+            why.push(format!("OOM log NOT written: {e}"));
+        }
+        if h.text {
+            let e = refused.text.unwrap_or(waiting);
+            why.push(format!("OOM text post-mortem NOT written: {e}"));
+        }
+        let why = why.join("; ");
         h.pm.notes.push(
-            "written late: the disk refused it at the kill; held in memory until space returned"
+            "written late: the disk refused it at the kill; held in memory until it could be written"
                 .into(),
         );
         let text = h.text.then(|| postmortem::text(&h.pm));
         match self.held.hold(h) {
             Holding::Held => say(&format!(
-                "OOM post-mortem of pid {pid} NOT written: {why}; held in memory ({} held, at most {MAX_HELD} or {} MiB), written when space returns",
+                "pid {pid}: {why}; held in memory ({} held, at most {MAX_HELD} or {} MiB) and retried until written (postmortems_pending)",
                 self.held.len(),
                 MAX_HELD_BYTES >> 20
             )),
             Holding::Lost => say(&format!(
-                "OOM post-mortem of pid {pid} LOST: {why}, and {} post-mortems (the most held, or {} MiB) already wait for space; {} lost since start (postmortems_lost)",
+                "pid {pid}: {why}; post-mortem LOST: {} already held in memory (at most {MAX_HELD} or {} MiB); {} lost since start (postmortems_lost)",
                 self.held.len(),
                 MAX_HELD_BYTES >> 20,
                 self.held.lost
@@ -301,25 +314,37 @@ impl Recorder {
         }
     }
 
-    /// Writes the held post-mortems, oldest first, until one is refused.
-    fn write_held(&mut self) {
-        self.held_tried = Some(std::time::Instant::now());
-        let mut written = 0;
-        while let Some(mut h) = self.held.pop_front() {
-            if let Err(e) = self.write_postmortem(&mut h, true) {
-                log::debug!("held post-mortems still refused: {e:#}");
-                self.held.push_front(h);
-                break;
-            }
-            written += 1;
+    /// Writes the held post-mortems, oldest first; a file that refuses
+    /// one is not tried again in this round, so order is kept.
+    fn write_held(&mut self) -> Refused {
+        let mut refused = Refused::default();
+        if self.held.is_empty() {
+            return refused;
         }
+        self.held_tried = Some(std::time::Instant::now());
+        let before = self.postmortems;
+        for mut h in self.held.take() {
+            self.write_postmortem(&mut h, true, &mut refused);
+            if h.line || h.text {
+                self.held.put_back(h);
+            }
+        }
+        let written = self.postmortems - before;
         if written > 0 {
             say(&format!(
-                "space again: wrote {written} held OOM post-mortem(s), {} still held",
+                "wrote {written} held OOM post-mortem(s) now that the disk takes them; {} still held",
                 self.held.len()
             ));
         }
+        refused
     }
+}
+
+/// Why a file refused a write in this round, per file.
+#[derive(Default)]
+struct Refused {
+    line: Option<String>,
+    text: Option<String>,
 }
 
 pub async fn run(args: RecordArgs) -> Result<()> {
@@ -395,9 +420,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     let rest = pipe.finish();
     rec.handle(&rest);
     rec.write_capture();
-    if !rec.held.is_empty() {
-        rec.write_held();
-    }
+    rec.write_held();
     let given_up = rec.held.give_up();
     if given_up > 0 {
         say(&format!(

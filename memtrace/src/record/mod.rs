@@ -250,7 +250,7 @@ impl Recorder {
                     if lost > 0 {
                         h.pm.notes.pop();
                     }
-                    refused.line = Some(format!("{e:#}"));
+                    refused.line = Some((pid, format!("{e:#}")));
                 }
             }
         }
@@ -266,7 +266,7 @@ impl Recorder {
                         path.display()
                     ));
                 }
-                Err(e) => refused.text = Some(format!("{e:#}")),
+                Err(e) => refused.text = Some((pid, format!("{e:#}"))),
             }
         }
         if !h.line && !h.text {
@@ -279,15 +279,20 @@ impl Recorder {
     /// stderr meanwhile, so the operator has it at once.
     fn hold(&mut self, mut h: Held, refused: Refused) {
         let pid = h.pm.kill.victim.pid;
-        let waiting = "post-mortems before it still wait".to_string();
+        let because = |r: Option<(u32, String)>| match r {
+            Some((p, e)) if p == pid => e,
+            Some((p, e)) => format!("waits behind held post-mortems (pid {p}'s: {e})"),
+            None => "waits behind held post-mortems".to_string(),
+        };
         let mut why = Vec::new();
         if h.line {
-            let e = refused.line.unwrap_or_else(|| waiting.clone());
-            why.push(format!("OOM log NOT written: {e}"));
+            why.push(format!("OOM log NOT written: {}", because(refused.line)));
         }
         if h.text {
-            let e = refused.text.unwrap_or(waiting);
-            why.push(format!("OOM text post-mortem NOT written: {e}"));
+            why.push(format!(
+                "OOM text post-mortem NOT written: {}",
+                because(refused.text)
+            ));
         }
         let why = why.join("; ");
         h.pm.notes.push(
@@ -340,11 +345,11 @@ impl Recorder {
     }
 }
 
-/// Why a file refused a write in this round, per file.
+/// Why a file refused a write in this round, per file, and whose.
 #[derive(Default)]
 struct Refused {
-    line: Option<String>,
-    text: Option<String>,
+    line: Option<(u32, String)>,
+    text: Option<(u32, String)>,
 }
 
 pub async fn run(args: RecordArgs) -> Result<()> {

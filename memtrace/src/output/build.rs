@@ -327,6 +327,9 @@ pub fn system(
         prog_recursion_misses: a.prog_recursion_misses,
         memcg_entries: a.memcg_entries,
         shrinker_entries: a.shrinker_entries,
+        // Filled in by `record`, the one command that writes post-mortems.
+        postmortems_pending: None,
+        postmortems_lost: None,
     }
 }
 

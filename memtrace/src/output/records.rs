@@ -336,6 +336,12 @@ pub struct System {
     pub prog_recursion_misses: Option<u64>,
     pub memcg_entries: u64,
     pub shrinker_entries: u64,
+    /// `memtrace record` only (null elsewhere): OOM post-mortems held in
+    /// memory because the disk refused them, to be written when space
+    /// returns; and post-mortems lost since start (the bound on those held
+    /// was hit, or the agent stopped with some still held).
+    pub postmortems_pending: Option<u64>,
+    pub postmortems_lost: Option<u64>,
 }
 
 /// Why a capture was written: system-wide sys% stayed above the threshold.

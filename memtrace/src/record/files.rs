@@ -1,6 +1,13 @@
 //! `record`'s output directory: captures and text post-mortems are new
 //! files (created exclusively, never through a planted symlink), the OOM log
 //! is appended, fsynced and rotated by size.
+//!
+//! On a full disk every file stays whole: an OOM log append that fails
+//! part-way is cut back to the last whole line (and a torn tail left by an
+//! older run is repaired when the log is opened), and a capture or text
+//! post-mortem that cannot be written whole is removed, not left half
+//! written: the caller says it was not written (and keeps a post-mortem to
+//! write it again when space returns).
 use std::{
     fs::{self, File, OpenOptions},
     io::Write,
@@ -10,7 +17,11 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::output::{json, records::Record, writer::open_append};
+use crate::output::{
+    json,
+    records::Record,
+    writer::{append_whole, open_append},
+};
 
 pub struct OutDir {
     dir: PathBuf,
@@ -106,9 +117,7 @@ impl OutDir {
         for r in records {
             buf.extend(json::line(r));
         }
-        f.write_all(&buf)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_whole(&path, &mut f, &buf, true)?;
         self.prune_captures();
         Ok(path)
     }
@@ -161,9 +170,7 @@ impl OutDir {
         durable: bool,
     ) -> Result<PathBuf> {
         let (path, mut f) = self.new_file("oom", &format!("{stamp}-{pid}"), "txt", 0o640)?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_whole(&path, &mut f, text.as_bytes(), durable)?;
         Ok(path)
     }
 
@@ -177,11 +184,16 @@ impl OutDir {
         }
     }
 
-    /// Appends one record to the OOM log (fsynced when `durable`),
-    /// rotating the log to `<log>.1` first when it would grow past
-    /// `--oom-log-max`.
+    #[cfg(test)]
     pub fn append_oom_log(&self, r: &Record, durable: bool) -> Result<()> {
-        let line = json::line(r);
+        self.append_oom_line(&json::line(r), durable)
+    }
+
+    /// Appends one serialized record (a whole line) to the OOM log
+    /// (fsynced when `durable`), rotating the log to `<log>.1` first when
+    /// it would grow past `--oom-log-max`. On failure the log still ends
+    /// with a whole line.
+    pub fn append_oom_line(&self, line: &[u8], durable: bool) -> Result<()> {
         if let Ok(md) = fs::symlink_metadata(&self.oom_log) {
             if md.len() + line.len() as u64 > self.oom_log_max && md.len() > 0 {
                 let old = self.oom_log.with_extension("ndjson.1");
@@ -189,12 +201,26 @@ impl OutDir {
                     .with_context(|| format!("rotating {}", self.oom_log.display()))?;
             }
         }
-        let mut f = open_append(&self.oom_log, 0o600)?;
-        f.write_all(&line)
+        let f = open_append(&self.oom_log, 0o600)?;
+        append_whole(&mut &f, Some(&f), line)
             .and_then(|()| if durable { f.sync_data() } else { Ok(()) })
             .with_context(|| format!("writing {}", self.oom_log.display()))?;
         Ok(())
     }
+}
+
+/// Writes a new file's whole content; if that fails (a full disk), the
+/// file is removed, so no half capture or half post-mortem is left to be
+/// taken for a whole one.
+fn write_whole(path: &Path, f: &mut File, buf: &[u8], durable: bool) -> Result<()> {
+    let res = f
+        .write_all(buf)
+        .and_then(|()| if durable { f.sync_all() } else { Ok(()) });
+    if let Err(e) = res {
+        let _ = fs::remove_file(path);
+        return Err(anyhow::Error::new(e).context(format!("writing {}", path.display())));
+    }
+    Ok(())
 }
 
 /// Creates a file that must not exist yet, never following a symlink.

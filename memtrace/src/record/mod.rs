@@ -2,6 +2,7 @@
 //! records in memory, writes a capture when system sys time stays high,
 //! and an OOM post-mortem for every kill.
 mod files;
+mod held;
 mod history;
 mod postmortem;
 mod spike;
@@ -21,6 +22,7 @@ use crate::{
     source::ndjson::{Item, Lines},
 };
 use files::{OutDir, stamp};
+use held::{Held, Hold, Holding, MAX_HELD, MAX_HELD_BYTES};
 use history::History;
 use spike::SpikeDetector;
 
@@ -55,6 +57,10 @@ struct Recorder {
     logged: Vec<(u32, u64)>,
     captures: u64,
     postmortems: u64,
+    /// Post-mortems the disk refused, until space returns.
+    held: Hold,
+    /// When the held ones were last tried (at most once a second).
+    held_tried: Option<std::time::Instant>,
 }
 
 fn say(msg: &str) {
@@ -63,9 +69,25 @@ fn say(msg: &str) {
 
 impl Recorder {
     fn handle(&mut self, outputs: &[Output]) {
+        if !self.held.is_empty()
+            && self
+                .held_tried
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            self.write_held();
+        }
         for o in outputs {
             let r = &o.record;
-            self.history.push(r);
+            if let Record::System(s) = r {
+                // The loss counters reach the records `record` keeps (and
+                // so its captures).
+                let mut s = s.clone();
+                s.postmortems_pending = Some(self.held.len() as u64);
+                s.postmortems_lost = Some(self.held.lost);
+                self.history.push(&Record::System(s));
+            } else {
+                self.history.push(r);
+            }
             match r {
                 Record::OomKill(k) => self.postmortem(k, o.oom.as_deref()),
                 Record::System(s) => {
@@ -179,40 +201,155 @@ impl Recorder {
         {
             return;
         }
-        let pm = postmortem::build(k, snapshot, &self.history, &self.unavailable);
-        let text = postmortem::text(&pm);
-        let st = stamp(&pm.ts);
-        let rec = Record::OomPostmortem(Box::new(pm));
-        // Kills from before start are history: one sync after them all
-        // instead of two per kill (there can be hundreds in the log).
-        let durable = !k.before_start;
-        match self.out.append_oom_log(&rec, durable) {
-            Ok(()) => {}
-            Err(e) => say(&format!("OOM log NOT written: {e:#} (still watching)")),
-        }
-        if self.args.oom_text_stderr {
-            eprint!("{text}");
-        } else {
-            match self.out.write_postmortem_text(&st, pid, &text, durable) {
-                Ok(path) => say(&format!(
-                    "OOM kill of pid {pid} ({}): post-mortem in {}",
-                    k.victim.comm,
-                    path.display()
-                )),
-                Err(e) => {
-                    say(&format!(
-                        "OOM text post-mortem NOT written: {e:#}; here it is:"
-                    ));
-                    eprint!("{text}");
-                }
-            }
-        }
         self.logged.push((pid, k.ts_ns));
         if self.logged.len() > 10_000 {
             self.logged.drain(..5_000);
         }
-        self.postmortems += 1;
+        let pm = postmortem::build(k, snapshot, &self.history, &self.unavailable);
+        if self.args.oom_text_stderr {
+            eprint!("{}", postmortem::text(&pm));
+        }
+        let mut h = Held {
+            pm: Box::new(pm),
+            line: true,
+            text: !self.args.oom_text_stderr,
+        };
+        // Those held first, so each file keeps the order of the kills: a
+        // file still refusing them is not tried for this one either.
+        let mut refused = self.write_held();
+        // Kills from before start are history: one sync after them all
+        // instead of two per kill (there can be hundreds in the log).
+        self.write_postmortem(&mut h, !k.before_start, &mut refused);
+        if h.line || h.text {
+            self.hold(h, refused);
+        }
     }
+
+    /// Writes what of `h` is not written yet (its OOM log line, its text),
+    /// each unless its file already refused a write in this round; a
+    /// refusal is kept in `refused`, and `h` says what is left.
+    fn write_postmortem(&mut self, h: &mut Held, durable: bool, refused: &mut Refused) {
+        let pid = h.pm.kill.victim.pid;
+        if h.line && refused.line.is_none() {
+            let lost = self.held.unnoted_losses();
+            if lost > 0 {
+                h.pm.notes.push(format!(
+                    "{lost} OOM post-mortem(s) before this one were lost: the disk refused them while {MAX_HELD} (or {} MiB) were already held in memory, or the agent stopped first",
+                    MAX_HELD_BYTES >> 20
+                ));
+            }
+            let res = self
+                .out
+                .append_oom_line(&crate::output::json::line(&h.record()), durable);
+            match res {
+                Ok(()) => {
+                    self.held.noted();
+                    h.line = false;
+                }
+                Err(e) => {
+                    if lost > 0 {
+                        h.pm.notes.pop();
+                    }
+                    refused.line = Some((pid, format!("{e:#}")));
+                }
+            }
+        }
+        if h.text && refused.text.is_none() {
+            let st = stamp(&h.pm.ts);
+            let text = postmortem::text(&h.pm);
+            match self.out.write_postmortem_text(&st, pid, &text, durable) {
+                Ok(path) => {
+                    h.text = false;
+                    say(&format!(
+                        "OOM kill of pid {pid} ({}): post-mortem in {}",
+                        h.pm.kill.victim.comm,
+                        path.display()
+                    ));
+                }
+                Err(e) => refused.text = Some((pid, format!("{e:#}"))),
+            }
+        }
+        if !h.line && !h.text {
+            self.postmortems += 1;
+        }
+    }
+
+    /// Keeps what of a post-mortem could not be written (`refused` says
+    /// why), or counts it lost when the hold is full. Its text goes to
+    /// stderr meanwhile, so the operator has it at once.
+    fn hold(&mut self, mut h: Held, refused: Refused) {
+        let pid = h.pm.kill.victim.pid;
+        let because = |r: Option<(u32, String)>| match r {
+            Some((p, e)) if p == pid => e,
+            Some((p, e)) => format!("waits behind held post-mortems (pid {p}'s: {e})"),
+            None => "waits behind held post-mortems".to_string(),
+        };
+        let mut why = Vec::new();
+        if h.line {
+            why.push(format!("OOM log NOT written: {}", because(refused.line)));
+        }
+        if h.text {
+            why.push(format!(
+                "OOM text post-mortem NOT written: {}",
+                because(refused.text)
+            ));
+        }
+        let why = why.join("; ");
+        h.pm.notes.push(
+            "written late: the disk refused it at the kill; held in memory until it could be written"
+                .into(),
+        );
+        let text = h.text.then(|| postmortem::text(&h.pm));
+        match self.held.hold(h) {
+            Holding::Held => say(&format!(
+                "pid {pid}: {why}; held in memory ({} held, at most {MAX_HELD} or {} MiB) and retried until written (postmortems_pending)",
+                self.held.len(),
+                MAX_HELD_BYTES >> 20
+            )),
+            Holding::Lost => say(&format!(
+                "pid {pid}: {why}; post-mortem LOST: {} already held in memory (at most {MAX_HELD} or {} MiB); {} lost since start (postmortems_lost)",
+                self.held.len(),
+                MAX_HELD_BYTES >> 20,
+                self.held.lost
+            )),
+        }
+        if let Some(text) = text {
+            say("here is its text meanwhile:");
+            eprint!("{text}");
+        }
+    }
+
+    /// Writes the held post-mortems, oldest first; a file that refuses
+    /// one is not tried again in this round, so order is kept.
+    fn write_held(&mut self) -> Refused {
+        let mut refused = Refused::default();
+        if self.held.is_empty() {
+            return refused;
+        }
+        self.held_tried = Some(std::time::Instant::now());
+        let before = self.postmortems;
+        for mut h in self.held.take() {
+            self.write_postmortem(&mut h, true, &mut refused);
+            if h.line || h.text {
+                self.held.put_back(h);
+            }
+        }
+        let written = self.postmortems - before;
+        if written > 0 {
+            say(&format!(
+                "wrote {written} held OOM post-mortem(s) now that the disk takes them; {} still held",
+                self.held.len()
+            ));
+        }
+        refused
+    }
+}
+
+/// Why a file refused a write in this round, per file, and whose.
+#[derive(Default)]
+struct Refused {
+    line: Option<(u32, String)>,
+    text: Option<(u32, String)>,
 }
 
 pub async fn run(args: RecordArgs) -> Result<()> {
@@ -248,6 +385,8 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         logged,
         captures: 0,
         postmortems: 0,
+        held: Hold::default(),
+        held_tried: None,
         args,
     };
     say(&format!(
@@ -284,9 +423,16 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     let rest = pipe.finish();
     rec.handle(&rest);
     rec.write_capture();
+    rec.write_held();
+    let given_up = rec.held.give_up();
+    if given_up > 0 {
+        say(&format!(
+            "{given_up} OOM post-mortem(s) held for space LOST at exit: the disk still refused them"
+        ));
+    }
     say(&format!(
-        "stopped: {} captures and {} OOM post-mortems written",
-        rec.captures, rec.postmortems
+        "stopped: {} captures and {} OOM post-mortems written, {} lost",
+        rec.captures, rec.postmortems, rec.held.lost
     ));
     Ok(())
 }

@@ -565,3 +565,30 @@ fn sigterm_flushes_and_exits_zero_with_final_stats() {
             .all(|r| r["ts"].as_str().is_some_and(|t| t.ends_with('Z')) && r["ts_ns"].is_u64())
     );
 }
+
+/// A map the kernel cannot allocate (here: memtrace's own memcg is limited
+/// below the maps' size, which fits the host-wide budget) gets the cause
+/// and the fix, not aya's bare "Cannot allocate memory".
+#[test]
+fn map_enomem_names_the_map_its_memory_and_the_fix() {
+    require_root();
+    let _g = serial();
+    let memcg = TestMemcg::new("enomem");
+    memcg.limit_no_swap(100 << 20);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$0" stream --memcg-entries 1000000 --duration 2s"#)
+        .arg(MEMTRACE)
+        .arg(&memcg.dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("could not allocate map MEMCG_STATS")
+            && err.contains("MiB")
+            && err.contains("memory cgroup")
+            && err.contains("lower --memcg-entries"),
+        "{err}"
+    );
+}

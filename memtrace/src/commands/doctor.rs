@@ -4,9 +4,6 @@ use crate::output::fields::Unseen;
 use std::path::Path;
 
 use anyhow::Result;
-use memtrace_common::{
-    Inflight, InflightKey, MemcgStats, ShrinkerInfo, ShrinkerKey, ShrinkerStats,
-};
 use serde::Serialize;
 
 use crate::{
@@ -19,21 +16,16 @@ use crate::{
         tracefs,
     },
     output::{escape, json},
-    source::loader::{self, MapSizes, PlanEntry},
+    source::{
+        loader::{self, PlanEntry},
+        map_memory::{MapMemory, map_memory, possible_cpus},
+    },
 };
 
 #[derive(Serialize)]
 struct FamilySupport {
     available: bool,
     reason: Option<String>,
-}
-
-#[derive(Serialize)]
-struct MapMemory {
-    name: &'static str,
-    kind: &'static str,
-    max_entries: u32,
-    bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -56,63 +48,6 @@ struct Report {
     maps: Vec<MapMemory>,
     maps_total_bytes: u64,
     error: Option<String>,
-}
-
-/// Fixed in memtrace-ebpf/src/maps.rs: one entry per shrinker seen.
-const SHRINKER_INFO_ENTRIES: u32 = 4096;
-
-fn possible_cpus() -> u64 {
-    aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1)
-}
-
-/// Kernel memory of the maps at these sizes (hash elements carry ~48 bytes
-/// of kernel overhead; per-CPU values are replicated per possible CPU).
-fn map_memory(sizes: &MapSizes) -> Vec<MapMemory> {
-    let cpus = possible_cpus();
-    let r8 = |n: usize| (n as u64).div_ceil(8) * 8;
-    let percpu = |k: usize, v: usize, n: u32| u64::from(n) * (48 + r8(k) + r8(v) * cpus);
-    let hash = |k: usize, v: usize, n: u32| u64::from(n) * (48 + r8(k) + r8(v));
-    use std::mem::size_of;
-    vec![
-        MapMemory {
-            name: "MEMCG_STATS",
-            kind: "percpu_hash",
-            max_entries: sizes.memcg_entries,
-            bytes: percpu(8, size_of::<MemcgStats>(), sizes.memcg_entries),
-        },
-        MapMemory {
-            name: "SHRINKER_STATS",
-            kind: "percpu_hash",
-            max_entries: sizes.shrinker_entries,
-            bytes: percpu(
-                size_of::<ShrinkerKey>(),
-                size_of::<ShrinkerStats>(),
-                sizes.shrinker_entries,
-            ),
-        },
-        MapMemory {
-            name: "INFLIGHT",
-            kind: "hash",
-            max_entries: sizes.inflight_entries,
-            bytes: hash(
-                size_of::<InflightKey>(),
-                size_of::<Inflight>(),
-                sizes.inflight_entries,
-            ),
-        },
-        MapMemory {
-            name: "SHRINKER_INFO",
-            kind: "hash",
-            max_entries: SHRINKER_INFO_ENTRIES,
-            bytes: hash(8, size_of::<ShrinkerInfo>(), SHRINKER_INFO_ENTRIES),
-        },
-        MapMemory {
-            name: "EVENTS",
-            kind: "ringbuf",
-            max_entries: sizes.ringbuf_bytes,
-            bytes: u64::from(sizes.ringbuf_bytes),
-        },
-    ]
 }
 
 pub fn run(args: DoctorArgs) -> Result<()> {
@@ -138,7 +73,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         attach: mode,
         plan: Vec::new(),
         unavailable: Unseen::default(),
-        maps: map_memory(&opts.maps),
+        maps: map_memory(&opts.maps, possible_cpus()),
         maps_total_bytes: 0,
         error: None,
     };

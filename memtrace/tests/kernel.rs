@@ -592,3 +592,22 @@ fn map_enomem_names_the_map_its_memory_and_the_fix() {
         "{err}"
     );
 }
+
+/// A hangup ends `stream` as SIGTERM does: pending records written, final
+/// counters, exit 0 (it used to die with exit 129, output unwritten).
+#[test]
+fn sighup_ends_stream_like_sigterm() {
+    require_root();
+    let _g = serial();
+    let dir = scratch("sighup");
+    let stream = Stream::start(&dir, &["--interval", "1h"]);
+    let start = Instant::now();
+    let records = stream.stop(libc::SIGHUP);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(records.first().unwrap()["type"], "header");
+    assert_eq!(
+        records.last().unwrap()["type"],
+        "system",
+        "final counters are written on SIGHUP too"
+    );
+}

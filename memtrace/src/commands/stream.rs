@@ -2,13 +2,13 @@
 use std::io;
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::StreamArgs,
     filter::Filter,
     output::{records::Record, writer::NdjsonWriter},
     pipeline::{LivePipeline, Output, PipelineOptions},
+    signals::Stop,
     source::replay::Replay,
 };
 
@@ -43,9 +43,9 @@ fn records(outputs: &[Output]) -> impl Iterator<Item = &Record> {
 }
 
 pub async fn run(args: StreamArgs) -> Result<()> {
-    // First, so a SIGTERM during start-up still ends in a clean exit.
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    // First, so a SIGTERM (or SIGHUP) during start-up still ends in a
+    // clean exit.
+    let mut stop = Stop::new()?;
     let filter = args.filter.filter()?;
     // Open the output first: a bad path should fail before any probing.
     let out = match &args.output {
@@ -87,6 +87,10 @@ pub async fn run(args: StreamArgs) -> Result<()> {
         }
     };
     tokio::pin!(deadline);
+    // Without --interval, records may be hours apart: a stdout reader that
+    // went away (`| head`) is noticed without waiting for the next write.
+    let to_stdout = args.output.is_none();
+    let mut check = tokio::time::interval(crate::signals::STDOUT_CHECK);
     loop {
         tokio::select! {
             outputs = pipe.next() => {
@@ -94,8 +98,12 @@ pub async fn run(args: StreamArgs) -> Result<()> {
                     return Ok(());
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = check.tick(), if to_stdout => {
+                if crate::signals::stdout_reader_gone() {
+                    return Ok(());
+                }
+            }
+            _ = stop.recv() => break,
             _ = &mut deadline => break,
         }
     }

@@ -215,9 +215,40 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// SIGHUP: the output directory is opened again by path, as at start
+    /// (created 0750 if it was removed, checked writable). Every file is
+    /// opened by path when written, never through a symlink: after
+    /// logrotate renamed the OOM log, the next post-mortem goes to a new
+    /// `oom.ndjson` (0600) and the rotated file is left alone.
+    fn reopen(&mut self) {
+        match OutDir::open(
+            &self.args.dir,
+            self.args.oom_log.as_deref(),
+            self.args.oom_log_max_mib << 20,
+            self.args.max_captures as usize,
+        ) {
+            Ok(out) => {
+                self.out = out;
+                say(&format!(
+                    "SIGHUP: reopened {}; the OOM log {} is opened by path at its next write",
+                    self.args.dir.display(),
+                    self.out.oom_log().display()
+                ));
+            }
+            Err(e) => say(&format!(
+                "SIGHUP: could not reopen the output directory: {e:#} (still watching, writing by path)"
+            )),
+        }
+    }
+}
+
 pub async fn run(args: RecordArgs) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // SIGHUP reopens the files (logrotate's convention) instead of killing
+    // the agent with exit 129.
+    let mut sighup = signal(SignalKind::hangup())?;
     let out = OutDir::open(
         &args.dir,
         args.oom_log.as_deref(),
@@ -279,6 +310,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
             outputs = pipe.next() => rec.handle(&outputs?),
             _ = sigint.recv() => stopped = true,
             _ = sigterm.recv() => stopped = true,
+            _ = sighup.recv() => rec.reopen(),
         }
     }
     // Pending kills and a capture still in its --post window are written

@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use ratatui::crossterm::event::{Event, EventStream, KeyEventKind};
 use serde::Serialize;
-use tokio::signal::unix::{SignalKind, signal};
 
 pub use model::{By, Column};
 use model::{Model, Row};
@@ -19,6 +18,7 @@ use crate::{
     filter::Filter,
     output::{json, records::Record, writer::NdjsonWriter},
     pipeline::{LivePipeline, Output, PipelineOptions},
+    signals::Stop,
     source::replay::Replay,
 };
 
@@ -76,8 +76,7 @@ impl Feed {
 }
 
 pub async fn run(args: TopArgs) -> Result<()> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut stop = Stop::new()?;
     let filter = args.filter.filter()?;
     let save = args.save.as_deref().map(NdjsonWriter::create).transpose()?;
     let mut feed = Feed {
@@ -104,9 +103,9 @@ pub async fn run(args: TopArgs) -> Result<()> {
         }
     };
     if args.batch || args.json {
-        batch(&mut source, &mut feed, &args, &mut sigint, &mut sigterm).await
+        batch(&mut source, &mut feed, &args, &mut stop).await
     } else {
-        interactive(&mut source, &mut feed, &args, &mut sigint, &mut sigterm).await
+        interactive(&mut source, &mut feed, &args, &mut stop).await
     }?;
     if let Some(w) = feed.save.as_mut() {
         w.sync()?;
@@ -141,15 +140,22 @@ async fn batch(
     source: &mut Source,
     feed: &mut Feed,
     args: &TopArgs,
-    sigint: &mut tokio::signal::unix::Signal,
-    sigterm: &mut tokio::signal::unix::Signal,
+    stop: &mut Stop,
 ) -> Result<()> {
     let mut frames = 0;
+    // Frames may be an hour apart: a reader that went away in between is
+    // noticed without waiting for the next write.
+    let mut check = tokio::time::interval(crate::signals::STDOUT_CHECK);
     loop {
         let records = tokio::select! {
             r = source.next() => r?,
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = stop.recv() => break,
+            _ = check.tick() => {
+                if crate::signals::stdout_reader_gone() {
+                    return Ok(());
+                }
+                continue;
+            }
         };
         let Some(records) = records else {
             return Ok(());
@@ -188,8 +194,7 @@ async fn interactive(
     source: &mut Source,
     feed: &mut Feed,
     args: &TopArgs,
-    sigint: &mut tokio::signal::unix::Signal,
-    sigterm: &mut tokio::signal::unix::Signal,
+    stop: &mut Stop,
 ) -> Result<()> {
     let mut terminal =
         ratatui::try_init().context("setting up the terminal (use --batch without a TTY)")?;
@@ -234,8 +239,7 @@ async fn interactive(
                 Some(Err(e)) => return Err(e).context("reading the terminal"),
                 None => break,
             },
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = stop.recv() => break,
         };
         if redraw {
             terminal.draw(|f| tui::draw(f, &feed.model, &ui))?;

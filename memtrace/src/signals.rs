@@ -1,0 +1,68 @@
+//! What ends `stream` and `top` from outside: the signals SIGINT, SIGTERM
+//! and SIGHUP, and the reader of stdout going away.
+//!
+//! The signals:
+//! SIGHUP's default action would kill the process with output still
+//! buffered (exit 129); a hangup (the terminal or the ssh session gone,
+//! or `kill -HUP` from a supervisor) ends them as SIGTERM does: what is
+//! pending is written and the exit status is 0. `record` instead reopens
+//! its files on SIGHUP (the logrotate convention), see record/mod.rs.
+use std::{io, time::Duration};
+
+use futures_util::FutureExt;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+pub struct Stop {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Stop {
+    /// Installs the handlers: call it first, so a signal during start-up
+    /// still ends in a clean exit.
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Resolves when one of the signals arrives (cancel-safe).
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+
+    /// Whether one arrived already, without waiting.
+    pub fn pending(&mut self) -> bool {
+        self.recv().now_or_never().is_some()
+    }
+}
+
+/// How often an idle `top --json`/`--batch` or `stream` checks whether
+/// stdout's reader went away.
+pub const STDOUT_CHECK: Duration = Duration::from_secs(1);
+
+/// Whether stdout is a pipe or socket whose reader is gone (`| head` that
+/// exited). A write would fail with EPIPE, but an idle command may not
+/// write for hours, and a zero-length write cannot tell: Linux's
+/// pipe_write returns 0 for it before looking for readers. poll(2) with no
+/// requested events can: a pipe without readers reports POLLERR, a socket
+/// whose peer closed POLLHUP; a regular file or a terminal reports neither.
+pub fn stdout_reader_gone() -> bool {
+    let mut fds = [libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    }];
+    // SAFETY: `fds` is a valid array of one pollfd that outlives the call;
+    // a zero timeout makes poll return at once. fd 1 may be closed, which
+    // poll reports as POLLNVAL (not a reader going away).
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    n > 0 && fds[0].revents & (libc::POLLERR | libc::POLLHUP) != 0
+}

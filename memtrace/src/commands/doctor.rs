@@ -15,8 +15,9 @@ use crate::{
         plan::{AttachMode, Family, HOOKS},
         tracefs,
     },
-    output::{escape, json},
+    output::{escape, json, records::Degraded},
     source::{
+        kmsg::KmsgReader,
         loader::{self, PlanEntry},
         map_memory::{MapMemory, map_memory, possible_cpus},
     },
@@ -45,6 +46,9 @@ struct Report {
     /// The plan that mode picks, with the outcome of each of its families.
     plan: Vec<PlanEntry>,
     unavailable: Unseen,
+    /// Sources a reduced privilege set or this host's settings degrade
+    /// (the header's `degraded`); null when the programs did not load.
+    degraded: Option<Vec<Degraded>>,
     maps: Vec<MapMemory>,
     maps_total_bytes: u64,
     error: Option<String>,
@@ -73,6 +77,7 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         attach: mode,
         plan: Vec::new(),
         unavailable: Unseen::default(),
+        degraded: None,
         maps: map_memory(&opts.maps, possible_cpus()),
         maps_total_bytes: 0,
         error: None,
@@ -118,6 +123,12 @@ pub fn run(args: DoctorArgs) -> Result<()> {
                     },
                 );
             }
+            let kmsg_error = KmsgReader::open().err();
+            report.degraded = Some(caps::degraded_sources(
+                kmsg_error.as_ref(),
+                &loaded.kallsyms,
+                fs.as_ref().ok().map(|f| f.root.as_path()),
+            ));
             let (plan, verdict) = loader::plan_for_mode(mode, &loaded.plan, &loaded.facts);
             report.unavailable = loader::unavailable_fields(&plan);
             report.plan = plan;
@@ -173,6 +184,17 @@ fn print_text(r: &Report) {
     );
     if let Some(p) = &r.privileges {
         println!("privileges    NO: {}", t(p));
+    }
+    if let Some(d) = &r.degraded {
+        if d.is_empty() {
+            println!("sources       all readable (kernel log, symbols, tracefs, /proc, cgroupfs)");
+        } else {
+            println!("sources       DEGRADED:");
+            for x in d {
+                println!("  {:<11} {}", x.source, t(&x.reason));
+                println!("  {:<11} loses: {}", "", t(&x.loses));
+            }
+        }
     }
     println!();
     println!("program families:");

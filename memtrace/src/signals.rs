@@ -9,7 +9,6 @@
 //! its files on SIGHUP (the logrotate convention), see record/mod.rs.
 use std::{io, time::Duration};
 
-use futures_util::FutureExt;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub struct Stop {
@@ -36,11 +35,6 @@ impl Stop {
             _ = self.term.recv() => {}
             _ = self.hup.recv() => {}
         }
-    }
-
-    /// Whether one arrived already, without waiting.
-    pub fn pending(&mut self) -> bool {
-        self.recv().now_or_never().is_some()
     }
 }
 

@@ -1,11 +1,14 @@
 //! Command-line interface.
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, error::ErrorKind};
 
 use crate::{
     kernel::plan::AttachMode,
-    source::loader::{LoadOptions, MapSizes},
+    source::{
+        loader::{LoadOptions, MapSizes},
+        map_memory,
+    },
 };
 
 #[derive(Parser, Debug)]
@@ -18,6 +21,26 @@ use crate::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Checks that span several flags, which clap's per-value parsers
+    /// cannot make: a failure is a usage error (exit 2) like theirs.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        let probe = match &self.command {
+            // A replay loads nothing into the kernel.
+            Command::Stream(a) if a.replay.is_none() => &a.probe,
+            Command::Top(a) if a.replay.is_none() => &a.probe,
+            Command::Record(a) => &a.probe,
+            Command::Doctor(a) => &a.probe,
+            _ => return Ok(()),
+        };
+        let sizes = probe.map_sizes();
+        match map_memory::over_budget(&sizes, map_memory::possible_cpus(), &map_memory::budget()) {
+            None => Ok(()),
+            Some(why) => Err(Cli::command().error(ErrorKind::ValueValidation, why)),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,7 +87,12 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// The largest ring buffer whose size in bytes fits the map's u32
-/// max_entries (2 GiB).
+/// max_entries (2 GiB). The kernel's own cap is higher (ringbuf.c:
+/// RINGBUF_MAX_DATA_SZ, 64 GiB with 4 KiB pages) and its only other rule is
+/// the power-of-two number of pages checked below, so every value accepted
+/// here passes the kernel's EINVAL checks (2 GiB was created on 6.18; a
+/// size that is not a power of two got EINVAL). What remains is ENOMEM,
+/// which the budget check and the loader's error explain.
 const RINGBUF_MAX_KIB: u32 = 1 << 21;
 
 /// `--ringbuf-kib`: the kernel refuses a ring buffer whose size is not a
@@ -114,16 +142,20 @@ pub struct ProbeArgs {
 }
 
 impl ProbeArgs {
+    pub fn map_sizes(&self) -> MapSizes {
+        MapSizes {
+            memcg_entries: self.memcg_entries,
+            shrinker_entries: self.shrinker_entries,
+            inflight_entries: self.inflight_entries,
+            // At most 2 GiB (parse_ringbuf_kib), so this cannot overflow.
+            ringbuf_bytes: self.ringbuf_kib * 1024,
+        }
+    }
+
     pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
-        let kib = self.ringbuf_kib;
         Ok(LoadOptions {
             mode: self.attach,
-            maps: MapSizes {
-                memcg_entries: self.memcg_entries,
-                shrinker_entries: self.shrinker_entries,
-                inflight_entries: self.inflight_entries,
-                ringbuf_bytes: kib * 1024,
-            },
+            maps: self.map_sizes(),
             slow_charge_ns: self.slow_charge.as_nanos() as u64,
             slow_reclaim_ns: self.slow_reclaim.as_nanos() as u64,
         })

@@ -16,5 +16,6 @@ pub mod output;
 pub mod pipeline;
 pub mod record;
 pub mod report;
+pub mod signals;
 pub mod source;
 pub mod top;

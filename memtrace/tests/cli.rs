@@ -192,3 +192,32 @@ fn a_stalled_replay_answers_sigterm() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("{\"type\":\"header\""), "{text}");
 }
+
+/// Map sizes whose kernel memory exceeds the budget are refused before
+/// anything is loaded (they used to allocate until the host's OOM killer
+/// fired), naming the memory they would take and the budget.
+#[test]
+fn map_sizes_over_the_kernel_memory_budget_are_usage_errors() {
+    for cmd in ["stream", "top", "record", "doctor"] {
+        let (code, err) = run(&[cmd, "--memcg-entries", "100000000"]);
+        assert_eq!(code, Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("kernel maps would take")
+                && err.contains("MEMCG_STATS")
+                && err.contains("MiB")
+                && err.contains("budget")
+                && err.contains("of RAM")
+                && err.contains("--memcg-entries"),
+            "{cmd}: {err}"
+        );
+    }
+    // A replay loads nothing, so no budget applies.
+    let (code, err) = run(&[
+        "stream",
+        "--memcg-entries",
+        "100000000",
+        "--replay",
+        "/nonexistent/memtrace-replay",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+}

@@ -496,6 +496,95 @@ fn unprivileged_user_gets_the_cause_and_the_fix() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("needs root or CAP_BPF+CAP_PERFMON"), "{err}");
+    assert!(
+        err.contains("CAP_SYSLOG") && err.contains("CAP_SYS_ADMIN") && err.contains("doctor"),
+        "the hint names everything the agent reads: {err}"
+    );
+}
+
+/// `cmd` as root with only these capabilities (`bpf,perfmon`).
+fn with_caps(caps: &str, cmd: &str, args: &[&str]) -> std::process::Output {
+    let set: String = std::iter::once("-all".to_string())
+        .chain(caps.split(',').map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    Command::new("setpriv")
+        .arg(format!("--inh-caps={set}"))
+        .arg(format!("--ambient-caps={set}"))
+        .arg(format!("--bounding-set={set}"))
+        .arg(cmd)
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+fn degraded_names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("degraded is an array: {v}"))
+        .iter()
+        .map(|d| {
+            assert!(d["reason"].is_string() && d["loses"].is_string(), "{d}");
+            d["source"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// With only CAP_BPF+CAP_PERFMON, `doctor` and the stream header name the
+/// sources that degrades, as the kernel decides it: what the same
+/// capability set can open is probed independently (the kernel log, symbol
+/// addresses); adding CAP_SYSLOG, the fix the hint names, clears both.
+#[test]
+fn a_reduced_capability_set_names_its_degraded_sources() {
+    require_root();
+    let _g = serial();
+    let probe = |caps: &str| {
+        let kmsg = with_caps(caps, "sh", &["-c", "exec 3</dev/kmsg"])
+            .status
+            .success();
+        let syms = with_caps(caps, "head", &["-n1", "/proc/kallsyms"]);
+        let addr = String::from_utf8_lossy(&syms.stdout).to_string();
+        let visible = addr
+            .split_whitespace()
+            .next()
+            .is_some_and(|a| a.chars().any(|c| c != '0'));
+        (kmsg, visible)
+    };
+    for caps in ["bpf,perfmon", "bpf,perfmon,syslog"] {
+        let (kmsg_ok, syms_ok) = probe(caps);
+        let out = with_caps(caps, MEMTRACE, &["doctor", "--json"]);
+        let doc: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{caps}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let names = degraded_names(&doc["degraded"]);
+        assert_eq!(
+            names.contains(&"kmsg".into()),
+            !kmsg_ok,
+            "{caps}: {names:?}"
+        );
+        assert_eq!(
+            names.contains(&"kallsyms".into()),
+            !syms_ok,
+            "{caps}: {names:?}"
+        );
+        if caps.contains("syslog") {
+            assert!(kmsg_ok && syms_ok, "CAP_SYSLOG is the fix the hint names");
+        }
+        let out = with_caps(caps, MEMTRACE, &["stream", "--duration", "1s"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let header: Value = serde_json::from_str(text.lines().next().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("{caps}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(degraded_names(&header["degraded"]), names, "{caps}");
+        assert_eq!(header["kmsg"], kmsg_ok);
+        let text_doc = with_caps(caps, MEMTRACE, &["doctor"]);
+        let text_doc = String::from_utf8_lossy(&text_doc.stdout);
+        assert_eq!(
+            text_doc.contains("sources       DEGRADED"),
+            !names.is_empty(),
+            "{text_doc}"
+        );
+    }
+    // Root with every capability degrades nothing.
+    let doc = doctor_json();
+    assert_eq!(degraded_names(&doc["degraded"]), Vec::<String>::new());
 }
 
 #[test]
@@ -514,5 +603,155 @@ fn sigterm_flushes_and_exits_zero_with_final_stats() {
         records
             .iter()
             .all(|r| r["ts"].as_str().is_some_and(|t| t.ends_with('Z')) && r["ts_ns"].is_u64())
+    );
+}
+
+/// A map the kernel cannot allocate (here: memtrace's own memcg is limited
+/// below the maps' size, which fits the host-wide budget) gets the cause
+/// and the fix, not aya's bare "Cannot allocate memory".
+#[test]
+fn map_enomem_names_the_map_its_memory_and_the_fix() {
+    require_root();
+    let _g = serial();
+    let memcg = TestMemcg::new("enomem");
+    memcg.limit_no_swap(100 << 20);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$0" stream --memcg-entries 1000000 --duration 2s"#)
+        .arg(MEMTRACE)
+        .arg(&memcg.dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("could not allocate map MEMCG_STATS")
+            && err.contains("MiB")
+            && err.contains("memory cgroup")
+            && err.contains("lower --memcg-entries"),
+        "{err}"
+    );
+}
+
+/// A hangup ends `stream` as SIGTERM does: pending records written, final
+/// counters, exit 0 (it used to die with exit 129, output unwritten).
+#[test]
+fn sighup_ends_stream_like_sigterm() {
+    require_root();
+    let _g = serial();
+    let dir = scratch("sighup");
+    let stream = Stream::start(&dir, &["--interval", "1h"]);
+    let start = Instant::now();
+    let records = stream.stop(libc::SIGHUP);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(records.first().unwrap()["type"], "header");
+    assert_eq!(
+        records.last().unwrap()["type"],
+        "system",
+        "final counters are written on SIGHUP too"
+    );
+}
+
+/// Memcgs that live a fraction of an interval (create, write through a small
+/// limit, rmdir: a crashlooping job) are named in their interval records,
+/// although they are gone when the interval is read; and once they are gone
+/// their kernel map entries are evicted (they used to stay, and 477 of 510
+/// such records had a null path).
+#[test]
+fn short_lived_memcgs_get_their_path_and_are_evicted() {
+    require_root();
+    let _g = serial();
+    let dir = scratch("churn-short");
+    let root = TestMemcg::new("short");
+    let stream = Stream::start(&dir, &["--interval", "1s"]);
+    let mut ids = std::collections::HashMap::new();
+    let started = Instant::now();
+    for i in 0..40 {
+        let d = root.dir.join(format!("job-{i}"));
+        fs::create_dir(&d).unwrap();
+        ids.insert(
+            std::os::unix::fs::MetadataExt::ino(&fs::metadata(&d).unwrap()),
+            format!("{}/job-{i}", root.rel),
+        );
+        fs::write(d.join("memory.limit_in_bytes"), (4u64 << 20).to_string())
+            .or_else(|_| fs::write(d.join("memory.max"), (4u64 << 20).to_string()))
+            .unwrap();
+        let file = dir.join(format!("churn-{i}"));
+        let mut child = spawn_in(
+            &d,
+            Command::new("dd")
+                .arg("if=/dev/zero")
+                .arg(format!("of={}", file.display()))
+                .args(["bs=1M", "count=12"]),
+        );
+        wait_timeout(&mut child, Duration::from_secs(30));
+        let _ = fs::remove_file(&file);
+        // Its page cache is gone with the file; the memcg goes at once.
+        while fs::remove_dir(&d).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let churn_time = started.elapsed();
+    // The grace: a rescan (every 10 s) confirms the removal, then an idle
+    // interval evicts.
+    std::thread::sleep(Duration::from_secs(15));
+    let records = stream.stop(libc::SIGTERM);
+    let ours: Vec<&Value> = of_type(&records, "memcg_interval")
+        .into_iter()
+        .filter(|r| {
+            r["memcg"]["id"]
+                .as_u64()
+                .is_some_and(|id| ids.contains_key(&id))
+        })
+        .collect();
+    let named = ours
+        .iter()
+        .filter(|r| {
+            r["memcg"]["path"].as_str()
+                == ids
+                    .get(&r["memcg"]["id"].as_u64().unwrap())
+                    .map(String::as_str)
+        })
+        .count();
+    let seen: std::collections::HashSet<u64> = ours
+        .iter()
+        .map(|r| r["memcg"]["id"].as_u64().unwrap())
+        .collect();
+    eprintln!(
+        "{} memcgs in {churn_time:?}: {} interval records of {} of them, {named} with their path",
+        ids.len(),
+        ours.len(),
+        seen.len()
+    );
+    assert!(
+        seen.len() >= ids.len() / 2,
+        "the churn must show: {} of {}",
+        seen.len(),
+        ids.len()
+    );
+    assert_eq!(
+        named,
+        ours.len(),
+        "every record of a short-lived memcg has its path"
+    );
+    let systems = of_type(&records, "system");
+    let evictions = |s: &Value| s["map_evictions"].as_u64().unwrap();
+    let entries: Vec<u64> = systems
+        .iter()
+        .map(|s| s["memcg_entries"].as_u64().unwrap())
+        .collect();
+    let peak = *entries.iter().max().unwrap();
+    let last = *entries.last().unwrap();
+    eprintln!(
+        "memcg_entries peak {peak}, last {last}; map_evictions {}",
+        evictions(systems.last().unwrap())
+    );
+    assert!(
+        evictions(systems.last().unwrap()) >= seen.len() as u64,
+        "every removed memcg's entry is evicted"
+    );
+    assert!(
+        last + (seen.len() as u64) / 2 <= peak,
+        "memcg_entries drops after the grace: peak {peak}, last {last}"
     );
 }

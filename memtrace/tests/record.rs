@@ -337,3 +337,68 @@ fn an_unusable_directory_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// logrotate's convention: after the OOM log is renamed, SIGHUP makes
+/// `record` carry on (it used to die with exit 129) and the next kill goes
+/// to a new `oom.ndjson` (0600), the rotated file left alone; a symlink
+/// planted at the log's path after rotation is still never followed.
+#[test]
+fn sighup_reopens_the_oom_log_after_logrotate() {
+    require_root();
+    let _g = serial();
+    let scratch = scratch("record-sighup");
+    let dir = scratch.join("out");
+    let mut r = Recorder::start(&dir, &["--oom-text-stderr"]);
+    let memcg = TestMemcg::new("record-hup");
+    memcg.limit_no_swap(32 << 20);
+    let first = oom_victim(&memcg.dir);
+    live_postmortem(&r, first);
+
+    let log = dir.join("oom.ndjson");
+    let rotated = dir.join("oom.ndjson.1");
+    fs::rename(&log, &rotated).unwrap();
+    let rotated_before = fs::read(&rotated).unwrap();
+    unsafe { libc::kill(r.child.id() as i32, libc::SIGHUP) };
+    r.wait_log("SIGHUP: reopened");
+    assert!(
+        r.child.try_wait().unwrap().is_none(),
+        "record must survive SIGHUP: {}",
+        r.log()
+    );
+
+    let second = oom_victim(&memcg.dir);
+    let pm = live_postmortem(&r, second);
+    assert_eq!(pm["kill"]["victim"]["pid"], second);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::symlink_metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        r.postmortems()
+            .iter()
+            .all(|p| p["kill"]["victim"]["pid"] != first),
+        "the new log holds only kills after the rotation"
+    );
+    assert_eq!(
+        fs::read(&rotated).unwrap(),
+        rotated_before,
+        "the rotated file is left alone"
+    );
+
+    // Rotated again, and a symlink planted where the log was.
+    fs::rename(&log, &rotated).unwrap();
+    let target = scratch.join("not-yours");
+    fs::write(&target, "keep\n").unwrap();
+    std::os::unix::fs::symlink(&target, &log).unwrap();
+    unsafe { libc::kill(r.child.id() as i32, libc::SIGHUP) };
+    oom_victim(&memcg.dir);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !r.log().contains("OOM log NOT written") {
+        assert!(Instant::now() < end, "no refusal: {}", r.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(fs::read_to_string(&target).unwrap(), "keep\n");
+    let log = r.stop();
+    assert!(log.contains("symlink"), "{log}");
+}

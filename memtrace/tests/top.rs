@@ -425,3 +425,65 @@ fn interactive_top_in_a_real_terminal() {
     let after = capture(&s);
     assert!(!after.contains("RECLAIM"), "alternate screen left: {after}");
 }
+
+/// `top --json` (or `--batch`) whose reader exited notices it although no
+/// frame is due for an hour, and exits quietly (0, nothing on stderr) as it
+/// does when a write meets the closed pipe (`| head`). It used to wait for
+/// the next frame.
+#[test]
+fn idle_top_json_notices_its_reader_went_away() {
+    require_root();
+    let _g = serial();
+    let scratch = scratch("top-epipe");
+    let saved = scratch.join("saved.ndjson");
+    let mut top = Command::new(MEMTRACE)
+        .args(["top", "--json", "--interval", "1h", "--save"])
+        .arg(&saved)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_attached(&saved);
+    // The reader exits: the pipe's only read end is closed.
+    drop(top.stdout.take());
+    let closed = Instant::now();
+    let st = wait_timeout(&mut top, Duration::from_secs(10));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut top.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        closed.elapsed() < Duration::from_secs(5),
+        "took {:?} to notice",
+        closed.elapsed()
+    );
+    assert!(st.success(), "{st}: {err}");
+    assert!(err.is_empty(), "quietly: {err}");
+}
+
+/// A hangup ends `top --json` as SIGTERM does: the records since the last
+/// frame are shown and saved, exit 0 (it used to die with exit 129).
+#[test]
+fn sighup_ends_top_like_sigterm() {
+    require_root();
+    let _g = serial();
+    let scratch = scratch("top-sighup");
+    let saved = scratch.join("saved.ndjson");
+    let mut top = Command::new(MEMTRACE)
+        .args(["top", "--json", "--interval", "1h", "--save"])
+        .arg(&saved)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_attached(&saved);
+    unsafe { libc::kill(top.id() as i32, libc::SIGHUP) };
+    let st = wait_timeout(&mut top, Duration::from_secs(10));
+    assert!(st.success(), "{st}");
+    let records = read_records(&saved);
+    assert_eq!(
+        records.last().unwrap()["type"],
+        "system",
+        "the interval in progress is saved on SIGHUP"
+    );
+}

@@ -14,6 +14,7 @@ pub mod resolver;
 pub mod state;
 pub mod stats;
 pub mod tasks;
+pub mod watch;
 
 // What the rest of memtrace uses, without naming the submodules.
 pub use mounts::{CgroupMode, MemcgFs, detect};

@@ -186,6 +186,24 @@ impl Resolver {
         }
     }
 
+    /// Records a memcg seen being created (`cgroup::watch`): directory
+    /// `rel` (real bytes below the root, no leading `/`) has id `id`. If it
+    /// is removed before the next rescan, that rescan marks it deleted and
+    /// its path is kept.
+    pub fn found(&mut self, id: u64, rel: &[u8]) {
+        self.unknown.remove(&id);
+        self.insert_found(id, &display_path(rel), rel);
+    }
+
+    /// Whether the memcg is known to be gone: marked deleted by a rescan,
+    /// or never found by a complete rescan made after it was looked up
+    /// (ids are never reused, so it was removed before it could be seen).
+    pub fn gone(&self, id: u64) -> bool {
+        self.by_id
+            .get(&id)
+            .map_or(self.unknown.contains(&id), |e| e.deleted)
+    }
+
     /// Absolute path of the memcg's directory (which may no longer exist).
     pub fn path_of(&self, name: &MemcgName) -> PathBuf {
         if let Some(Entry {

@@ -4,9 +4,6 @@ use crate::output::fields::Unseen;
 use std::path::Path;
 
 use anyhow::Result;
-use memtrace_common::{
-    Inflight, InflightKey, MemcgStats, ShrinkerInfo, ShrinkerKey, ShrinkerStats,
-};
 use serde::Serialize;
 
 use crate::{
@@ -18,22 +15,18 @@ use crate::{
         plan::{AttachMode, Family, HOOKS},
         tracefs,
     },
-    output::{escape, json},
-    source::loader::{self, MapSizes, PlanEntry},
+    output::{escape, json, records::Degraded},
+    source::{
+        kmsg::KmsgReader,
+        loader::{self, PlanEntry},
+        map_memory::{MapMemory, map_memory, possible_cpus},
+    },
 };
 
 #[derive(Serialize)]
 struct FamilySupport {
     available: bool,
     reason: Option<String>,
-}
-
-#[derive(Serialize)]
-struct MapMemory {
-    name: &'static str,
-    kind: &'static str,
-    max_entries: u32,
-    bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -53,53 +46,12 @@ struct Report {
     /// The plan that mode picks, with the outcome of each of its families.
     plan: Vec<PlanEntry>,
     unavailable: Unseen,
+    /// Sources a reduced privilege set or this host's settings degrade
+    /// (the header's `degraded`); null when the programs did not load.
+    degraded: Option<Vec<Degraded>>,
     maps: Vec<MapMemory>,
     maps_total_bytes: u64,
     error: Option<String>,
-}
-
-/// Fixed in memtrace-ebpf/src/maps.rs: one entry per shrinker seen.
-const SHRINKER_INFO_ENTRIES: u32 = 4096;
-
-fn possible_cpus() -> u64 {
-    aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1)
-}
-
-impl MapMemory {
-    /// A hash map from `K` to `V` of `entries` elements and its kernel
-    /// memory: each element carries ~48 bytes of kernel overhead, and a
-    /// per-CPU map's value is replicated per possible CPU.
-    fn hash<K, V>(name: &'static str, per_cpu: bool, entries: u32) -> Self {
-        let r8 = |n: usize| (n as u64).div_ceil(8) * 8;
-        let copies = if per_cpu { possible_cpus() } else { 1 };
-        Self {
-            name,
-            kind: if per_cpu { "percpu_hash" } else { "hash" },
-            max_entries: entries,
-            bytes: u64::from(entries) * (48 + r8(size_of::<K>()) + r8(size_of::<V>()) * copies),
-        }
-    }
-}
-
-/// Kernel memory of the maps at these sizes (the key and value types of
-/// memtrace-ebpf/src/maps.rs).
-fn map_memory(sizes: &MapSizes) -> Vec<MapMemory> {
-    vec![
-        MapMemory::hash::<u64, MemcgStats>("MEMCG_STATS", true, sizes.memcg_entries),
-        MapMemory::hash::<ShrinkerKey, ShrinkerStats>(
-            "SHRINKER_STATS",
-            true,
-            sizes.shrinker_entries,
-        ),
-        MapMemory::hash::<InflightKey, Inflight>("INFLIGHT", false, sizes.inflight_entries),
-        MapMemory::hash::<u64, ShrinkerInfo>("SHRINKER_INFO", false, SHRINKER_INFO_ENTRIES),
-        MapMemory {
-            name: "EVENTS",
-            kind: "ringbuf",
-            max_entries: sizes.ringbuf_bytes,
-            bytes: u64::from(sizes.ringbuf_bytes),
-        },
-    ]
 }
 
 pub fn run(args: DoctorArgs) -> Result<()> {
@@ -125,7 +77,8 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         attach: mode,
         plan: Vec::new(),
         unavailable: Unseen::default(),
-        maps: map_memory(&opts.maps),
+        degraded: None,
+        maps: map_memory(&opts.maps, possible_cpus()),
         maps_total_bytes: 0,
         error: None,
     };
@@ -170,6 +123,12 @@ pub fn run(args: DoctorArgs) -> Result<()> {
                     },
                 );
             }
+            let kmsg_error = KmsgReader::open().err();
+            report.degraded = Some(caps::degraded_sources(
+                kmsg_error.as_ref(),
+                &loaded.kallsyms,
+                fs.as_ref().ok().map(|f| f.root.as_path()),
+            ));
             let (plan, verdict) = loader::plan_for_mode(mode, &loaded.plan, &loaded.facts);
             report.unavailable = loader::unavailable_fields(&plan);
             report.plan = plan;
@@ -225,6 +184,17 @@ fn print_text(r: &Report) {
     );
     if let Some(p) = &r.privileges {
         println!("privileges    NO: {}", t(p));
+    }
+    if let Some(d) = &r.degraded {
+        if d.is_empty() {
+            println!("sources       all readable (kernel log, symbols, tracefs, /proc, cgroupfs)");
+        } else {
+            println!("sources       DEGRADED:");
+            for x in d {
+                println!("  {:<11} {}", x.source, t(&x.reason));
+                println!("  {:<11} loses: {}", "", t(&x.loses));
+            }
+        }
     }
     println!();
     println!("program families:");

@@ -3,35 +3,8 @@ mod doctor;
 mod stream;
 
 use anyhow::Result;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::{Cli, Command};
-
-/// SIGINT and SIGTERM: either stops `stream`, `top` and `record` cleanly.
-/// Registered first thing, so a signal during start-up still ends in a
-/// clean exit.
-pub struct StopSignals {
-    int: Signal,
-    term: Signal,
-}
-
-impl StopSignals {
-    pub fn new() -> Result<Self> {
-        Ok(Self {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-        })
-    }
-
-    /// Resolves at the next SIGINT or SIGTERM. Cancel-safe, like
-    /// `Signal::recv`: usable in `select!` loops.
-    pub async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
-        }
-    }
-}
 
 pub fn dispatch(cli: Cli) -> Result<()> {
     // One thread: the programs do the heavy lifting, and a single-threaded

@@ -8,6 +8,7 @@ use crate::{
     filter::Filter,
     output::{records::Record, writer::NdjsonWriter},
     pipeline::{LivePipeline, Output, PipelineOptions},
+    signals::Stop,
     source::replay::Replay,
 };
 
@@ -42,8 +43,9 @@ fn records(outputs: &[Output]) -> impl Iterator<Item = &Record> {
 }
 
 pub async fn run(args: StreamArgs) -> Result<()> {
-    // First, so a SIGTERM during start-up still ends in a clean exit.
-    let mut stop = super::StopSignals::new()?;
+    // First, so a SIGTERM (or SIGHUP) during start-up still ends in a
+    // clean exit.
+    let mut stop = Stop::new()?;
     let filter = args.filter.filter()?;
     // Open the output first: a bad path should fail before any probing.
     let out = match &args.output {
@@ -94,10 +96,19 @@ pub async fn run(args: StreamArgs) -> Result<()> {
         }
     };
     tokio::pin!(deadline);
+    // Without --interval, records may be hours apart: a stdout reader that
+    // went away (`| head`) is noticed without waiting for the next write.
+    let to_stdout = args.output.is_none();
+    let mut check = tokio::time::interval(crate::signals::STDOUT_CHECK);
     loop {
         tokio::select! {
             outputs = pipe.next() => {
                 if !sink.write(records(&outputs?))? {
+                    return Ok(());
+                }
+            }
+            _ = check.tick(), if to_stdout => {
+                if crate::signals::stdout_reader_gone() {
                     return Ok(());
                 }
             }

@@ -63,6 +63,13 @@ impl Kallsyms {
             .filter(|&a| a != 0)
     }
 
+    /// Whether addresses are shown: /proc/kallsyms prints them as zero
+    /// unless the reader has CAP_SYSLOG (or kptr_restrict=0 with
+    /// perf_event_paranoid <= 1), and then no shrinker callback is named.
+    pub fn addresses_visible(&self) -> bool {
+        self.entries.iter().any(|e| e.0 != 0)
+    }
+
     /// The function starting exactly at `addr`. Addresses are all zero
     /// when kptr_restrict hides them, and then nothing matches.
     pub fn name_at(&self, addr: u64) -> Option<&str> {

@@ -69,6 +69,22 @@ pub struct Header {
     pub unavailable: Unseen,
     /// Whether the kernel log could be read (OOM details and past kills).
     pub kmsg: bool,
+    /// Sources the agent could not use with its privileges or this host's
+    /// settings, and what records lose (empty: none). An added field:
+    /// files written before it read as empty.
+    #[serde(default)]
+    pub degraded: Vec<Degraded>,
+}
+
+/// A source of data the agent could not use, why, and what it costs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Degraded {
+    /// `kmsg`, `kallsyms`, `tracefs`, `proc` or `cgroupfs`.
+    pub source: String,
+    /// Why, naming the capability or setting that would fix it.
+    pub reason: String,
+    /// What records lose without it.
+    pub loses: String,
 }
 
 /// What happened to one hook: the family it attached with (null when it

@@ -11,7 +11,9 @@ use memtrace_common::{OOM_HAS_OOM_MEMCG, OomEvent};
 
 use crate::{
     aggregate::chain,
-    cgroup::{self, MemcgFs, MemcgName, Resolver, state::StateReader, tasks::tasks},
+    cgroup::{
+        self, MemcgFs, MemcgName, Resolver, state::StateReader, tasks::tasks, watch::MemcgWatch,
+    },
     output::{
         build,
         records::{Memcg, MemcgState, OomKill, TaskRss},
@@ -60,6 +62,8 @@ pub struct Enricher {
     /// Read at the BPF event, by victim pid, until the kill's record is
     /// built (`None`: the sinks want no snapshots).
     early: Option<HashMap<u32, EarlyRead>>,
+    /// Names memcgs as they are created (None if inotify is unavailable).
+    watch: Option<MemcgWatch>,
 }
 
 impl Enricher {
@@ -69,6 +73,27 @@ impl Enricher {
         // a memcg shows up in has a true limit-hit delta.
         resolver.rescan();
         let live = resolver.live();
+        // Watches first, then one more rescan: a memcg created in between
+        // is found by one or the other.
+        let watch = match MemcgWatch::new(&fs.root) {
+            Ok(mut w) => {
+                for n in &live {
+                    let abs = resolver.path_of(n);
+                    if let Ok(rel) = abs.strip_prefix(&fs.root) {
+                        w.watch(rel.as_os_str().as_encoded_bytes());
+                    }
+                }
+                resolver.rescan();
+                Some(w)
+            }
+            Err(e) => {
+                log::warn!(
+                    "cannot watch for new memcgs ({e}): memcgs removed between two \
+                     intervals may have no path"
+                );
+                None
+            }
+        };
         let limit_counts = live
             .iter()
             .filter_map(|n| cgroup::limit_hits(&fs, &resolver.path_of(n)).map(|v| (n.id, v)))
@@ -79,6 +104,7 @@ impl Enricher {
             last_rescan: Instant::now(),
             limit_counts,
             early: snapshots.then(HashMap::new),
+            watch,
             fs,
             resolver,
         }
@@ -120,9 +146,34 @@ impl Enricher {
         (hits, Some(state))
     }
 
-    /// Whether the memcg was removed (for evicting its kernel map entries).
+    /// Whether the memcg was removed (for evicting its kernel map entries):
+    /// a rescan marked it deleted, or no complete rescan after its first
+    /// sight ever found it (removed before it could be named).
     pub fn is_deleted(&mut self, id: u64) -> bool {
-        self.resolver.resolve(id).is_some_and(|n| n.deleted)
+        let _ = self.resolver.resolve(id);
+        self.resolver.gone(id)
+    }
+
+    /// Waits for memcgs to be created and names them at once (see
+    /// `cgroup::watch`); pends forever without a watch. Cancel-safe.
+    pub async fn watch_created(&mut self) {
+        let Some(w) = self.watch.as_mut() else {
+            return std::future::pending().await;
+        };
+        match w.created().await {
+            Ok(found) => {
+                for (id, rel) in found {
+                    self.resolver.found(id, &rel);
+                }
+            }
+            Err(e) => {
+                log::warn!(
+                    "watching for new memcgs failed ({e}); memcgs removed between two \
+                     intervals may have no path"
+                );
+                self.watch = None;
+            }
+        }
     }
 
     pub fn forget(&mut self, id: u64) {

@@ -108,16 +108,15 @@ impl LivePipeline {
         let loaded = loader::load(opts, false)?;
         let unseen = loaded.unavailable_fields();
         let oom_family = loaded.family_of("oom_kill_process");
-        let kmsg = match KmsgReader::open() {
-            Ok(k) => Some(k),
-            Err(e) => {
-                log::warn!(
-                    "cannot read /dev/kmsg ({e}): OOM records lose the limiting memcg and rss, \
-                     and past kills are not reported"
-                );
-                None
-            }
+        let (kmsg, kmsg_error) = match KmsgReader::open() {
+            Ok(k) => (Some(k), None),
+            Err(e) => (None, Some(e)),
         };
+        let degraded =
+            caps::degraded_sources(kmsg_error.as_ref(), &loaded.kallsyms, Some(&enrich.fs.root));
+        for d in &degraded {
+            log::warn!("{} degraded ({}): {}", d.source, d.reason, d.loses);
+        }
         let ts_ns = clock.now_ns();
         let header = Header {
             ts: clock.rfc3339(ts_ns),
@@ -132,6 +131,7 @@ impl LivePipeline {
             plan: loaded.plan.clone(),
             unavailable: unseen.clone(),
             kmsg: kmsg.is_some(),
+            degraded,
         };
         let joiner = OomJoiner::new(
             kmsg.is_some(),
@@ -215,6 +215,8 @@ impl LivePipeline {
                 }
             }
             _ = self.oom_tick.tick() => {}
+            // Names new memcgs before they can be removed again.
+            _ = self.enrich.watch_created() => {}
             _ = async { self.interval.as_mut().expect("guarded by has_interval").tick().await }, if has_interval => {
                 self.interval_records(&mut out);
             }

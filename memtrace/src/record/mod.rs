@@ -10,15 +10,16 @@ mod spike;
 use crate::output::fields::Unseen;
 use anyhow::Result;
 use futures_util::FutureExt;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::RecordArgs,
-    commands::StopSignals,
     output::{
         escape,
         records::{Capture, FORMAT_VERSION, Header, OomKill, Record, Trigger},
     },
     pipeline::{LivePipeline, OomSnapshot, Output, PipelineOptions},
+    signals::Stop,
     source::ndjson::{Item, Lines},
 };
 use files::{OutDir, stamp};
@@ -352,8 +353,39 @@ struct Refused {
     text: Option<(u32, String)>,
 }
 
+impl Recorder {
+    /// SIGHUP: the output directory is opened again by path, as at start
+    /// (created 0750 if it was removed, checked writable). Every file is
+    /// opened by path when written, never through a symlink: after
+    /// logrotate renamed the OOM log, the next post-mortem goes to a new
+    /// `oom.ndjson` (0600) and the rotated file is left alone.
+    fn reopen(&mut self) {
+        match OutDir::open(
+            &self.args.dir,
+            self.args.oom_log.as_deref(),
+            self.args.oom_log_max_mib << 20,
+            self.args.max_captures as usize,
+        ) {
+            Ok(out) => {
+                self.out = out;
+                say(&format!(
+                    "SIGHUP: reopened {}; the OOM log {} is opened by path at its next write",
+                    self.args.dir.display(),
+                    self.out.oom_log().display()
+                ));
+            }
+            Err(e) => say(&format!(
+                "SIGHUP: could not reopen the output directory: {e:#} (still watching, writing by path)"
+            )),
+        }
+    }
+}
+
 pub async fn run(args: RecordArgs) -> Result<()> {
-    let mut stop = StopSignals::new()?;
+    let mut stop = Stop::without_hangup()?;
+    // SIGHUP reopens the files (logrotate's convention) instead of killing
+    // the agent with exit 129.
+    let mut sighup = signal(SignalKind::hangup())?;
     let out = OutDir::open(
         &args.dir,
         args.oom_log.as_deref(),
@@ -416,6 +448,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         tokio::select! {
             outputs = pipe.next() => rec.handle(&outputs?),
             _ = stop.recv() => stopped = true,
+            _ = sighup.recv() => rec.reopen(),
         }
     }
     // Pending kills and a capture still in its --post window are written

@@ -16,6 +16,7 @@ use crate::kernel::{
     tracefs,
 };
 use crate::output::fields::Unseen;
+use crate::source::map_memory::{map_memory, mib, possible_cpus};
 
 /// The programs, built and named by build.rs.
 static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(env!("MEMTRACE_EBPF_OBJ"));
@@ -102,6 +103,41 @@ fn short_error(e: &anyhow::Error) -> String {
         Some((i, _)) => format!("{}...", &first[..i]),
         None => first.to_string(),
     }
+}
+
+/// A map the kernel would not create, with the cause and the fix instead
+/// of aya's bare errno ("failed to create map EVENTS: Cannot allocate
+/// memory").
+fn map_create_error(e: aya::EbpfError, sizes: &MapSizes) -> anyhow::Error {
+    let aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error }) = &e else {
+        return anyhow::Error::new(e).context("loading memtrace's eBPF object (maps)");
+    };
+    let maps = map_memory(sizes, possible_cpus());
+    let this = maps
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| format!("{}, {} entries", mib(m.bytes), m.max_entries))
+        .unwrap_or_default();
+    let total = mib(maps.iter().map(|m| m.bytes).sum());
+    let why = match io_error.raw_os_error() {
+        Some(libc::ENOMEM) => format!(
+            "the kernel could not allocate map {name} ({this}; {total} for all maps): \
+             not enough free memory, or memtrace's own memory cgroup is limited below it \
+             (map memory is charged to it on 5.11+); lower --memcg-entries, \
+             --shrinker-entries, --inflight-entries or --ringbuf-kib, or raise that limit"
+        ),
+        Some(libc::EPERM) => format!(
+            "the kernel refused to create map {name} (EPERM): before 5.11 map memory counts \
+             against RLIMIT_MEMLOCK ({total} for all maps); raise it (`ulimit -l unlimited`, \
+             LimitMEMLOCK=infinity) or lower the map sizes"
+        ),
+        Some(libc::EINVAL | libc::E2BIG) => format!(
+            "the kernel rejected the size of map {name} ({this}: {io_error}); \
+             --ringbuf-kib must be a power of two number of pages, and entries at least 16"
+        ),
+        _ => format!("the kernel could not create map {name} ({this}): {io_error}"),
+    };
+    anyhow!("{why}")
 }
 
 fn classic_offsets(config: &mut ProbeConfig) -> Result<()> {
@@ -193,7 +229,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         .map_max_entries("INFLIGHT", opts.maps.inflight_entries)
         .map_max_entries("EVENTS", opts.maps.ringbuf_bytes)
         .load(object)
-        .context("loading memtrace's eBPF object (maps)")?;
+        .map_err(|e| map_create_error(e, &opts.maps))?;
     let aya_btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
 
     let mut plan_entries = Vec::new();

@@ -3,6 +3,7 @@
 pub mod kmsg;
 pub mod live;
 pub mod loader;
+pub mod map_memory;
 pub mod ndjson;
 pub mod plausible;
 pub mod replay;

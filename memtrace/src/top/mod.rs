@@ -15,10 +15,10 @@ use model::{Model, Row};
 
 use crate::{
     cli::TopArgs,
-    commands::StopSignals,
     filter::Filter,
     output::{json, records::Record, writer::NdjsonWriter},
     pipeline::{LivePipeline, Output, PipelineOptions},
+    signals::Stop,
     source::replay::Replay,
 };
 
@@ -76,7 +76,7 @@ impl Feed {
 }
 
 pub async fn run(args: TopArgs) -> Result<()> {
-    let mut stop = StopSignals::new()?;
+    let mut stop = Stop::new()?;
     let filter = args.filter.filter()?;
     let save = args.save.as_deref().map(NdjsonWriter::create).transpose()?;
     let mut feed = Feed {
@@ -143,13 +143,22 @@ async fn batch(
     source: &mut Source,
     feed: &mut Feed,
     args: &TopArgs,
-    stop: &mut StopSignals,
+    stop: &mut Stop,
 ) -> Result<()> {
     let mut frames = 0;
+    // Frames may be an hour apart: a reader that went away in between is
+    // noticed without waiting for the next write.
+    let mut check = tokio::time::interval(crate::signals::STDOUT_CHECK);
     loop {
         let records = tokio::select! {
             r = source.next() => r?,
             _ = stop.recv() => break,
+            _ = check.tick() => {
+                if crate::signals::stdout_reader_gone() {
+                    return Ok(());
+                }
+                continue;
+            }
         };
         let Some(records) = records else {
             return Ok(());
@@ -188,7 +197,7 @@ async fn interactive(
     source: &mut Source,
     feed: &mut Feed,
     args: &TopArgs,
-    stop: &mut StopSignals,
+    stop: &mut Stop,
 ) -> Result<()> {
     let mut terminal =
         ratatui::try_init().context("setting up the terminal (use --batch without a TTY)")?;

@@ -102,6 +102,12 @@ impl Toolchain {
     }
 }
 
+/// Rewritten by every dpkg run. Watched while the Debian toolchain is
+/// missing because dpkg gives the files it installs the package's mtime
+/// (months old): cargo would see an appeared `/usr/bin/rustc` as older
+/// than its last run and keep the object-less build.
+const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+
 /// `$MEMTRACE_EBPF_RUSTC`, else [`DEBIAN_RUSTC`].
 pub fn rustc_path() -> PathBuf {
     env::var_os(RUSTC_VAR)
@@ -118,13 +124,13 @@ fn check_rustc(rustc: &Path) -> Result<(), Missing> {
                 "{} does not exist (Debian's rustc-web is not installed)",
                 rustc.display()
             ),
-            watch: vec![rustc.to_path_buf()],
+            watch: vec![rustc.to_path_buf(), PathBuf::from(DPKG_STATUS)],
         });
     }
     let Some(sysroot) = output(Command::new(rustc).args(["--print", "sysroot"])) else {
         return Err(Missing {
             cause: format!("{} --print sysroot failed", rustc.display()),
-            watch: vec![rustc.to_path_buf()],
+            watch: vec![rustc.to_path_buf(), PathBuf::from(DPKG_STATUS)],
         });
     };
     let lib = Path::new(sysroot.trim())
@@ -144,7 +150,7 @@ fn check_rustc(rustc: &Path) -> Result<(), Missing> {
                 rustc.display(),
                 lib.display()
             ),
-            watch: vec![rustc.to_path_buf(), lib],
+            watch: vec![rustc.to_path_buf(), lib, PathBuf::from(DPKG_STATUS)],
         });
     }
     Ok(())

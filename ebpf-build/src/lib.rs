@@ -569,7 +569,13 @@ mod tests {
             err.cause.contains("/nonexistent/rustc does not exist"),
             "{err}"
         );
-        assert_eq!(err.watch, [PathBuf::from("/nonexistent/rustc")]);
+        assert_eq!(
+            err.watch,
+            [
+                PathBuf::from("/nonexistent/rustc"),
+                PathBuf::from(DPKG_STATUS)
+            ]
+        );
     }
 
     /// A scratch directory, removed on drop (also when the test fails).

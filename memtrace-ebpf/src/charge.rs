@@ -7,10 +7,7 @@ use aya_ebpf::{
 };
 use memtrace_common::{HOOK_CHARGE, SLOW_CHARGE};
 
-use crate::{
-    kernel::{self, config},
-    stats,
-};
+use crate::{kernel::config, stats};
 
 #[inline(always)]
 fn exit(ret: i32) {

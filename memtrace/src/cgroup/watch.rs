@@ -9,6 +9,13 @@
 //! (the memcg id) and watched in turn; what was created under it before its
 //! watch existed is found by reading it once. A memcg removed before its
 //! IN_CREATE is read is still missed: the event carries no inode.
+//!
+//! cgroupfs (kernfs) sends no IN_IGNORED when a watched memcg is removed:
+//! the watch stays, pinning the directory's inode and counting against
+//! fs.inotify.max_user_watches (seen on 6.18 in /proc/PID/fdinfo). So the
+//! enrichment stage drops the watches of memcgs its rescans found gone
+//! ([`MemcgWatch::unwatch_gone`]), or a node churning memcgs would leak
+//! kernel memory and eventually stop naming new ones.
 use std::{
     collections::HashMap,
     ffi::{CString, OsStr},
@@ -33,8 +40,8 @@ pub struct MemcgWatch {
     raw: i32,
     root: PathBuf,
     /// Watch descriptor -> the directory's path below the root (bytes, no
-    /// leading `/`; empty for the root).
-    dirs: HashMap<i32, Vec<u8>>,
+    /// leading `/`; empty for the root) and its memcg id.
+    dirs: HashMap<i32, (Vec<u8>, u64)>,
     buf: Vec<u8>,
     /// The watch limit (fs.inotify.max_user_watches) was reached.
     full: bool,
@@ -71,8 +78,9 @@ impl MemcgWatch {
         }
     }
 
-    /// Watches the directory at `rel` for subdirectories being created.
-    pub fn watch(&mut self, rel: &[u8]) {
+    /// Watches the directory at `rel`, memcg `id`, for subdirectories
+    /// being created.
+    pub fn watch(&mut self, id: u64, rel: &[u8]) {
         if self.full {
             return;
         }
@@ -90,7 +98,7 @@ impl MemcgWatch {
             )
         };
         if wd >= 0 {
-            self.dirs.insert(wd, rel.to_vec());
+            self.dirs.insert(wd, (rel.to_vec(), id));
             return;
         }
         let e = io::Error::last_os_error();
@@ -167,7 +175,7 @@ impl MemcgWatch {
             if mask & libc::IN_CREATE == 0 || mask & libc::IN_ISDIR == 0 {
                 continue;
             }
-            let Some(parent) = self.dirs.get(&wd) else {
+            let Some((parent, _)) = self.dirs.get(&wd) else {
                 continue;
             };
             let mut rel = parent.clone();
@@ -178,6 +186,33 @@ impl MemcgWatch {
             self.found(rel, &mut out);
         }
         Ok(out)
+    }
+
+    /// Removes the watches of memcgs that are gone (see the module
+    /// comment: the kernel does not); returns how many.
+    pub fn unwatch_gone(&mut self, gone: impl Fn(u64) -> bool) -> usize {
+        let stale: Vec<i32> = self
+            .dirs
+            .iter()
+            .filter(|(_, (_, id))| gone(*id))
+            .map(|(&wd, _)| wd)
+            .collect();
+        for wd in &stale {
+            // SAFETY: `raw` is the live inotify instance this struct owns;
+            // inotify_rm_watch takes no pointers.
+            unsafe { libc::inotify_rm_watch(self.raw, *wd) };
+            self.dirs.remove(wd);
+        }
+        if !stale.is_empty() {
+            // Room again under fs.inotify.max_user_watches.
+            self.full = false;
+        }
+        stale.len()
+    }
+
+    /// Watches held (for tests and the debug log).
+    pub fn watched(&self) -> usize {
+        self.dirs.len()
     }
 
     /// A new directory: its id, a watch on it, and whatever was created
@@ -193,7 +228,7 @@ impl MemcgWatch {
             if !md.is_dir() {
                 continue;
             }
-            self.watch(&rel);
+            self.watch(md.ino(), &rel);
             seen += 1;
             if seen < MAX_SUBTREE && md.nlink() > 2 {
                 for e in std::fs::read_dir(&path).into_iter().flatten().flatten() {
@@ -223,7 +258,7 @@ mod tests {
         let name = format!("memtrace-watch-{}", std::process::id());
         let base = dirs.mkcg(&fs, fs.root.join(&name));
         let mut w = MemcgWatch::new(&fs.root).unwrap();
-        w.watch(name.as_bytes());
+        w.watch(std::fs::metadata(&base).unwrap().ino(), name.as_bytes());
         let a = dirs.mkcg(&fs, base.join("a"));
         // Created before `a` has a watch: found by reading `a`.
         let b = dirs.mkcg(&fs, a.join("b"));
@@ -236,5 +271,21 @@ mod tests {
         let b_rel = format!("{name}/a/b").into_bytes();
         assert!(got.contains(&(ino(&a), a_rel)), "{got:?}");
         assert!(got.contains(&(ino(&b), b_rel)), "{got:?}");
+        // Removing them leaves their watches in the kernel (no IN_IGNORED
+        // from cgroupfs) until unwatch_gone drops them.
+        let (id_a, id_b) = (ino(&a), ino(&b));
+        let raw = w.raw;
+        let kernel_watches = || {
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("inotify wd:"))
+                .count()
+        };
+        assert_eq!((w.watched(), kernel_watches()), (3, 3));
+        std::fs::remove_dir(&b).unwrap();
+        std::fs::remove_dir(&a).unwrap();
+        assert_eq!(w.unwatch_gone(|id| id == id_a || id == id_b), 2);
+        assert_eq!((w.watched(), kernel_watches()), (1, 1));
     }
 }

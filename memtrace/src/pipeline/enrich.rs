@@ -80,7 +80,7 @@ impl Enricher {
                 for n in &live {
                     let abs = resolver.path_of(n);
                     if let Ok(rel) = abs.strip_prefix(&fs.root) {
-                        w.watch(rel.as_os_str().as_encoded_bytes());
+                        w.watch(n.id, rel.as_os_str().as_encoded_bytes());
                     }
                 }
                 resolver.rescan();
@@ -185,6 +185,14 @@ impl Enricher {
         if self.last_rescan.elapsed() >= RESCAN_EVERY {
             self.resolver.rescan();
             self.live_memcgs = self.resolver.live().len() as u64;
+            if let Some(w) = self.watch.as_mut() {
+                let resolver = &self.resolver;
+                let n = w.unwatch_gone(|id| resolver.gone(id));
+                log::debug!(
+                    "{n} watches of removed memcgs dropped, {} held",
+                    w.watched()
+                );
+            }
             self.last_rescan = Instant::now();
         }
         let dying = cgroup::state::dying_memcgs(&self.fs, self.live_memcgs as usize);

@@ -1,5 +1,15 @@
-//! Updating the per-CPU aggregate maps, and the in-flight pairing map.
+//! Updating the per-CPU aggregate maps, and pairing entries with returns.
 //! Also the one place slow events are written to the ring buffer.
+//!
+//! Pairing (see `docs/architecture.md`, "Pairing"): a call's entry record
+//! goes to this CPU's slot for its hook in `SLOTS`, tagged with the thread
+//! id; the return finds it there unless the thread was preempted by another
+//! thread entering the same hook on this CPU (the newcomer then moves the
+//! older record into the `INFLIGHT` hash, where the return finds it) or
+//! migrated to another CPU mid-call (then the return finds nothing and is
+//! counted in `unmatched_returns`). The common case costs one per-CPU
+//! array access instead of a hash insert, lookup and delete with bucket
+//! locks.
 use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
@@ -10,7 +20,9 @@ use memtrace_common::{
 };
 
 use crate::kernel;
-use crate::maps::{EVENTS, INFLIGHT, MEMCG_STATS, SHRINKER_STATS, SYSTEM_STATS, ZERO_MEMCG_STATS};
+use crate::maps::{
+    EVENTS, INFLIGHT, MEMCG_STATS, PairSlot, SHRINKER_STATS, SLOTS, SYSTEM_STATS, ZERO_MEMCG_STATS,
+};
 
 #[inline(always)]
 pub fn system() -> Option<&'static mut SystemStats> {
@@ -106,20 +118,62 @@ pub fn take(tid: u32, hook: u32) -> Option<Inflight> {
     found
 }
 
-/// Takes the matching entry record; a return without one is counted.
+/// `PairSlot.owner` of a thread: nonzero even for tid 0.
 #[inline(always)]
-pub fn end(tid: u32, hook: u32) -> Option<Inflight> {
-    let found = take(tid, hook);
-    if found.is_none() {
-        if let Some(s) = system() {
-            s.unmatched_returns += 1;
-        }
-    }
-    found
+fn owner(tid: u32) -> u64 {
+    (1 << 32) | u64::from(tid)
 }
 
-/// Opens this thread's `hook` call on `memcg` (when tracing is on): its
-/// start time and `arg` wait in INFLIGHT for the return.
+/// Opens this thread's `hook` call: `value` waits in this CPU's slot (see
+/// the module comment) for the return.
+#[inline(always)]
+pub fn slot_begin(tid: u32, hook: u32, value: &Inflight) {
+    let Some(p) = SLOTS.get_ptr_mut(hook) else {
+        // Hook index out of range: a programming error, never silent.
+        begin(tid, hook, value);
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, valid for the program
+    // run; programs on one CPU do not run concurrently with each other for
+    // the same hook (no tracing program nests inside itself).
+    let slot = unsafe { &mut *p };
+    let me = owner(tid);
+    if slot.owner == me {
+        // This thread's previous call never returned on this CPU: a lost
+        // return, or a migration that `unmatched_returns` already counted.
+        if let Some(s) = system() {
+            s.missed_returns += 1;
+        }
+    } else if slot.owner != 0 {
+        // Another thread is mid-call here (preempted): keep its record
+        // where its return will look next.
+        begin(slot.owner as u32, hook, &slot.value);
+    }
+    slot.owner = me;
+    slot.value = *value;
+}
+
+/// Takes this thread's open `hook` call: from this CPU's slot, else from
+/// the hash (it was displaced there). `arg`, when known at the return,
+/// must match the entry's (so a stale record is never paired).
+#[inline(always)]
+pub fn slot_take(tid: u32, hook: u32, arg: Option<u64>) -> Option<Inflight> {
+    let me = owner(tid);
+    if let Some(p) = SLOTS.get_ptr_mut(hook) {
+        // SAFETY: as in `slot_begin`.
+        let slot = unsafe { &mut *p };
+        if slot.owner == me {
+            slot.owner = 0;
+            if arg.is_none_or(|a| a == slot.value.arg) {
+                return Some(slot.value);
+            }
+            return None;
+        }
+    }
+    take(tid, hook).filter(|v| arg.is_none_or(|a| a == v.arg))
+}
+
+/// Opens this thread's `hook` call on `memcg` (when tracing is on).
 #[inline(always)]
 pub fn enter(hook: u32, memcg: *const u8, arg: u64) {
     if !kernel::enabled() {
@@ -130,17 +184,44 @@ pub fn enter(hook: u32, memcg: *const u8, arg: u64) {
         memcg_id: kernel::memcg_id(memcg),
         arg,
     };
-    begin(kernel::current_tid(), hook, &v);
+    slot_begin(kernel::current_tid(), hook, &v);
+}
+
+/// Opens a call whose return sees the arguments again (fexit): only the
+/// start time and `arg` (to check the pairing) are kept, no memcg lookup.
+#[inline(always)]
+pub fn enter_time(hook: u32, arg: u64) {
+    if !kernel::enabled() {
+        return;
+    }
+    let v = Inflight {
+        start_ns: kernel::now_ns(),
+        memcg_id: 0,
+        arg,
+    };
+    slot_begin(kernel::current_tid(), hook, &v);
 }
 
 /// Closes this thread's `hook` call: what was stored at its entry and how
-/// long it took (ns). None when tracing is off or no entry was seen.
+/// long it took (ns). None when tracing is off or no entry was seen (the
+/// latter counted in `unmatched_returns`).
 #[inline(always)]
 pub fn exit(hook: u32) -> Option<(Inflight, u64)> {
+    exit_arg(hook, None)
+}
+
+/// `exit`, checking the entry's `arg` when the return knows it.
+#[inline(always)]
+pub fn exit_arg(hook: u32, arg: Option<u64>) -> Option<(Inflight, u64)> {
     if !kernel::enabled() {
         return None;
     }
-    let v = end(kernel::current_tid(), hook)?;
+    let Some(v) = slot_take(kernel::current_tid(), hook, arg) else {
+        if let Some(s) = system() {
+            s.unmatched_returns += 1;
+        }
+        return None;
+    };
     let ns = kernel::now_ns().saturating_sub(v.start_ns);
     Some((v, ns))
 }

@@ -61,6 +61,9 @@ pub struct LoadOptions {
     pub maps: MapSizes,
     pub slow_charge_ns: u64,
     pub slow_reclaim_ns: u64,
+    /// Attach the empty `floor_*` twin of every program instead (for
+    /// `cargo xtask bench`: the cost of running any program on the hooks).
+    pub floor: bool,
 }
 
 pub use crate::output::records::{FamilyOutcome, PlanEntry};
@@ -258,7 +261,14 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
                         "mark_victim's prototype is neither (task_struct *, uid) nor (int pid)"
                     ))
                 }
-                _ => attach(&mut ebpf, spec, attempt.family, &attempt.target, &aya_btf),
+                _ => attach(
+                    &mut ebpf,
+                    spec,
+                    attempt.family,
+                    &attempt.target,
+                    &aya_btf,
+                    opts.floor,
+                ),
             };
             match result {
                 Ok(()) => {
@@ -438,20 +448,31 @@ fn check_forced_mode(mode: AttachMode, plan: &[PlanEntry]) -> Result<()> {
     }
 }
 
+/// The program attached for `name`: itself, or its empty floor twin.
+fn program_name(name: &str, floor: bool) -> String {
+    if floor {
+        format!("floor_{name}")
+    } else {
+        name.to_string()
+    }
+}
+
 fn attach(
     ebpf: &mut Ebpf,
     spec: &HookSpec,
     family: Family,
     target: &str,
     btf: &aya::Btf,
+    floor: bool,
 ) -> Result<()> {
+    let name = |n: &str| program_name(n, floor);
     match family {
         Family::Fentry => {
             let progs = spec
                 .fentry
                 .as_ref()
                 .ok_or_else(|| anyhow!("no fentry program"))?;
-            let entry: &mut FEntry = prog(ebpf, progs.entry)?.try_into()?;
+            let entry: &mut FEntry = prog(ebpf, &name(progs.entry))?.try_into()?;
             entry.load(target, btf)?;
             if let Err(e) = entry.attach() {
                 let _ = entry.unload();
@@ -459,13 +480,13 @@ fn attach(
             }
             if let Some(exit) = progs.exit {
                 let result = (|| -> Result<()> {
-                    let p: &mut FExit = prog(ebpf, exit)?.try_into()?;
+                    let p: &mut FExit = prog(ebpf, &name(exit))?.try_into()?;
                     p.load(target, btf)?;
                     p.attach()?;
                     Ok(())
                 })();
                 if let Err(e) = result {
-                    let entry: &mut FEntry = prog(ebpf, progs.entry)?.try_into()?;
+                    let entry: &mut FEntry = prog(ebpf, &name(progs.entry))?.try_into()?;
                     let _ = entry.unload();
                     return Err(e);
                 }
@@ -477,7 +498,10 @@ fn attach(
                 .kprobe
                 .as_ref()
                 .ok_or_else(|| anyhow!("no kprobe program"))?;
-            let names: Vec<&str> = std::iter::once(progs.entry).chain(progs.exit).collect();
+            let names: Vec<String> = std::iter::once(progs.entry)
+                .chain(progs.exit)
+                .map(name)
+                .collect();
             attach_all(ebpf, &names, |p| {
                 let k: &mut KProbe = p.try_into()?;
                 k.load()?;
@@ -488,7 +512,7 @@ fn attach(
         Family::TpBtf => attach_tracepoints(
             ebpf,
             spec.tp_btf,
-            |(name, _)| name,
+            |(n, _)| name(n),
             |(_, tp)| format!("raw tracepoint {tp}"),
             |p, (_, tp)| {
                 let p: &mut BtfTracePoint = p.try_into()?;
@@ -500,7 +524,7 @@ fn attach(
         Family::Tracepoint => attach_tracepoints(
             ebpf,
             spec.tracepoint,
-            |(name, _, _)| name,
+            |(n, _, _)| name(n),
             |(_, category, tp)| format!("tracepoint {category}:{tp}"),
             |p, (_, category, tp)| {
                 let p: &mut TracePoint = p.try_into()?;
@@ -518,13 +542,13 @@ fn attach(
 fn attach_tracepoints<T: Copy>(
     ebpf: &mut Ebpf,
     tps: &[T],
-    name: impl Fn(T) -> &'static str,
+    name: impl Fn(T) -> String,
     what: impl Fn(T) -> String,
     mut f: impl FnMut(&mut aya::programs::Program, T) -> Result<()>,
 ) -> Result<()> {
     let mut done = Vec::new();
     for &tp in tps {
-        if let Err(e) = prog(ebpf, name(tp)).and_then(|p| f(p, tp)) {
+        if let Err(e) = prog(ebpf, &name(tp)).and_then(|p| f(p, tp)) {
             unload_all(ebpf, &done);
             return Err(e.context(what(tp)));
         }
@@ -540,17 +564,17 @@ fn prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Pro
 
 fn attach_all(
     ebpf: &mut Ebpf,
-    names: &[&'static str],
+    names: &[String],
     mut f: impl FnMut(&mut aya::programs::Program) -> Result<()>,
 ) -> Result<()> {
-    let mut done = Vec::new();
-    for &name in names {
+    let mut done: Vec<String> = Vec::new();
+    for name in names {
         if let Err(e) = f(prog(ebpf, name)?) {
             unload_all(ebpf, &done);
             let _ = unload(ebpf, name);
             return Err(e);
         }
-        done.push(name);
+        done.push(name.clone());
     }
     Ok(())
 }
@@ -568,7 +592,7 @@ fn unload(ebpf: &mut Ebpf, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn unload_all(ebpf: &mut Ebpf, names: &[&str]) {
+fn unload_all(ebpf: &mut Ebpf, names: &[String]) {
     for n in names {
         let _ = unload(ebpf, n);
     }

@@ -61,7 +61,7 @@ pub fn charge_fexit(ctx: FExitContext) -> u32 {
     let nr_pages: u32 = ctx.arg(2);
     let ret: i32 = ctx.arg(3);
     let ns = stats::exit_arg(HOOK_CHARGE, Some(memcg as u64)).map(|(_, ns)| ns);
-    account(kernel::memcg_id(memcg), u64::from(nr_pages), ret, ns);
+    account(kernel::memcg_id_btf(memcg), u64::from(nr_pages), ret, ns);
     0
 }
 
@@ -69,7 +69,7 @@ pub fn charge_fexit(ctx: FExitContext) -> u32 {
 pub fn charge_kprobe(ctx: ProbeContext) -> u32 {
     let memcg: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let nr_pages: u32 = ctx.arg(2).unwrap_or(0);
-    stats::enter(HOOK_CHARGE, memcg, nr_pages as u64);
+    stats::enter(HOOK_CHARGE, || kernel::memcg_id(memcg), nr_pages as u64);
     0
 }
 

@@ -105,6 +105,6 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
     mark_victim_arg: 0,
     tp_reclaim_end_nr_reclaimed: 0,
     tp_mark_victim_pid: 0,
-    _pad: 0,
+    scan_cpus: 0,
     super_cache_count: 0,
 };

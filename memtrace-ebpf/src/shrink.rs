@@ -96,20 +96,21 @@ fn slab_fexit(memcg: *const u8, freed: u64) {
         return;
     }
     let ns = stats::exit_arg(HOOK_SHRINK_SLAB, Some(memcg as u64)).map_or(0, |(_, ns)| ns);
-    slab_account(kernel::memcg_id(memcg), freed, ns);
+    slab_account(kernel::memcg_id_btf(memcg), freed, ns);
 }
 
+/// `shrinkctl->memcg`'s id, `shrinkctl` a kprobe argument.
 #[inline(always)]
-fn shrinkctl_memcg(shrinkctl: *const u8) -> *const u8 {
-    kernel::read::<*const u8>(shrinkctl, off!(shrinkctl_memcg)).unwrap_or(core::ptr::null())
+fn shrinkctl_memcg_id(shrinkctl: *const u8) -> u64 {
+    kernel::memcg_id(
+        kernel::read::<*const u8>(shrinkctl, off!(shrinkctl_memcg)).unwrap_or(core::ptr::null()),
+    )
 }
 
+/// `shrinkctl->memcg`'s id, `shrinkctl` BTF-typed (tp_btf, fentry/fexit).
 #[inline(always)]
-fn do_enter(shrinkctl: *const u8, shrinker: u64) {
-    if !kernel::enabled() {
-        return;
-    }
-    stats::enter(HOOK_DO_SHRINK, shrinkctl_memcg(shrinkctl), shrinker);
+fn shrinkctl_memcg_id_btf(shrinkctl: *const u8) -> u64 {
+    kernel::memcg_id_btf(kernel::btf_load::<u64>(shrinkctl, off!(shrinkctl_memcg)) as *const u8)
 }
 
 /// Counts one `do_shrink_slab` call of `shrinker` on a memcg: exact counts
@@ -160,8 +161,7 @@ fn do_fexit(shrinkctl: *const u8, shrinker: u64, ret: u64) {
         return;
     }
     let ns = stats::exit_arg(HOOK_DO_SHRINK, Some(shrinker)).map_or(0, |(_, ns)| ns);
-    let memcg_id = kernel::memcg_id(shrinkctl_memcg(shrinkctl));
-    do_account(memcg_id, shrinker, ret, ns);
+    do_account(shrinkctl_memcg_id_btf(shrinkctl), shrinker, ret, ns);
 }
 
 #[fentry(function = "shrink_slab")]
@@ -179,7 +179,8 @@ pub fn shrink_slab_fexit(ctx: FExitContext) -> u32 {
 
 #[kprobe]
 pub fn shrink_slab_kprobe(ctx: ProbeContext) -> u32 {
-    stats::enter(HOOK_SHRINK_SLAB, ctx.arg(2).unwrap_or(core::ptr::null()), 0);
+    let memcg: *const u8 = ctx.arg(2).unwrap_or(core::ptr::null());
+    stats::enter(HOOK_SHRINK_SLAB, || kernel::memcg_id(memcg), 0);
     0
 }
 
@@ -206,7 +207,8 @@ pub fn do_shrink_fexit(ctx: FExitContext) -> u32 {
 #[kprobe]
 pub fn do_shrink_kprobe(ctx: ProbeContext) -> u32 {
     let shrinker: u64 = ctx.arg(1).unwrap_or(0);
-    do_enter(ctx.arg(0).unwrap_or(core::ptr::null()), shrinker);
+    let shrinkctl: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    stats::enter(HOOK_DO_SHRINK, || shrinkctl_memcg_id(shrinkctl), shrinker);
     0
 }
 
@@ -221,7 +223,12 @@ pub fn do_shrink_kretprobe(ctx: RetProbeContext) -> u32 {
 #[btf_tracepoint(function = "mm_shrink_slab_start")]
 pub fn shrink_slab_start_btf(ctx: BtfTracePointContext) -> u32 {
     let shrinker: u64 = ctx.arg(0);
-    do_enter(ctx.arg(1), shrinker);
+    let shrinkctl: *const u8 = ctx.arg(1);
+    stats::enter(
+        HOOK_DO_SHRINK,
+        || shrinkctl_memcg_id_btf(shrinkctl),
+        shrinker,
+    );
     0
 }
 

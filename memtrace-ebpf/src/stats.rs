@@ -6,20 +6,23 @@
 //! id; the return finds it there unless the thread was preempted by another
 //! thread entering the same hook on this CPU (the newcomer then moves the
 //! older record into the `INFLIGHT` hash, where the return finds it) or
-//! migrated to another CPU mid-call (then the return finds nothing and is
-//! counted in `unmatched_returns`). The common case costs one per-CPU
-//! array access instead of a hash insert, lookup and delete with bucket
-//! locks.
+//! migrated to another CPU mid-call (the return then looks through the
+//! other CPUs' slots, where the kernel allows it: `CONFIG.scan_cpus`).
+//! Only a return found nowhere is counted, in `unmatched_returns`. The
+//! common case costs one per-CPU array access instead of a hash insert,
+//! lookup and delete with bucket locks.
 use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_map_lookup_percpu_elem,
+    },
 };
 use memtrace_common::{
-    EVENT_SLOW, Inflight, InflightKey, MemcgStats, ShrinkerKey, ShrinkerStats, SlowEvent,
-    SystemStats,
+    EVENT_SLOW, Inflight, InflightKey, MAX_SCAN_CPUS, MemcgStats, ShrinkerKey, ShrinkerStats,
+    SlowEvent, SystemStats,
 };
 
-use crate::kernel;
+use crate::kernel::{self, config};
 use crate::maps::{
     EVENTS, INFLIGHT, MEMCG_STATS, PairSlot, SHRINKER_STATS, SLOTS, SYSTEM_STATS, ZERO_MEMCG_STATS,
 };
@@ -170,18 +173,59 @@ pub fn slot_take(tid: u32, hook: u32, arg: Option<u64>) -> Option<Inflight> {
             return None;
         }
     }
-    take(tid, hook).filter(|v| arg.is_none_or(|a| a == v.arg))
+    take(tid, hook)
+        .or_else(|| take_other_cpu(me, hook))
+        .filter(|v| arg.is_none_or(|a| a == v.arg))
 }
 
-/// Opens this thread's `hook` call on `memcg` (when tracing is on).
+/// This thread's entry for `hook` in another CPU's slot: it changed CPU
+/// mid-call. Only on the miss path; `scan_cpus` is 0 where the kernel has
+/// no `bpf_map_lookup_percpu_elem`, and then the verifier, which sees the
+/// constant, never reaches the call.
 #[inline(always)]
-pub fn enter(hook: u32, memcg: *const u8, arg: u64) {
+fn take_other_cpu(me: u64, hook: u32) -> Option<Inflight> {
+    let n = config!(scan_cpus);
+    let mut cpu = 0;
+    while cpu < n && cpu < MAX_SCAN_CPUS {
+        // SAFETY: the helper takes the map (the address of its definition,
+        // relocated by the loader), a pointer to a u32 key and a CPU
+        // number, and returns NULL or that CPU's value slot.
+        let p = unsafe {
+            bpf_map_lookup_percpu_elem(
+                (&raw const SLOTS).cast_mut().cast(),
+                (&raw const hook).cast(),
+                cpu,
+            )
+        } as *mut PairSlot;
+        if !p.is_null() {
+            // SAFETY: a PairSlot of the map, valid for the program run.
+            // That CPU may write it meanwhile (a new entry): at worst this
+            // reads a torn record of another thread, which `owner` and the
+            // caller's `arg` check reject, or clears an entry just made,
+            // whose return is then counted unmatched.
+            let slot = unsafe { &mut *p };
+            if slot.owner == me {
+                let v = slot.value;
+                slot.owner = 0;
+                return Some(v);
+            }
+        }
+        cpu += 1;
+    }
+    None
+}
+
+/// Opens this thread's `hook` call on a memcg (when tracing is on).
+/// `memcg_id` is called only then: `kernel::memcg_id` for kprobes,
+/// `kernel::memcg_id_btf` where the pointer is BTF-typed.
+#[inline(always)]
+pub fn enter(hook: u32, memcg_id: impl FnOnce() -> u64, arg: u64) {
     if !kernel::enabled() {
         return;
     }
     let v = Inflight {
         start_ns: kernel::now_ns(),
-        memcg_id: kernel::memcg_id(memcg),
+        memcg_id: memcg_id(),
         arg,
     };
     slot_begin(kernel::current_tid(), hook, &v);

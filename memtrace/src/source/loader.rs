@@ -143,6 +143,22 @@ fn map_create_error(e: aya::EbpfError, sizes: &MapSizes) -> anyhow::Error {
     anyhow!("{why}")
 }
 
+/// `ProbeConfig.scan_cpus`: the possible CPUs when the kernel has
+/// `bpf_map_lookup_percpu_elem` (5.19+; its helper id is in the kernel's
+/// `enum bpf_func_id`), else 0 (a call whose thread changed CPU between
+/// entry and return is then an unmatched return).
+fn scan_cpus(kbtf: &KernelBtf) -> u32 {
+    if kbtf
+        .enum_value("bpf_func_id", "BPF_FUNC_map_lookup_percpu_elem")
+        .is_err()
+    {
+        return 0;
+    }
+    u32::try_from(possible_cpus())
+        .unwrap_or(u32::MAX)
+        .min(memtrace_common::MAX_SCAN_CPUS)
+}
+
 fn classic_offsets(config: &mut ProbeConfig) -> Result<()> {
     let root = tracefs::ensure()?;
     config.tp_reclaim_end_nr_reclaimed = tracefs::field_offset(
@@ -194,6 +210,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         mark_victim_arg: kbtf
             .mark_victim_arg()
             .unwrap_or(memtrace_common::MARK_VICTIM_ARG_TASK),
+        scan_cpus: scan_cpus(&kbtf),
         ..Default::default()
     };
     // Classic tracepoints need tracefs; only set it up when one of them is
@@ -334,6 +351,9 @@ fn plan_entry(
     .map(str::to_string);
     PlanEntry {
         hook: spec.hook.to_string(),
+        pairing: family
+            .and_then(|f| plan::pairing(spec, f))
+            .map(str::to_string),
         family,
         target: chosen.map(|a| a.target),
         status: if family.is_some() {

@@ -367,9 +367,9 @@ pub fn render(r: &Value) -> String {
             );
             let _ = writeln!(
                 o,
-                "| workload | configuration | kernel time, median (min–max) | vs untraced | hook hits | added kernel ns per hit |"
+                "| workload | configuration | kernel time, median (min–max) | vs untraced | hook hits | added kernel ns per hit | program ns per pair (bpf_stats) |"
             );
-            let _ = writeln!(o, "|---|---|---|---|---|---|");
+            let _ = writeln!(o, "|---|---|---|---|---|---|---|");
             let rows = g["samples"].as_array().cloned().unwrap_or_default();
             let mut cfgs: Vec<String> = rows
                 .iter()
@@ -401,9 +401,14 @@ pub fn render(r: &Value) -> String {
                         ),
                         _ => ("-".into(), "-".into()),
                     };
+                    let pair = of(c, &|s| {
+                        let runs = s["prog_runs"].as_f64().filter(|r| *r > 0.0)?;
+                        Some(2.0 * s["prog_ns"].as_f64()? / runs)
+                    })
+                    .map_or("-".into(), |p| format!("{:.0}", p.median));
                     let _ = writeln!(
                         o,
-                        "| {kind} | {c} | {} | {} | {hs} | {per} |",
+                        "| {kind} | {c} | {} | {} | {hs} | {per} | {pair} |",
                         spread(&k, secs),
                         ratio(k.median, base)
                     );

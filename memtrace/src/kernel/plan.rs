@@ -554,6 +554,25 @@ mod tests {
     }
 
     #[test]
+    fn pairing_is_stated_per_family() {
+        let ds = spec("do_shrink_slab").unwrap();
+        assert!(
+            pairing(ds, Family::Fentry)
+                .unwrap()
+                .starts_with("none for counts")
+        );
+        for f in [Family::Kprobe, Family::TpBtf] {
+            assert!(pairing(ds, f).unwrap().starts_with("per-CPU slot"), "{f:?}");
+        }
+        let rc = spec("reclaim_memcg").unwrap();
+        assert!(pairing(rc, Family::TpBtf).unwrap().starts_with("hash"));
+        // A single event has nothing to pair.
+        let oom = spec("oom_kill_process").unwrap();
+        assert_eq!(pairing(oom, Family::Fentry), None);
+        assert_eq!(pairing(oom, Family::TpBtf), None);
+    }
+
+    #[test]
     fn unavailable_fields_follow_the_plan() {
         let chosen: Vec<(&HookSpec, Option<Family>)> = HOOKS
             .iter()

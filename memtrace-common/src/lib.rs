@@ -103,11 +103,21 @@ pub struct ProbeConfig {
     /// `format` file (only used when the plan falls back to them).
     pub tp_reclaim_end_nr_reclaimed: u32,
     pub tp_mark_victim_pid: u32,
-    pub _pad: u32,
+    /// CPUs whose pairing slots a return looks through when its entry is
+    /// not on its own CPU (the thread changed CPU mid-call): the possible
+    /// CPUs, at most `MAX_SCAN_CPUS`, when the kernel has
+    /// `bpf_map_lookup_percpu_elem` (5.19+); 0 = it has not, and such a
+    /// return is unmatched.
+    pub scan_cpus: u32,
     /// Address of `super_cache_count` (kallsyms): shrinkers with this
     /// count_objects are superblock shrinkers. 0 = unknown.
     pub super_cache_count: u64,
 }
+
+/// At most this many CPUs' pairing slots are looked through (a bound the
+/// verifier can see); a thread that migrated from a CPU numbered higher is
+/// an unmatched return.
+pub const MAX_SCAN_CPUS: u32 = 1024;
 
 /// Per-memcg counters, one per CPU, summed by the agent.
 #[repr(C)]

@@ -10,38 +10,55 @@ use memtrace_common::{HOOK_CHARGE, SLOW_CHARGE};
 use crate::{kernel::config, stats};
 
 #[inline(always)]
-fn exit(ret: i32) {
-    let Some((v, ns)) = stats::exit(HOOK_CHARGE) else {
-        return;
-    };
-    if let Some(s) = stats::memcg(v.memcg_id) {
+fn account(memcg_id: u64, nr_pages: u64, ret: i32, ns: Option<u64>) {
+    if let Some(s) = stats::memcg(memcg_id) {
         s.charge_calls += 1;
-        s.charge_ns += ns;
-        s.charge_pages += v.arg;
+        s.charge_pages += nr_pages;
         if ret != 0 {
             s.charge_failures += 1;
         }
-        stats::bump_hist(&mut s.charge_hist, ns);
+        if let Some(ns) = ns {
+            s.charge_ns += ns;
+            stats::bump_hist(&mut s.charge_hist, ns);
+        }
     }
     let slow = config!(slow_charge_ns);
-    if slow != 0 && ns >= slow {
-        stats::emit_slow(SLOW_CHARGE, ns, v.memcg_id, v.arg, i64::from(ret));
+    if let Some(ns) = ns
+        && slow != 0
+        && ns >= slow
+    {
+        stats::emit_slow(SLOW_CHARGE, ns, memcg_id, nr_pages, i64::from(ret));
+    }
+}
+
+/// kretprobe: memcg and nr_pages come from the paired entry.
+#[inline(always)]
+fn exit(ret: i32) {
+    if let Some((v, ns)) = stats::exit(HOOK_CHARGE) {
+        account(v.memcg_id, v.arg, ret, Some(ns));
     }
 }
 
 #[fentry(function = "try_charge_memcg")]
 pub fn charge_fentry(ctx: FEntryContext) -> u32 {
     let memcg: *const u8 = ctx.arg(0);
-    let nr_pages: u32 = ctx.arg(2);
-    stats::enter(HOOK_CHARGE, memcg, nr_pages as u64);
+    stats::enter_time(HOOK_CHARGE, memcg as u64);
     0
 }
 
-/// fexit's context holds the arguments followed by the return value.
+/// fexit's context holds the arguments followed by the return value: the
+/// call is counted without pairing; the entry only gives its start time (an
+/// unpaired call is counted without it, in `unmatched_returns`).
 #[fexit(function = "try_charge_memcg")]
 pub fn charge_fexit(ctx: FExitContext) -> u32 {
+    if !kernel::enabled() {
+        return 0;
+    }
+    let memcg: *const u8 = ctx.arg(0);
+    let nr_pages: u32 = ctx.arg(2);
     let ret: i32 = ctx.arg(3);
-    exit(ret);
+    let ns = stats::exit_arg(HOOK_CHARGE, Some(memcg as u64)).map(|(_, ns)| ns);
+    account(kernel::memcg_id_btf(memcg), u64::from(nr_pages), ret, ns);
     0
 }
 
@@ -49,7 +66,7 @@ pub fn charge_fexit(ctx: FExitContext) -> u32 {
 pub fn charge_kprobe(ctx: ProbeContext) -> u32 {
     let memcg: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
     let nr_pages: u32 = ctx.arg(2).unwrap_or(0);
-    stats::enter(HOOK_CHARGE, memcg, nr_pages as u64);
+    stats::enter(HOOK_CHARGE, || kernel::memcg_id(memcg), nr_pages as u64);
     0
 }
 

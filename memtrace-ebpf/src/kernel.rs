@@ -39,6 +39,33 @@ pub fn read<T>(base: *const u8, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
 }
 
+/// Reads a field through a pointer whose BTF type the verifier knows: an
+/// argument of a tp_btf or fentry/fexit program, or a pointer field loaded
+/// from one with `btf_load`. A plain load instead of a
+/// `bpf_probe_read_kernel` call: the verifier checks it against the type
+/// (OFFSETS is a frozen read-only map, so `off` is a constant to it) and the
+/// JIT makes it fault-safe (a faulting load yields 0). Never for kprobe
+/// arguments or `current_task()`, which the verifier sees as plain numbers
+/// (it would reject the program).
+#[inline(always)]
+pub fn btf_load<T: Default>(base: *const u8, off: u32) -> T {
+    if base.is_null() {
+        return T::default();
+    }
+    // SAFETY: see above: the kernel checks and guards this load itself;
+    // volatile keeps the compiler from assuming anything about it.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(off as usize) as *const T) }
+}
+
+/// `memcg_id` through BTF-typed pointers (`btf_load`'s rules).
+#[inline(always)]
+pub fn memcg_id_btf(memcg: *const u8) -> u64 {
+    let css = memcg.wrapping_add(off!(memcg_css) as usize);
+    let cgrp: *const u8 = btf_load::<u64>(css, off!(css_cgroup)) as *const u8;
+    let kn: *const u8 = btf_load::<u64>(cgrp, off!(cgroup_kn)) as *const u8;
+    btf_load::<u64>(kn, off!(kn_id))
+}
+
 /// Copies the NUL-terminated string at `src` into `dest`, truncated and
 /// always NUL-terminated; `dest` is left zeroed when it cannot be read.
 #[inline(always)]

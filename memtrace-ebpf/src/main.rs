@@ -5,6 +5,7 @@
 #![no_main]
 
 mod charge;
+mod floor;
 mod kernel;
 mod maps;
 mod oom;

@@ -9,6 +9,9 @@ use memtrace_common::{
     ShrinkerStats, SystemStats,
 };
 
+/// Slots per CPU: one per `HOOK_*` value (they are small integers).
+const HOOK_SLOTS: u32 = 8;
+
 #[map]
 pub static MEMCG_STATS: PerCpuHashMap<u64, MemcgStats> = PerCpuHashMap::with_max_entries(4096, 0);
 
@@ -21,9 +24,23 @@ pub static SHRINKER_STATS: PerCpuHashMap<ShrinkerKey, ShrinkerStats> =
 #[map]
 pub static SHRINKER_INFO: HashMap<u64, ShrinkerInfo> = HashMap::with_max_entries(4096, 0);
 
-/// Calls in progress, pairing entry and return (and begin/end tracepoints).
+/// Calls in progress whose thread left its CPU's slot in `SLOTS` (see
+/// `stats`), and kswapd and reclaim episodes (they sleep).
 #[map]
 pub static INFLIGHT: HashMap<InflightKey, Inflight> = HashMap::with_max_entries(16384, 0);
+
+/// One call in progress, in this CPU's slot for its hook.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PairSlot {
+    /// `1 << 32 | tid` of the thread mid-call; 0 = free.
+    pub owner: u64,
+    pub value: Inflight,
+}
+
+/// Per-CPU entry slots, indexed by `HOOK_*`.
+#[map]
+pub static SLOTS: PerCpuArray<PairSlot> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
 
 #[map]
 pub static SYSTEM_STATS: PerCpuArray<SystemStats> = PerCpuArray::with_max_entries(1, 0);
@@ -88,6 +105,6 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
     mark_victim_arg: 0,
     tp_reclaim_end_nr_reclaimed: 0,
     tp_mark_victim_pid: 0,
-    _pad: 0,
+    scan_cpus: 0,
     super_cache_count: 0,
 };

@@ -67,12 +67,10 @@ fn record_names(shrinker: u64, count_objects: u64) {
     }
 }
 
+/// Counts one `shrink_slab` pass over a memcg.
 #[inline(always)]
-fn slab_exit(freed: u64) {
-    let Some((v, ns)) = stats::exit(HOOK_SHRINK_SLAB) else {
-        return;
-    };
-    if let Some(s) = stats::memcg(v.memcg_id) {
+fn slab_account(memcg_id: u64, freed: u64, ns: u64) {
+    if let Some(s) = stats::memcg(memcg_id) {
         s.shrink_slab_calls += 1;
         s.shrink_slab_ns += ns;
         s.shrink_slab_freed += freed;
@@ -82,24 +80,46 @@ fn slab_exit(freed: u64) {
     }
 }
 
+/// kretprobe: the memcg comes from the paired entry.
 #[inline(always)]
-fn do_enter(shrinkctl: *const u8, shrinker: u64) {
+fn slab_exit(freed: u64) {
+    if let Some((v, ns)) = stats::exit(HOOK_SHRINK_SLAB) {
+        slab_account(v.memcg_id, freed, ns);
+    }
+}
+
+/// fexit sees the arguments again: the pass is counted even when its entry
+/// was not paired (then without its time, and `unmatched_returns` says so).
+#[inline(always)]
+fn slab_fexit(memcg: *const u8, freed: u64) {
     if !kernel::enabled() {
         return;
     }
-    let memcg =
-        kernel::read::<*const u8>(shrinkctl, off!(shrinkctl_memcg)).unwrap_or(core::ptr::null());
-    stats::enter(HOOK_DO_SHRINK, memcg, shrinker);
+    let ns = stats::exit_arg(HOOK_SHRINK_SLAB, Some(memcg as u64)).map_or(0, |(_, ns)| ns);
+    slab_account(kernel::memcg_id_btf(memcg), freed, ns);
 }
 
+/// `shrinkctl->memcg`'s id, `shrinkctl` a kprobe argument.
 #[inline(always)]
-fn do_exit(ret: u64) {
-    let Some((v, ns)) = stats::exit(HOOK_DO_SHRINK) else {
-        return;
-    };
+fn shrinkctl_memcg_id(shrinkctl: *const u8) -> u64 {
+    kernel::memcg_id(
+        kernel::read::<*const u8>(shrinkctl, off!(shrinkctl_memcg)).unwrap_or(core::ptr::null()),
+    )
+}
+
+/// `shrinkctl->memcg`'s id, `shrinkctl` BTF-typed (tp_btf, fentry/fexit).
+#[inline(always)]
+fn shrinkctl_memcg_id_btf(shrinkctl: *const u8) -> u64 {
+    kernel::memcg_id_btf(kernel::btf_load::<u64>(shrinkctl, off!(shrinkctl_memcg)) as *const u8)
+}
+
+/// Counts one `do_shrink_slab` call of `shrinker` on a memcg: exact counts
+/// per memcg and per (memcg, shrinker), and its time (0 when unpaired).
+#[inline(always)]
+fn do_account(memcg_id: u64, shrinker: u64, ret: u64, ns: u64) {
     let nothing = ret == 0 || ret == SHRINK_EMPTY;
     let freed = if ret == SHRINK_EMPTY { 0 } else { ret };
-    if let Some(s) = stats::memcg(v.memcg_id) {
+    if let Some(s) = stats::memcg(memcg_id) {
         s.do_shrink_calls += 1;
         s.do_shrink_ns += ns;
         s.do_shrink_freed += freed;
@@ -107,13 +127,11 @@ fn do_exit(ret: u64) {
             s.do_shrink_zero += 1;
         }
     }
-    let key = ShrinkerKey {
-        memcg_id: v.memcg_id,
-        shrinker: v.arg,
-    };
+    let key = ShrinkerKey { memcg_id, shrinker };
     let count_objects = || {
-        let cb = kernel::read::<u64>(v.arg as *const u8, off!(shrinker_count_objects)).unwrap_or(0);
-        record_names(v.arg, cb);
+        let cb =
+            kernel::read::<u64>(shrinker as *const u8, off!(shrinker_count_objects)).unwrap_or(0);
+        record_names(shrinker, cb);
         cb
     };
     if let Some(s) = stats::shrinker(&key, count_objects) {
@@ -126,21 +144,43 @@ fn do_exit(ret: u64) {
     }
 }
 
+/// kretprobe / `mm_shrink_slab_end`: memcg and shrinker come from the
+/// paired entry (`shrinker` is checked against it when the return has it).
+#[inline(always)]
+fn do_exit(shrinker: Option<u64>, ret: u64) {
+    if let Some((v, ns)) = stats::exit_arg(HOOK_DO_SHRINK, shrinker) {
+        do_account(v.memcg_id, v.arg, ret, ns);
+    }
+}
+
+/// fexit: the arguments are all here, so the counts need no pairing; the
+/// entry only contributes the start time.
+#[inline(always)]
+fn do_fexit(shrinkctl: *const u8, shrinker: u64, ret: u64) {
+    if !kernel::enabled() {
+        return;
+    }
+    let ns = stats::exit_arg(HOOK_DO_SHRINK, Some(shrinker)).map_or(0, |(_, ns)| ns);
+    do_account(shrinkctl_memcg_id_btf(shrinkctl), shrinker, ret, ns);
+}
+
 #[fentry(function = "shrink_slab")]
 pub fn shrink_slab_fentry(ctx: FEntryContext) -> u32 {
-    stats::enter(HOOK_SHRINK_SLAB, ctx.arg(2), 0);
+    let memcg: *const u8 = ctx.arg(2);
+    stats::enter_time(HOOK_SHRINK_SLAB, memcg as u64);
     0
 }
 
 #[fexit(function = "shrink_slab")]
 pub fn shrink_slab_fexit(ctx: FExitContext) -> u32 {
-    slab_exit(ctx.arg(4));
+    slab_fexit(ctx.arg(2), ctx.arg(4));
     0
 }
 
 #[kprobe]
 pub fn shrink_slab_kprobe(ctx: ProbeContext) -> u32 {
-    stats::enter(HOOK_SHRINK_SLAB, ctx.arg(2).unwrap_or(core::ptr::null()), 0);
+    let memcg: *const u8 = ctx.arg(2).unwrap_or(core::ptr::null());
+    stats::enter(HOOK_SHRINK_SLAB, || kernel::memcg_id(memcg), 0);
     0
 }
 
@@ -153,26 +193,28 @@ pub fn shrink_slab_kretprobe(ctx: RetProbeContext) -> u32 {
 #[fentry(function = "do_shrink_slab")]
 pub fn do_shrink_fentry(ctx: FEntryContext) -> u32 {
     let shrinker: u64 = ctx.arg(1);
-    do_enter(ctx.arg(0), shrinker);
+    stats::enter_time(HOOK_DO_SHRINK, shrinker);
     0
 }
 
 #[fexit(function = "do_shrink_slab")]
 pub fn do_shrink_fexit(ctx: FExitContext) -> u32 {
-    do_exit(ctx.arg(3));
+    let shrinker: u64 = ctx.arg(1);
+    do_fexit(ctx.arg(0), shrinker, ctx.arg(3));
     0
 }
 
 #[kprobe]
 pub fn do_shrink_kprobe(ctx: ProbeContext) -> u32 {
     let shrinker: u64 = ctx.arg(1).unwrap_or(0);
-    do_enter(ctx.arg(0).unwrap_or(core::ptr::null()), shrinker);
+    let shrinkctl: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+    stats::enter(HOOK_DO_SHRINK, || shrinkctl_memcg_id(shrinkctl), shrinker);
     0
 }
 
 #[kretprobe]
 pub fn do_shrink_kretprobe(ctx: RetProbeContext) -> u32 {
-    do_exit(ctx.ret());
+    do_exit(None, ctx.ret());
     0
 }
 
@@ -181,7 +223,12 @@ pub fn do_shrink_kretprobe(ctx: RetProbeContext) -> u32 {
 #[btf_tracepoint(function = "mm_shrink_slab_start")]
 pub fn shrink_slab_start_btf(ctx: BtfTracePointContext) -> u32 {
     let shrinker: u64 = ctx.arg(0);
-    do_enter(ctx.arg(1), shrinker);
+    let shrinkctl: *const u8 = ctx.arg(1);
+    stats::enter(
+        HOOK_DO_SHRINK,
+        || shrinkctl_memcg_id_btf(shrinkctl),
+        shrinker,
+    );
     0
 }
 
@@ -189,7 +236,8 @@ pub fn shrink_slab_start_btf(ctx: BtfTracePointContext) -> u32 {
 /// new_scan_cnt, total_scan)`.
 #[btf_tracepoint(function = "mm_shrink_slab_end")]
 pub fn shrink_slab_end_btf(ctx: BtfTracePointContext) -> u32 {
+    let shrinker: u64 = ctx.arg(0);
     let freed: i32 = ctx.arg(2);
-    do_exit(if freed < 0 { 0 } else { freed as u64 });
+    do_exit(Some(shrinker), if freed < 0 { 0 } else { freed as u64 });
     0
 }

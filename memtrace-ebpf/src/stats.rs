@@ -1,16 +1,31 @@
-//! Updating the per-CPU aggregate maps, and the in-flight pairing map.
+//! Updating the per-CPU aggregate maps, and pairing entries with returns.
 //! Also the one place slow events are written to the ring buffer.
+//!
+//! Pairing (see `docs/architecture.md`, "Pairing"): a call's entry record
+//! goes to this CPU's slot for its hook in `SLOTS`, tagged with the thread
+//! id; the return finds it there unless the thread was preempted by another
+//! thread entering the same hook on this CPU (the newcomer then moves the
+//! older record into the `INFLIGHT` hash, where the return finds it) or
+//! migrated to another CPU mid-call (the return then looks through the
+//! other CPUs' slots, where the kernel allows it: `CONFIG.scan_cpus`).
+//! Only a return found nowhere is counted, in `unmatched_returns`. The
+//! common case costs one per-CPU array access instead of a hash insert,
+//! lookup and delete with bucket locks.
 use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_map_lookup_percpu_elem,
+    },
 };
 use memtrace_common::{
-    EVENT_SLOW, Inflight, InflightKey, MemcgStats, ShrinkerKey, ShrinkerStats, SlowEvent,
-    SystemStats,
+    EVENT_SLOW, Inflight, InflightKey, MAX_SCAN_CPUS, MemcgStats, ShrinkerKey, ShrinkerStats,
+    SlowEvent, SystemStats,
 };
 
-use crate::kernel;
-use crate::maps::{EVENTS, INFLIGHT, MEMCG_STATS, SHRINKER_STATS, SYSTEM_STATS, ZERO_MEMCG_STATS};
+use crate::kernel::{self, config};
+use crate::maps::{
+    EVENTS, INFLIGHT, MEMCG_STATS, PairSlot, SHRINKER_STATS, SLOTS, SYSTEM_STATS, ZERO_MEMCG_STATS,
+};
 
 #[inline(always)]
 pub fn system() -> Option<&'static mut SystemStats> {
@@ -106,41 +121,151 @@ pub fn take(tid: u32, hook: u32) -> Option<Inflight> {
     found
 }
 
-/// Takes the matching entry record; a return without one is counted.
+/// `PairSlot.owner` of a thread: nonzero even for tid 0.
 #[inline(always)]
-pub fn end(tid: u32, hook: u32) -> Option<Inflight> {
-    let found = take(tid, hook);
-    if found.is_none() {
-        if let Some(s) = system() {
-            s.unmatched_returns += 1;
-        }
-    }
-    found
+fn owner(tid: u32) -> u64 {
+    (1 << 32) | u64::from(tid)
 }
 
-/// Opens this thread's `hook` call on `memcg` (when tracing is on): its
-/// start time and `arg` wait in INFLIGHT for the return.
+/// Opens this thread's `hook` call: `value` waits in this CPU's slot (see
+/// the module comment) for the return.
 #[inline(always)]
-pub fn enter(hook: u32, memcg: *const u8, arg: u64) {
+pub fn slot_begin(tid: u32, hook: u32, value: &Inflight) {
+    let Some(p) = SLOTS.get_ptr_mut(hook) else {
+        // Hook index out of range: a programming error, never silent.
+        begin(tid, hook, value);
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, valid for the program
+    // run; programs on one CPU do not run concurrently with each other for
+    // the same hook (no tracing program nests inside itself).
+    let slot = unsafe { &mut *p };
+    let me = owner(tid);
+    if slot.owner == me {
+        // This thread's previous call never returned on this CPU: a lost
+        // return, or a migration that `unmatched_returns` already counted.
+        if let Some(s) = system() {
+            s.missed_returns += 1;
+        }
+    } else if slot.owner != 0 {
+        // Another thread is mid-call here (preempted): keep its record
+        // where its return will look next.
+        begin(slot.owner as u32, hook, &slot.value);
+    }
+    slot.owner = me;
+    slot.value = *value;
+}
+
+/// Takes this thread's open `hook` call: from this CPU's slot, else from
+/// the hash (it was displaced there). `arg`, when known at the return,
+/// must match the entry's (so a stale record is never paired).
+#[inline(always)]
+pub fn slot_take(tid: u32, hook: u32, arg: Option<u64>) -> Option<Inflight> {
+    let me = owner(tid);
+    if let Some(p) = SLOTS.get_ptr_mut(hook) {
+        // SAFETY: as in `slot_begin`.
+        let slot = unsafe { &mut *p };
+        if slot.owner == me {
+            slot.owner = 0;
+            if arg.is_none_or(|a| a == slot.value.arg) {
+                return Some(slot.value);
+            }
+            return None;
+        }
+    }
+    take(tid, hook)
+        .or_else(|| take_other_cpu(me, hook))
+        .filter(|v| arg.is_none_or(|a| a == v.arg))
+}
+
+/// This thread's entry for `hook` in another CPU's slot: it changed CPU
+/// mid-call. Only on the miss path; `scan_cpus` is 0 where the kernel has
+/// no `bpf_map_lookup_percpu_elem`, and then the verifier, which sees the
+/// constant, never reaches the call.
+#[inline(always)]
+fn take_other_cpu(me: u64, hook: u32) -> Option<Inflight> {
+    let n = config!(scan_cpus);
+    let mut cpu = 0;
+    while cpu < n && cpu < MAX_SCAN_CPUS {
+        // SAFETY: the helper takes the map (the address of its definition,
+        // relocated by the loader), a pointer to a u32 key and a CPU
+        // number, and returns NULL or that CPU's value slot.
+        let p = unsafe {
+            bpf_map_lookup_percpu_elem(
+                (&raw const SLOTS).cast_mut().cast(),
+                (&raw const hook).cast(),
+                cpu,
+            )
+        } as *mut PairSlot;
+        if !p.is_null() {
+            // SAFETY: a PairSlot of the map, valid for the program run.
+            // That CPU may write it meanwhile (a new entry): at worst this
+            // reads a torn record of another thread, which `owner` and the
+            // caller's `arg` check reject, or clears an entry just made,
+            // whose return is then counted unmatched.
+            let slot = unsafe { &mut *p };
+            if slot.owner == me {
+                let v = slot.value;
+                slot.owner = 0;
+                return Some(v);
+            }
+        }
+        cpu += 1;
+    }
+    None
+}
+
+/// Opens this thread's `hook` call on a memcg (when tracing is on).
+/// `memcg_id` is called only then: `kernel::memcg_id` for kprobes,
+/// `kernel::memcg_id_btf` where the pointer is BTF-typed.
+#[inline(always)]
+pub fn enter(hook: u32, memcg_id: impl FnOnce() -> u64, arg: u64) {
     if !kernel::enabled() {
         return;
     }
     let v = Inflight {
         start_ns: kernel::now_ns(),
-        memcg_id: kernel::memcg_id(memcg),
+        memcg_id: memcg_id(),
         arg,
     };
-    begin(kernel::current_tid(), hook, &v);
+    slot_begin(kernel::current_tid(), hook, &v);
+}
+
+/// Opens a call whose return sees the arguments again (fexit): only the
+/// start time and `arg` (to check the pairing) are kept, no memcg lookup.
+#[inline(always)]
+pub fn enter_time(hook: u32, arg: u64) {
+    if !kernel::enabled() {
+        return;
+    }
+    let v = Inflight {
+        start_ns: kernel::now_ns(),
+        memcg_id: 0,
+        arg,
+    };
+    slot_begin(kernel::current_tid(), hook, &v);
 }
 
 /// Closes this thread's `hook` call: what was stored at its entry and how
-/// long it took (ns). None when tracing is off or no entry was seen.
+/// long it took (ns). None when tracing is off or no entry was seen (the
+/// latter counted in `unmatched_returns`).
 #[inline(always)]
 pub fn exit(hook: u32) -> Option<(Inflight, u64)> {
+    exit_arg(hook, None)
+}
+
+/// `exit`, checking the entry's `arg` when the return knows it.
+#[inline(always)]
+pub fn exit_arg(hook: u32, arg: Option<u64>) -> Option<(Inflight, u64)> {
     if !kernel::enabled() {
         return None;
     }
-    let v = end(kernel::current_tid(), hook)?;
+    let Some(v) = slot_take(kernel::current_tid(), hook, arg) else {
+        if let Some(s) = system() {
+            s.unmatched_returns += 1;
+        }
+        return None;
+    };
     let ns = kernel::now_ns().saturating_sub(v.start_ns);
     Some((v, ns))
 }

@@ -139,6 +139,10 @@ pub struct ProbeArgs {
     /// Report reclaims slower than this as slow_reclaim records (0 = never)
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub slow_reclaim: Duration,
+    /// For `cargo xtask bench` only: attach empty programs on the same
+    /// hooks (the cost floor); every count stays 0
+    #[arg(long, hide = true)]
+    pub bench_floor: bool,
 }
 
 impl ProbeArgs {
@@ -158,6 +162,7 @@ impl ProbeArgs {
             maps: self.map_sizes(),
             slow_charge_ns: self.slow_charge.as_nanos() as u64,
             slow_reclaim_ns: self.slow_reclaim.as_nanos() as u64,
+            floor: self.bench_floor,
         })
     }
 }

@@ -228,6 +228,9 @@ fn print_text(r: &Report) {
         if let Some(l) = &p.loses {
             println!("  {:<17} cannot see: {}", "", t(l));
         }
+        if let Some(l) = &p.pairing {
+            println!("  {:<17} pairing: {}", "", t(l));
+        }
     }
     if !r.unavailable.is_empty() {
         println!();

@@ -233,6 +233,32 @@ impl AttachMode {
     }
 }
 
+/// How `family`'s programs for `spec` pair a call's entry with its return
+/// (memtrace-ebpf/src/stats.rs), for `doctor` and the stream header; None
+/// for hooks with a single event (OOM). The one place this is stated.
+pub fn pairing(spec: &HookSpec, family: Family) -> Option<&'static str> {
+    let paired = match family {
+        Family::Fentry => spec.fentry.as_ref().is_some_and(|p| p.exit.is_some()),
+        Family::Kprobe => spec.kprobe.as_ref().is_some_and(|p| p.exit.is_some()),
+        Family::TpBtf => spec.tp_btf.len() > 1,
+        Family::Tracepoint => spec.tracepoint.len() > 1,
+    };
+    if !paired {
+        return None;
+    }
+    Some(match (family, spec.hook) {
+        // Reclaim episodes and kswapd sleep: a per-CPU slot would be taken
+        // over by the next thread on that CPU every time.
+        (_, "reclaim_direct" | "reclaim_memcg" | "kswapd") => "hash by thread id (episodes sleep)",
+        (Family::Fentry, _) => {
+            "none for counts (fexit reads the arguments again); the time pairs the entry through a per-CPU slot tagged with the thread id (the hash if the thread was preempted mid-call, the other CPUs' slots if it changed CPU, 5.19+); a time not found is counted in unmatched_returns, the call still counted"
+        }
+        _ => {
+            "per-CPU slot tagged with the thread id (the hash if the thread was preempted mid-call, the other CPUs' slots if it changed CPU, 5.19+); a call whose entry is not found is not counted but counted in unmatched_returns"
+        }
+    })
+}
+
 /// Fields fed by either reclaim hook.
 pub const RECLAIM_PERCENTILE_FIELDS: &[Field] = &[Field::ReclaimP50Ns, Field::ReclaimP99Ns];
 
@@ -525,6 +551,25 @@ mod tests {
         // Reclaim hooks are tracepoints in every mode, even forced kprobe.
         let c = candidates(spec("reclaim_memcg").unwrap(), AttachMode::Kprobe, &f);
         assert_eq!(fams(&c), [Family::TpBtf, Family::Tracepoint]);
+    }
+
+    #[test]
+    fn pairing_is_stated_per_family() {
+        let ds = spec("do_shrink_slab").unwrap();
+        assert!(
+            pairing(ds, Family::Fentry)
+                .unwrap()
+                .starts_with("none for counts")
+        );
+        for f in [Family::Kprobe, Family::TpBtf] {
+            assert!(pairing(ds, f).unwrap().starts_with("per-CPU slot"), "{f:?}");
+        }
+        let rc = spec("reclaim_memcg").unwrap();
+        assert!(pairing(rc, Family::TpBtf).unwrap().starts_with("hash"));
+        // A single event has nothing to pair.
+        let oom = spec("oom_kill_process").unwrap();
+        assert_eq!(pairing(oom, Family::Fentry), None);
+        assert_eq!(pairing(oom, Family::TpBtf), None);
     }
 
     #[test]

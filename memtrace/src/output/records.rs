@@ -100,6 +100,10 @@ pub struct PlanEntry {
     pub reason: Option<String>,
     /// What the chosen family (or absence) cannot see.
     pub loses: Option<String>,
+    /// How the chosen family pairs a call's entry with its return
+    /// (`kernel::plan::pairing`); absent for single-event hooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<String>,
     /// Every family tried, with its outcome (`doctor` tries them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub families: Vec<FamilyOutcome>,

@@ -61,6 +61,9 @@ pub struct LoadOptions {
     pub maps: MapSizes,
     pub slow_charge_ns: u64,
     pub slow_reclaim_ns: u64,
+    /// Attach the empty `floor_*` twin of every program instead (for
+    /// `cargo xtask bench`: the cost of running any program on the hooks).
+    pub floor: bool,
 }
 
 pub use crate::output::records::{FamilyOutcome, PlanEntry};
@@ -140,6 +143,22 @@ fn map_create_error(e: aya::EbpfError, sizes: &MapSizes) -> anyhow::Error {
     anyhow!("{why}")
 }
 
+/// `ProbeConfig.scan_cpus`: the possible CPUs when the kernel has
+/// `bpf_map_lookup_percpu_elem` (5.19+; its helper id is in the kernel's
+/// `enum bpf_func_id`), else 0 (a call whose thread changed CPU between
+/// entry and return is then an unmatched return).
+fn scan_cpus(kbtf: &KernelBtf) -> u32 {
+    if kbtf
+        .enum_value("bpf_func_id", "BPF_FUNC_map_lookup_percpu_elem")
+        .is_err()
+    {
+        return 0;
+    }
+    u32::try_from(possible_cpus())
+        .unwrap_or(u32::MAX)
+        .min(memtrace_common::MAX_SCAN_CPUS)
+}
+
 fn classic_offsets(config: &mut ProbeConfig) -> Result<()> {
     let root = tracefs::ensure()?;
     config.tp_reclaim_end_nr_reclaimed = tracefs::field_offset(
@@ -191,6 +210,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         mark_victim_arg: kbtf
             .mark_victim_arg()
             .unwrap_or(memtrace_common::MARK_VICTIM_ARG_TASK),
+        scan_cpus: scan_cpus(&kbtf),
         ..Default::default()
     };
     // Classic tracepoints need tracefs; only set it up when one of them is
@@ -258,7 +278,14 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
                         "mark_victim's prototype is neither (task_struct *, uid) nor (int pid)"
                     ))
                 }
-                _ => attach(&mut ebpf, spec, attempt.family, &attempt.target, &aya_btf),
+                _ => attach(
+                    &mut ebpf,
+                    spec,
+                    attempt.family,
+                    &attempt.target,
+                    &aya_btf,
+                    opts.floor,
+                ),
             };
             match result {
                 Ok(()) => {
@@ -324,6 +351,9 @@ fn plan_entry(
     .map(str::to_string);
     PlanEntry {
         hook: spec.hook.to_string(),
+        pairing: family
+            .and_then(|f| plan::pairing(spec, f))
+            .map(str::to_string),
         family,
         target: chosen.map(|a| a.target),
         status: if family.is_some() {
@@ -438,20 +468,31 @@ fn check_forced_mode(mode: AttachMode, plan: &[PlanEntry]) -> Result<()> {
     }
 }
 
+/// The program attached for `name`: itself, or its empty floor twin.
+fn program_name(name: &str, floor: bool) -> String {
+    if floor {
+        format!("floor_{name}")
+    } else {
+        name.to_string()
+    }
+}
+
 fn attach(
     ebpf: &mut Ebpf,
     spec: &HookSpec,
     family: Family,
     target: &str,
     btf: &aya::Btf,
+    floor: bool,
 ) -> Result<()> {
+    let name = |n: &str| program_name(n, floor);
     match family {
         Family::Fentry => {
             let progs = spec
                 .fentry
                 .as_ref()
                 .ok_or_else(|| anyhow!("no fentry program"))?;
-            let entry: &mut FEntry = prog(ebpf, progs.entry)?.try_into()?;
+            let entry: &mut FEntry = prog(ebpf, &name(progs.entry))?.try_into()?;
             entry.load(target, btf)?;
             if let Err(e) = entry.attach() {
                 let _ = entry.unload();
@@ -459,13 +500,13 @@ fn attach(
             }
             if let Some(exit) = progs.exit {
                 let result = (|| -> Result<()> {
-                    let p: &mut FExit = prog(ebpf, exit)?.try_into()?;
+                    let p: &mut FExit = prog(ebpf, &name(exit))?.try_into()?;
                     p.load(target, btf)?;
                     p.attach()?;
                     Ok(())
                 })();
                 if let Err(e) = result {
-                    let entry: &mut FEntry = prog(ebpf, progs.entry)?.try_into()?;
+                    let entry: &mut FEntry = prog(ebpf, &name(progs.entry))?.try_into()?;
                     let _ = entry.unload();
                     return Err(e);
                 }
@@ -477,7 +518,10 @@ fn attach(
                 .kprobe
                 .as_ref()
                 .ok_or_else(|| anyhow!("no kprobe program"))?;
-            let names: Vec<&str> = std::iter::once(progs.entry).chain(progs.exit).collect();
+            let names: Vec<String> = std::iter::once(progs.entry)
+                .chain(progs.exit)
+                .map(name)
+                .collect();
             attach_all(ebpf, &names, |p| {
                 let k: &mut KProbe = p.try_into()?;
                 k.load()?;
@@ -488,7 +532,7 @@ fn attach(
         Family::TpBtf => attach_tracepoints(
             ebpf,
             spec.tp_btf,
-            |(name, _)| name,
+            |(n, _)| name(n),
             |(_, tp)| format!("raw tracepoint {tp}"),
             |p, (_, tp)| {
                 let p: &mut BtfTracePoint = p.try_into()?;
@@ -500,7 +544,7 @@ fn attach(
         Family::Tracepoint => attach_tracepoints(
             ebpf,
             spec.tracepoint,
-            |(name, _, _)| name,
+            |(n, _, _)| name(n),
             |(_, category, tp)| format!("tracepoint {category}:{tp}"),
             |p, (_, category, tp)| {
                 let p: &mut TracePoint = p.try_into()?;
@@ -518,13 +562,13 @@ fn attach(
 fn attach_tracepoints<T: Copy>(
     ebpf: &mut Ebpf,
     tps: &[T],
-    name: impl Fn(T) -> &'static str,
+    name: impl Fn(T) -> String,
     what: impl Fn(T) -> String,
     mut f: impl FnMut(&mut aya::programs::Program, T) -> Result<()>,
 ) -> Result<()> {
     let mut done = Vec::new();
     for &tp in tps {
-        if let Err(e) = prog(ebpf, name(tp)).and_then(|p| f(p, tp)) {
+        if let Err(e) = prog(ebpf, &name(tp)).and_then(|p| f(p, tp)) {
             unload_all(ebpf, &done);
             return Err(e.context(what(tp)));
         }
@@ -540,17 +584,17 @@ fn prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Pro
 
 fn attach_all(
     ebpf: &mut Ebpf,
-    names: &[&'static str],
+    names: &[String],
     mut f: impl FnMut(&mut aya::programs::Program) -> Result<()>,
 ) -> Result<()> {
-    let mut done = Vec::new();
-    for &name in names {
+    let mut done: Vec<String> = Vec::new();
+    for name in names {
         if let Err(e) = f(prog(ebpf, name)?) {
             unload_all(ebpf, &done);
             let _ = unload(ebpf, name);
             return Err(e);
         }
-        done.push(name);
+        done.push(name.clone());
     }
     Ok(())
 }
@@ -568,7 +612,7 @@ fn unload(ebpf: &mut Ebpf, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn unload_all(ebpf: &mut Ebpf, names: &[&str]) {
+fn unload_all(ebpf: &mut Ebpf, names: &[String]) {
     for n in names {
         let _ = unload(ebpf, n);
     }

@@ -32,10 +32,14 @@ pub fn static_binary(no_build: bool) -> Result<PathBuf> {
 }
 
 pub fn run(bin: &Path, quick: bool) -> Result<Value> {
+    // floor-MODE: empty programs on the same hooks, attached the same way.
     let plan: &[(&str, &[&str])] = if quick {
-        &[("6.1", &["auto"])]
+        &[("6.1", &["auto", "floor-auto"])]
     } else {
-        &[("6.1", &["auto", "kprobe"]), ("6.12", &["auto"])]
+        &[
+            ("6.1", &["auto", "kprobe", "floor-auto", "floor-kprobe"]),
+            ("6.12", &["auto", "floor-auto"]),
+        ]
     };
     let (rounds, memcgs, mib) = if quick { (2, 100, 64) } else { (5, 200, 128) };
     let mut out = Vec::new();
@@ -67,6 +71,9 @@ pub fn run(bin: &Path, quick: bool) -> Result<Value> {
                 let config = match s.get("config").map(String::as_str) {
                     Some("auto") => "memtrace-stream (auto)".to_owned(),
                     Some("untraced") => "untraced".to_owned(),
+                    Some(f) if f.starts_with("floor-") => {
+                        format!("empty programs (--attach {})", &f["floor-".len()..])
+                    }
                     Some(other) => format!("memtrace-stream (--attach {other})"),
                     None => "?".to_owned(),
                 };
@@ -79,6 +86,10 @@ pub fn run(bin: &Path, quick: bool) -> Result<Value> {
                     "hits": num("hits").map(|h| h / units),
                     "losses": num("losses"),
                     "ready_s": num("ready_ds").map(|d| d / 10.0),
+                    // The kernel's accounting of the session's programs:
+                    // ns per pair = 2 x time / runs.
+                    "prog_ns": num("prog_ns"),
+                    "prog_runs": num("prog_runs"),
                 })
             })
             .collect();

@@ -59,6 +59,32 @@ pub struct BenchArgs {
     /// Only re-render the tables from a results JSON written by a run.
     #[arg(long, value_name = "RESULTS_JSON")]
     pub report: Option<PathBuf>,
+    /// Run only these parts (repeatable; default all): `rounds` (the timed
+    /// host workloads), `profile` (per-program kernel accounting, with the
+    /// empty-program floor), `pipeline` (replay), `guests` (qemu).
+    #[arg(long, value_enum, value_name = "PART")]
+    pub only: Vec<Part>,
+    /// Rounds of the bpf_stats profile (default 5, --quick 2).
+    #[arg(long)]
+    pub profile_rounds: Option<usize>,
+    /// Another memtrace binary (e.g. the previous commit's release build)
+    /// the profile also runs, side by side, for before/after figures.
+    #[arg(long, value_name = "BIN")]
+    pub baseline_memtrace: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Rounds,
+    Profile,
+    Pipeline,
+    Guests,
+}
+
+impl BenchArgs {
+    fn runs(&self, part: Part) -> bool {
+        (self.only.is_empty() || self.only.contains(&part)) && !(part == Part::Guests && self.no_vm)
+    }
 }
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
@@ -108,7 +134,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    let static_memtrace = if args.no_vm {
+    let static_memtrace = if !args.runs(Part::Guests) {
         None
     } else {
         Some(guest::static_binary(args.no_build)?)
@@ -128,6 +154,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         record_available,
         bpftrace_script: script,
         scratch: scratch.clone(),
+        baseline: args.baseline_memtrace.clone(),
     };
 
     let mut results = json!({
@@ -141,6 +168,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "bpftrace": command_line(&["bpftrace", "--version"]),
         },
         "rounds": rounds,
+        "only": args.only.iter().map(|p| format!("{p:?}").to_lowercase()).collect::<Vec<_>>(),
         "params": params.to_json(),
         "configs": Config::all().iter().map(|c| json!({
             "name": c.name(),
@@ -154,8 +182,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     });
 
     // ------------------------------------------------ host kernel phase
+    let host = [Part::Rounds, Part::Profile, Part::Pipeline]
+        .into_iter()
+        .any(|p| args.runs(p));
     let mnt = PathBuf::from(format!("/tmp/{}{}-mnt", cg::PREFIX, std::process::id()));
-    let (samples, profile, generated) = {
+    let mut generated = None;
+    if host {
         let _lock = sys::KernelLock::take()?;
         cg::clean_stale();
         let _mnt_guard = ScratchGuard(mnt.clone());
@@ -169,41 +201,50 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         for kind in [Kind::Storm, Kind::Churn, Kind::Oom] {
             w.run(kind)?;
         }
-        let mut samples = Vec::new();
-        for round in 0..rounds {
-            for kind in [Kind::Storm, Kind::Churn, Kind::Oom] {
-                // Rotate the order so no configuration always runs first.
-                let mut order = configs.clone();
-                order.rotate_left(round % configs.len());
-                for config in order {
-                    let s = session(&env, &mut w, kind, config, round)?;
-                    eprintln!(
-                        "bench: round {}/{rounds} {:<6} {:<16} kernel {:.4}s wall {:.4}s hits {}",
-                        round + 1,
-                        kind.name(),
-                        config.name(),
-                        s["workload"]["kernel_s"].as_f64().unwrap_or(f64::NAN),
-                        s["workload"]["wall_s"].as_f64().unwrap_or(f64::NAN),
-                        s["tracer"]["hits"]["total"]
-                    );
-                    samples.push(s);
+        if args.runs(Part::Rounds) {
+            let mut samples = Vec::new();
+            for round in 0..rounds {
+                for kind in [Kind::Storm, Kind::Churn, Kind::Oom] {
+                    // Rotate the order so no configuration always runs first.
+                    let mut order = configs.clone();
+                    order.rotate_left(round % configs.len());
+                    for config in order {
+                        let s = session(&env, &mut w, kind, config, round)?;
+                        eprintln!(
+                            "bench: round {}/{rounds} {:<6} {:<16} kernel {:.4}s wall {:.4}s hits {}",
+                            round + 1,
+                            kind.name(),
+                            config.name(),
+                            s["workload"]["kernel_s"].as_f64().unwrap_or(f64::NAN),
+                            s["workload"]["wall_s"].as_f64().unwrap_or(f64::NAN),
+                            s["tracer"]["hits"]["total"]
+                        );
+                        samples.push(s);
+                    }
                 }
             }
+            results["samples"] = Value::Array(samples);
         }
-        let profile = profile::run(&env, &mut w).unwrap_or_else(|e| {
-            eprintln!("bench: bpf_stats profile failed: {e:#}");
-            json!({"error": format!("{e:#}")})
-        });
-        let generated = pipeline::generate(&env, &mut w)?;
-        drop(w);
-        (samples, profile, generated)
-    };
-    results["samples"] = Value::Array(samples);
-    results["profile"] = profile;
+        if args.runs(Part::Profile) {
+            let profile_rounds = args
+                .profile_rounds
+                .unwrap_or(if quick { 2 } else { 5 })
+                .max(1);
+            results["profile"] = profile::run(&env, &mut w, profile_rounds).unwrap_or_else(|e| {
+                eprintln!("bench: bpf_stats profile failed: {e:#}");
+                json!({"error": format!("{e:#}")})
+            });
+        }
+        if args.runs(Part::Pipeline) {
+            generated = Some(pipeline::generate(&env, &mut w)?);
+        }
+    }
 
     // ------------------------------------------------ no kernel needed
-    results["pipeline"] = pipeline::replay(&env, &generated, quick)?;
-    let _ = fs::remove_file(&generated);
+    if let Some(generated) = generated {
+        results["pipeline"] = pipeline::replay(&env, &generated, quick)?;
+        let _ = fs::remove_file(&generated);
+    }
 
     if let Some(bin) = &static_memtrace {
         results["guests"] = guest::run(bin, quick).unwrap_or_else(|e| {

@@ -293,34 +293,10 @@ pub fn render(r: &Value) -> String {
     );
 
     // ------------------------------------------------ bpf_stats
-    if let Some(prof) = r["profile"].as_object() {
-        let _ = writeln!(
-            o,
-            "#### Kernel-side cost per program (`kernel.bpf_stats_enabled=1`, one storm + churn + OOM session)\n"
-        );
-        let _ = writeln!(o, "| configuration | program | runs | ns per run |");
-        let _ = writeln!(o, "|---|---|---|---|");
-        for (c, v) in prof {
-            for p in v["programs"].as_array().into_iter().flatten() {
-                if p["run_cnt"].as_u64().unwrap_or(0) == 0 {
-                    continue;
-                }
-                let _ = writeln!(
-                    o,
-                    "| {c} | {} | {} | {:.0} |",
-                    p["name"].as_str().unwrap_or("?"),
-                    p["run_cnt"],
-                    p["ns_per_run"].as_f64().unwrap_or(f64::NAN)
-                );
-            }
-            let _ = writeln!(
-                o,
-                "| {c} | **all, per hook hit (entry+exit)** | {} hits | **{:.0}** |",
-                v["hits"]["total"],
-                v["ns_per_hit"].as_f64().unwrap_or(f64::NAN)
-            );
-        }
-        o.push('\n');
+    if r["profile"]["sessions"].is_array() {
+        profile(&mut o, &r["profile"]);
+    } else if let Some(e) = r["profile"]["error"].as_str() {
+        let _ = writeln!(o, "bpf_stats profile failed: {e}\n");
     }
 
     // ------------------------------------------------ pipeline
@@ -391,9 +367,9 @@ pub fn render(r: &Value) -> String {
             );
             let _ = writeln!(
                 o,
-                "| workload | configuration | kernel time, median (min–max) | vs untraced | hook hits | added kernel ns per hit |"
+                "| workload | configuration | kernel time, median (min–max) | vs untraced | hook hits (empty programs: memtrace's in that mode) | added kernel ns per hit | program ns per pair (bpf_stats) |"
             );
-            let _ = writeln!(o, "|---|---|---|---|---|---|");
+            let _ = writeln!(o, "|---|---|---|---|---|---|---|");
             let rows = g["samples"].as_array().cloned().unwrap_or_default();
             let mut cfgs: Vec<String> = rows
                 .iter()
@@ -417,7 +393,16 @@ pub fn render(r: &Value) -> String {
                     let Some(k) = of(c, &|s| s["kernel_s"].as_f64()) else {
                         continue;
                     };
-                    let h = of(c, &|s| s["hits"].as_f64());
+                    // The empty programs count nothing: per hit of memtrace
+                    // in the same mode (the same workload's calls).
+                    let twin = c
+                        .strip_prefix("empty programs (--attach ")
+                        .and_then(|m| m.strip_suffix(')'))
+                        .map(|m| match m {
+                            "auto" => "memtrace-stream (auto)".to_owned(),
+                            m => format!("memtrace-stream (--attach {m})"),
+                        });
+                    let h = of(twin.as_deref().unwrap_or(c), &|s| s["hits"].as_f64());
                     let (hs, per) = match h {
                         Some(h) if c != "untraced" && h.median > 0.0 => (
                             format!("{:.0}", h.median),
@@ -425,9 +410,14 @@ pub fn render(r: &Value) -> String {
                         ),
                         _ => ("-".into(), "-".into()),
                     };
+                    let pair = of(c, &|s| {
+                        let runs = s["prog_runs"].as_f64().filter(|r| *r > 0.0)?;
+                        Some(2.0 * s["prog_ns"].as_f64()? / runs)
+                    })
+                    .map_or("-".into(), |p| format!("{:.0}", p.median));
                     let _ = writeln!(
                         o,
-                        "| {kind} | {c} | {} | {} | {hs} | {per} |",
+                        "| {kind} | {c} | {} | {} | {hs} | {per} | {pair} |",
                         spread(&k, secs),
                         ratio(k.median, base)
                     );
@@ -437,4 +427,201 @@ pub fn render(r: &Value) -> String {
         }
     }
     o
+}
+
+/// Median (min–max) of one number of the profile sessions of `config`.
+fn prof_summary(
+    sessions: &[Value],
+    config: &str,
+    f: impl Fn(&Value) -> Option<f64>,
+) -> Option<Summary> {
+    let v: Vec<f64> = sessions
+        .iter()
+        .filter(|s| s["config"] == config)
+        .filter_map(f)
+        .collect();
+    summarize(&v)
+}
+
+/// Storm program (or kernel) time of a session's first pass, or the mean of
+/// its later passes.
+fn pass_value(s: &Value, key: &str, first: bool, scale: f64) -> Option<f64> {
+    let v: Vec<f64> = s[key]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_f64)
+        .map(|x| x * scale)
+        .collect();
+    if first {
+        v.first().copied()
+    } else if v.len() > 1 {
+        Some(v[1..].iter().sum::<f64>() / (v.len() - 1) as f64)
+    } else {
+        None
+    }
+}
+
+fn profile(o: &mut String, prof: &Value) {
+    let sessions = prof["sessions"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(
+        o,
+        "#### Kernel-side cost per program (`kernel.bpf_stats_enabled=1`), {} interleaved rounds of storm + churn + OOM\n",
+        prof["rounds"]
+    );
+    let ns = |s: Option<Summary>| {
+        s.map(|s| format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max))
+            .unwrap_or_else(|| "-".into())
+    };
+    let ms = |s: Option<Summary>| s.map(|s| spread(&s, secs)).unwrap_or_else(|| "-".into());
+    let configs: Vec<&str> = [
+        "memtrace-stream",
+        "memtrace-baseline",
+        "empty-programs",
+        "bpftrace",
+    ]
+    .into_iter()
+    .filter(|c| sessions.iter().any(|s| s["config"] == *c))
+    .collect();
+    let _ = writeln!(
+        o,
+        "| configuration | ns per pair, all programs | ns per `do_shrink_slab` pair | program time per session | storm program time, first pass | storm program time, later passes |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    for &c in &configs {
+        let _ = writeln!(
+            o,
+            "| {c} | {} | {} | {} | {} | {} |",
+            ns(prof_summary(&sessions, c, |s| s["ns_per_pair"].as_f64())),
+            ns(prof_summary(&sessions, c, |s| s["shrink_ns_per_pair"].as_f64())),
+            ms(prof_summary(&sessions, c, |s| s["run_time_ns"]
+                .as_f64()
+                .map(|n| n / 1e9))),
+            ms(prof_summary(&sessions, c, |s| pass_value(
+                s,
+                "storm_pass_program_ns",
+                true,
+                1e-9
+            ))),
+            ms(prof_summary(&sessions, c, |s| pass_value(
+                s,
+                "storm_pass_program_ns",
+                false,
+                1e-9
+            ))),
+        );
+    }
+    let untraced_first = prof_summary(&sessions, "untraced", |s| {
+        pass_value(s, "storm_pass_kernel_s", true, 1.0)
+    });
+    let untraced_later = prof_summary(&sessions, "untraced", |s| {
+        pass_value(s, "storm_pass_kernel_s", false, 1.0)
+    });
+    let _ = writeln!(
+        o,
+        "| untraced storm kernel time per pass | | | | {} | {} |\n",
+        ms(untraced_first),
+        ms(untraced_later)
+    );
+    let med = |c: &str, f: &dyn Fn(&Value) -> Option<f64>| {
+        prof_summary(&sessions, c, f).map(|s| s.median)
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    };
+    let pair = |s: &Value| s["ns_per_pair"].as_f64();
+    let shrink = |s: &Value| s["shrink_ns_per_pair"].as_f64();
+    let total = |s: &Value| s["run_time_ns"].as_f64();
+    let first = |s: &Value| pass_value(s, "storm_pass_program_ns", true, 1e-9);
+    let later = |s: &Value| pass_value(s, "storm_pass_program_ns", false, 1e-9);
+    let _ = writeln!(
+        o,
+        "Medians: memtrace per pair {} of the empty programs' ({} for the `do_shrink_slab` pair); \
+         memtrace / bpftrace: total program time {}, per pair {} ({} for the `do_shrink_slab` pair); \
+         memtrace's storm program time / untraced storm kernel time: first pass {}, later passes {}.\n",
+        ratio(med("memtrace-stream", &pair), med("empty-programs", &pair)),
+        ratio(
+            med("memtrace-stream", &shrink),
+            med("empty-programs", &shrink)
+        ),
+        ratio(med("memtrace-stream", &total), med("bpftrace", &total)),
+        ratio(med("memtrace-stream", &pair), med("bpftrace", &pair)),
+        ratio(med("memtrace-stream", &shrink), med("bpftrace", &shrink)),
+        ratio(
+            med("memtrace-stream", &first),
+            untraced_first.map(|s| s.median)
+        ),
+        ratio(
+            med("memtrace-stream", &later),
+            untraced_later.map(|s| s.median)
+        ),
+    );
+    if configs.contains(&"memtrace-baseline") {
+        let _ = writeln!(
+            o,
+            "Baseline (`--baseline-memtrace`), same rounds: per pair {} of the empty programs' ({} for the \
+             `do_shrink_slab` pair); / bpftrace: total program time {}, per pair {}; storm program time / \
+             untraced: first pass {}, later passes {}.\n",
+            ratio(
+                med("memtrace-baseline", &pair),
+                med("empty-programs", &pair)
+            ),
+            ratio(
+                med("memtrace-baseline", &shrink),
+                med("empty-programs", &shrink)
+            ),
+            ratio(med("memtrace-baseline", &total), med("bpftrace", &total)),
+            ratio(med("memtrace-baseline", &pair), med("bpftrace", &pair)),
+            ratio(
+                med("memtrace-baseline", &first),
+                untraced_first.map(|s| s.median)
+            ),
+            ratio(
+                med("memtrace-baseline", &later),
+                untraced_later.map(|s| s.median)
+            ),
+        );
+    }
+    // Per program: medians over the rounds, by name.
+    let _ = writeln!(
+        o,
+        "| configuration | program | runs per session | ns per run |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|");
+    for &c in &configs {
+        let mut names: Vec<String> = Vec::new();
+        for s in sessions.iter().filter(|s| s["config"] == c) {
+            for p in s["programs"].as_array().into_iter().flatten() {
+                let n = p["name"].as_str().unwrap_or("?").to_owned();
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        for n in names {
+            let rows: Vec<&Value> = sessions
+                .iter()
+                .filter(|s| s["config"] == c)
+                .flat_map(|s| s["programs"].as_array().into_iter().flatten())
+                .filter(|p| p["name"] == n.as_str())
+                .collect();
+            let runs: Vec<f64> = rows.iter().filter_map(|p| p["run_cnt"].as_f64()).collect();
+            let per: Vec<f64> = rows
+                .iter()
+                .filter_map(|p| p["ns_per_run"].as_f64())
+                .collect();
+            let (Some(runs), Some(per)) = (summarize(&runs), summarize(&per)) else {
+                continue;
+            };
+            if runs.median == 0.0 {
+                continue;
+            }
+            let _ = writeln!(o, "| {c} | {n} | {:.0} | {:.0} |", runs.median, per.median);
+        }
+    }
+    o.push_str(
+        "\nA pair is an entry and its return (a begin and its end): ns per pair = 2 × program time / \
+         program runs. bpftrace's program names are cut at 15 characters by the kernel (both \
+         `mm_shrink_slab_*` programs show as `mm_shrink_slab_`, counted together).\n\n",
+    );
 }

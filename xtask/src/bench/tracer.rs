@@ -21,6 +21,12 @@ pub enum Config {
     Stream,
     Record,
     Bpftrace,
+    /// `memtrace stream --bench-floor`: empty programs on memtrace's hooks,
+    /// attached the same way (the cost floor; profile only).
+    Floor,
+    /// `stream` of another memtrace binary (`--baseline-memtrace`, e.g. the
+    /// previous release), for before/after in one run (profile only).
+    Baseline,
 }
 
 impl Config {
@@ -30,6 +36,8 @@ impl Config {
             Config::Stream => "memtrace-stream",
             Config::Record => "memtrace-record",
             Config::Bpftrace => "bpftrace",
+            Config::Floor => "empty-programs",
+            Config::Baseline => "memtrace-baseline",
         }
     }
 
@@ -146,6 +154,8 @@ pub struct Env {
     pub record_available: bool,
     pub bpftrace_script: PathBuf,
     pub scratch: PathBuf,
+    /// `--baseline-memtrace`: another memtrace binary to profile alongside.
+    pub baseline: Option<PathBuf>,
 }
 
 /// A tracer running around one workload.
@@ -232,19 +242,36 @@ pub fn start(config: Config, env: &Env, tag: &str) -> Result<Running> {
     let _ = fs::remove_file(&stderr);
     let started = Instant::now();
     // `memtrace <args> <out>`, its stderr kept for the report.
-    let memtrace = |args: &[&str]| -> Result<Child> {
-        Command::new(&env.memtrace)
+    let memtrace_bin = |bin: &Path, args: &[&str]| -> Result<Child> {
+        Command::new(bin)
             .args(args)
             .arg(&out)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr)?)
             .spawn()
-            .with_context(|| format!("starting memtrace {}", args[0]))
+            .with_context(|| format!("starting {} {}", bin.display(), args[0]))
     };
+    let memtrace = |args: &[&str]| memtrace_bin(&env.memtrace, args);
     let child = match config {
         Config::Untraced => None,
         Config::Stream => Some(memtrace(&["stream", "--interval", "1s", "--output"])?),
+        Config::Baseline => {
+            let Some(bin) = &env.baseline else {
+                bail!("no --baseline-memtrace given");
+            };
+            Some(memtrace_bin(
+                bin,
+                &["stream", "--interval", "1s", "--output"],
+            )?)
+        }
+        Config::Floor => Some(memtrace(&[
+            "stream",
+            "--bench-floor",
+            "--interval",
+            "1s",
+            "--output",
+        ])?),
         Config::Record => {
             if !env.record_available {
                 bail!("memtrace record is not available in this binary");
@@ -324,7 +351,7 @@ impl Running {
         match self.config {
             Config::Untraced => true,
             // The header line is written once every program is attached.
-            Config::Stream => fs::read_to_string(&self.out)
+            Config::Stream | Config::Floor | Config::Baseline => fs::read_to_string(&self.out)
                 .map(|s| s.contains('\n'))
                 .unwrap_or(false),
             Config::Record => fs::read_dir(&self.out)
@@ -389,7 +416,7 @@ impl Running {
             _ => format!("status {}", u.status),
         };
         match self.config {
-            Config::Stream => {
+            Config::Stream | Config::Floor | Config::Baseline => {
                 let (records, hits, losses) = parse_stream(&self.out)?;
                 s.records = records;
                 s.hits = hits;

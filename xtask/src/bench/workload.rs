@@ -190,6 +190,13 @@ impl Workloads {
     }
 
     fn storm(&mut self) -> Result<Value> {
+        self.storm_with(|| Ok(()))
+    }
+
+    /// The storm, calling `after_pass` after each `drop_caches` pass
+    /// (outside the timed part): the profile reads the BPF programs'
+    /// accounting there.
+    pub fn storm_with(&mut self, mut after_pass: impl FnMut() -> Result<()>) -> Result<Value> {
         let mut cpu = Vec::new();
         let mut wall = Vec::new();
         let mut populate = Vec::new();
@@ -198,6 +205,7 @@ impl Workloads {
             let (c, w) = drop_slab()?;
             cpu.push(c);
             wall.push(w);
+            after_pass()?;
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         Ok(json!({

@@ -277,7 +277,11 @@ stream_mode() {
 # runs the storm and the churn once untraced and once under memtrace per
 # attach mode, in rotating order, and prints one line per session:
 #   INFO scenario=bench round= workload= config= kernel_ns= units= wall_cs=
-#        hits= losses= ready_ds=
+#        hits= losses= ready_ds= prog_ns= prog_runs=
+# A config is an attach mode, or floor-MODE: the empty floor_* programs on
+# the same hooks (`stream --bench-floor`). kernel.bpf_stats_enabled is on
+# throughout, and prog_ns/prog_runs are the kernel's accounting of the
+# session's programs (run_time_ns/run_cnt of memtrace's program fds).
 # kernel_ns: storm = CPU of the drop_caches writer (this shell, PID 1, read
 # from a child while it waits, so it is up to date), churn = dd's system
 # time (cstime of PID 1's reaped children, 10 ms ticks).
@@ -320,10 +324,14 @@ bench_churn() {
 }
 bench_session() {
   # Own names: helpers (runin, stop, mkcg) set c, i and d globally.
-  BR=$1; BW=$2; BC=$3; BOUT=/tmp/bench-$BW-$BC-$BR.ndjson; BI=0; H=0; L=0
+  BR=$1; BW=$2; BC=$3; BOUT=/tmp/bench-$BW-$BC-$BR.ndjson; BI=0; H=0; L=0; PNS=0; PRUNS=0
+  case $BC in
+    floor-*) BATT=${BC#floor-}; BFLOOR=--bench-floor ;;
+    *) BATT=$BC; BFLOOR= ;;
+  esac
   if [ $BC != untraced ]; then
     rm -f $BOUT
-    memtrace stream --attach $BC --interval 1s --output $BOUT >/tmp/bench.err 2>&1 &
+    memtrace stream --attach $BATT $BFLOOR --interval 1s --output $BOUT >/tmp/bench.err 2>&1 &
     BPID=$!
     while [ $BI -lt 600 ] && alive $BPID && ! grep -q '"type" *: *"header"' $BOUT 2>/dev/null; do
       sleep 0.1; BI=$((BI+1))
@@ -335,6 +343,10 @@ bench_session() {
   fi
   t0=$(cs); bench_$BW; t1=$(cs)
   if [ $BC != untraced ]; then
+    for f in /proc/$BPID/fdinfo/*; do
+      v=$(awk '/^run_time_ns:/ { t = $2 } /^run_cnt:/ { c = $2 } END { printf "%d %d", t, c }' $f 2>/dev/null)
+      PNS=$((PNS + ${v% *})); PRUNS=$((PRUNS + ${v#* }))
+    done
     stop $BPID INT 300
     H=0
     for k in charge_calls shrink_slab_calls do_shrink_slab_calls reclaim_memcg_count reclaim_direct_count; do
@@ -345,10 +357,11 @@ bench_session() {
     done
     rm -f $BOUT
   fi
-  echo "INFO scenario=bench round=$BR workload=$BW config=$BC kernel_ns=$KNS units=$UNITS wall_cs=$((t1 - t0)) hits=$H losses=$L ready_ds=$BI"
+  echo "INFO scenario=bench round=$BR workload=$BW config=$BC kernel_ns=$KNS units=$UNITS wall_cs=$((t1 - t0)) hits=$H losses=$L ready_ds=$BI prog_ns=$PNS prog_runs=$PRUNS"
 }
 bench_main() {
   echo "INFO scenario=bench_setup start=$(up)"
+  echo 1 > /proc/sys/kernel/bpf_stats_enabled
   bench_storm_setup
   mkcg bench_churn 32M
   echo "INFO scenario=bench_setup end=$(up) memcgs=$BENCH_MEMCGS"

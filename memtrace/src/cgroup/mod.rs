@@ -58,6 +58,16 @@ pub(crate) mod testutil {
             TestDirs { dirs: Vec::new() }
         }
 
+        /// How a test that creates memcgs starts: root and the hierarchy
+        /// (see [`require_root_memcg`]), and the test's own top memcg
+        /// `<tag>-<pid>` (see [`TestDirs::mkcg_top`]), removed on drop.
+        pub fn root_memcg(tag: &str) -> (MemcgFs, TestDirs, PathBuf) {
+            let fs = require_root_memcg();
+            let mut dirs = TestDirs::new();
+            let top = dirs.mkcg_top(&fs, tag);
+            (fs, dirs, top)
+        }
+
         /// Creates `dir` (its parent must exist) and registers it for removal.
         pub fn mkdir(&mut self, dir: impl AsRef<Path>) -> PathBuf {
             let dir = dir.as_ref().to_path_buf();

@@ -155,6 +155,11 @@ impl Resolver {
             e.deleted = true;
             self.deleted.push_back(id);
         }
+        self.forget_oldest_deleted();
+    }
+
+    /// Keeps at most MAX_DELETED deleted memcgs, forgetting the oldest.
+    fn forget_oldest_deleted(&mut self) {
         while self.deleted.len() > MAX_DELETED {
             let Some(old) = self.deleted.pop_front() else {
                 break;
@@ -275,12 +280,7 @@ impl Resolver {
                 self.deleted.push_back(id);
             }
         }
-        while self.deleted.len() > MAX_DELETED {
-            let Some(id) = self.deleted.pop_front() else {
-                break;
-            };
-            self.evict(id);
-        }
+        self.forget_oldest_deleted();
         end
     }
 
@@ -552,10 +552,8 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn resolve_create_delete() {
-        let fs = require_root_memcg();
+        let (fs, mut dirs, top) = TestDirs::root_memcg("cgroup-dev");
         let pid = std::process::id();
-        let mut dirs = TestDirs::new();
-        let top = dirs.mkcg_top(&fs, "cgroup-dev");
         let a = dirs.mkcg(&fs, top.join("a"));
         let b = dirs.mkcg(&fs, a.join("b"));
         let (id_a, id_b) = (ino(&a), ino(&b));
@@ -618,9 +616,7 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn deleted_detected_via_resolve_path() {
-        let fs = require_root_memcg();
-        let mut dirs = TestDirs::new();
-        let top = dirs.mkcg_top(&fs, "cgroup-dev-rp");
+        let (fs, mut dirs, top) = TestDirs::root_memcg("cgroup-dev-rp");
         let x = dirs.mkcg(&fs, top.join("x"));
         let id = ino(&x);
         let mut r = eager(&fs);
@@ -635,9 +631,7 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn rescans_are_rate_limited() {
-        let fs = require_root_memcg();
-        let mut dirs = TestDirs::new();
-        let top = dirs.mkcg_top(&fs, "cgroup-dev-rl");
+        let (fs, mut dirs, top) = TestDirs::root_memcg("cgroup-dev-rl");
         let mut r = Resolver::new(&fs);
         // First miss scans; the new dir was there, so it is found.
         let id_top = ino(&top);
@@ -684,10 +678,8 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn odd_names_resolve_lossily() {
-        let fs = require_root_memcg();
+        let (fs, mut dirs, top) = TestDirs::root_memcg("cgroup-dev-names");
         let pid = std::process::id();
-        let mut dirs = TestDirs::new();
-        let top = dirs.mkcg_top(&fs, "cgroup-dev-names");
         let esc_name = "esc\x1b[31m red \t\x07";
         let esc = dirs.mkcg(&fs, top.join(esc_name));
         let raw: &[u8] = b"bad\xff\xfeutf8 x";
@@ -739,9 +731,7 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn rescan_2000_memcgs() {
-        let fs = require_root_memcg();
-        let mut dirs = TestDirs::new();
-        let top = dirs.mkcg_top(&fs, "cgroup-dev-bench");
+        let (fs, mut dirs, top) = TestDirs::root_memcg("cgroup-dev-bench");
         // 40 x 50 two levels deep, like slices holding services.
         let mut ids = Vec::new();
         let t = Instant::now();

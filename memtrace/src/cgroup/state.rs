@@ -455,7 +455,7 @@ fn page_counter_max_bytes(page_size: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::super::mounts::CgroupMode;
-    use super::super::testutil::{TestDirs, require_root_memcg};
+    use super::super::testutil::TestDirs;
     use super::*;
     use std::process::{Child, Command, Stdio};
 
@@ -912,11 +912,9 @@ thp_fault_alloc 0
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn real_memcg_with_page_cache() {
-        let fs = require_root_memcg();
-        let pid = std::process::id();
         // Dropped last to first: the child process, the file, the memcgs.
-        let mut dirs = TestDirs::new();
-        let parent = dirs.mkcg_top(&fs, "state-dev");
+        let (fs, mut dirs, parent) = TestDirs::root_memcg("state-dev");
+        let pid = std::process::id();
         let child = dirs.mkcg(&fs, parent.join("child"));
         let data = PathBuf::from(format!("/var/tmp/state-dev-{pid}"));
         let _data = RemoveFile(data.clone());

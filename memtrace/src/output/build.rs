@@ -123,21 +123,21 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock, unseen: &Unsee
         tgid: task.map(|b| b.victim_tgid),
         comm: task
             .map(|b| comm(&b.victim_comm))
-            .or(k.map(|k| kmsg_text(&k.comm)))
+            .or(k.map(|k| kmsg_text(&k.victim.comm)))
             .unwrap_or_default(),
         uid: task
             .map(|b| b.victim_uid)
             .filter(|&u| u != u32::MAX)
-            .or(k.and_then(|k| k.uid)),
+            .or(k.and_then(|k| k.victim.uid)),
         oom_score_adj: task
             .map(|b| b.victim_oom_score_adj)
             .filter(|&a| a != i32::MIN)
-            .or(k.and_then(|k| k.oom_score_adj)),
-        total_vm_kb: k.and_then(|k| k.total_vm_kb),
-        rss_anon_kb: k.and_then(|k| k.anon_rss_kb),
-        rss_file_kb: k.and_then(|k| k.file_rss_kb),
-        rss_shmem_kb: k.and_then(|k| k.shmem_rss_kb),
-        pgtables_kb: k.and_then(|k| k.pgtables_kb),
+            .or(k.and_then(|k| k.victim.oom_score_adj)),
+        total_vm_kb: k.and_then(|k| k.victim.total_vm_kb),
+        rss_anon_kb: k.and_then(|k| k.victim.rss_anon_kb),
+        rss_file_kb: k.and_then(|k| k.victim.rss_file_kb),
+        rss_shmem_kb: k.and_then(|k| k.victim.rss_shmem_kb),
+        pgtables_kb: k.and_then(|k| k.victim.pgtables_kb),
     };
     let chain = j.bpf.as_ref().or(j.mark.as_ref()).map(|b| &b.chain);
     let victim_chain = chain.filter(|c| chain::whose(c) == Some(Whose::Victim));
@@ -424,13 +424,16 @@ mod tests {
     fn kernel_log_only_kill_gets_real_names_and_nulls() {
         let (root, mut resolver) = fake_hierarchy("kmsg");
         let report = OomReport {
-            pid: 4242,
-            comm: "ev\\x1bil".into(),
+            victim: Victim {
+                pid: 4242,
+                comm: "ev\\x1bil".into(),
+                rss_anon_kb: Some(65280),
+                ..Default::default()
+            },
             trigger_comm: Some("ev\\x1bil".into()),
             constraint: Some("CONSTRAINT_MEMCG".into()),
             oom_memcg: Some("/parent\\x1b]0;x\\x07".into()),
             task_memcg: Some("/parent\\x1b]0;x\\x07/child".into()),
-            anon_rss_kb: Some(65280),
             ts_usec: 5,
             ..Default::default()
         };
@@ -560,7 +563,10 @@ mod tests {
         // The kernel log's summary, when printed, is the better word.
         let mut j = j;
         j.kmsg = Some(OomReport {
-            pid: 77,
+            victim: Victim {
+                pid: 77,
+                ..Default::default()
+            },
             constraint: Some("CONSTRAINT_MEMCG".into()),
             oom_memcg: Some("/svc".into()),
             task_memcg: Some("/svc/job".into()),

@@ -200,7 +200,7 @@ pub struct Task {
     pub comm: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Victim {
     pub pid: u32,
     pub tgid: Option<u32>,

@@ -457,6 +457,7 @@ mod tests {
     use super::super::mounts::CgroupMode;
     use super::super::testutil::TestDirs;
     use super::*;
+    use crate::testutil::TempDir;
     use std::process::{Child, Command, Stdio};
 
     const UNLIMITED_4K: u64 = 9_223_372_036_854_771_712;
@@ -750,7 +751,7 @@ thp_fault_alloc 0
             }
         );
         // One-off read, other spelling of the path.
-        assert_eq!(StateReader::with_root(&fs, &tree.0).read("a/b/c/"), s);
+        assert_eq!(StateReader::with_root(&fs, tree.0.path()).read("a/b/c/"), s);
 
         // Cached for the limit TTL, even across refreshes...
         write("/a", "memory.limit_in_bytes", "1048576\n");
@@ -854,33 +855,25 @@ thp_fault_alloc 0
 
     /// A memory hierarchy of plain files in a scratch directory, removed
     /// when dropped.
-    struct FakeTree(PathBuf);
+    struct FakeTree(TempDir);
 
     impl FakeTree {
         fn new(tag: &str) -> Self {
-            let base = format!("state-dev-{tag}-{}", std::process::id());
-            Self(std::env::temp_dir().join(base))
+            Self(TempDir::new(&format!("state-{tag}")))
         }
 
         /// Writes control file `name` of memcg `rel`, creating the memcg.
         fn write(&self, rel: &str, name: &str, text: &str) {
-            let dir = self.0.join(rel.trim_start_matches('/'));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(name), text).unwrap();
+            self.0
+                .write(Path::new(rel.trim_start_matches('/')).join(name), text);
         }
 
         fn fs(&self, mode: CgroupMode) -> MemcgFs {
             MemcgFs {
                 mode,
-                root: self.0.clone(),
+                root: self.0.path().to_path_buf(),
                 v2: mode == CgroupMode::V2,
             }
-        }
-    }
-
-    impl Drop for FakeTree {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

@@ -404,20 +404,20 @@ mod tests {
     use crate::{
         cgroup::{CgroupMode, MemcgFs},
         source::kmsg::OomReport,
+        testutil::TempDir,
     };
 
     /// A directory tree standing in for the memory hierarchy.
-    fn fake_hierarchy(name: &str) -> (std::path::PathBuf, Resolver) {
-        let root =
-            std::env::temp_dir().join(format!("memtrace-build-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+    fn fake_hierarchy(name: &str) -> (TempDir, Resolver) {
+        let root = TempDir::new(&format!("build-{name}"));
         std::fs::create_dir_all(root.join("parent\x1b]0;x\x07/child")).unwrap();
         let fs = MemcgFs {
             mode: CgroupMode::V1,
-            root: root.clone(),
+            root: root.path().to_path_buf(),
             v2: false,
         };
-        (root.clone(), Resolver::new(&fs))
+        let resolver = Resolver::new(&fs);
+        (root, resolver)
     }
 
     #[test]
@@ -470,7 +470,6 @@ mod tests {
             (None, None, None)
         );
         assert_eq!(r.sources, ["kmsg"]);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     /// A `mark_victim` event (6.9+: with the victim's task) whose chain the
@@ -530,12 +529,11 @@ mod tests {
             (r.oom_memcg, r.oom_memcg_source, r.constraint),
             (None, None, None)
         );
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn a_removed_memcg_keeps_the_path_the_kernel_read_and_its_limit_is_inferred() {
-        let (root, mut resolver) = fake_hierarchy("removed");
+        let (_root, mut resolver) = fake_hierarchy("removed");
         resolver.rescan();
         // /svc/job, already removed: /svc's limit was full at the kill.
         let j = chain_event(
@@ -579,12 +577,11 @@ mod tests {
             9000,
             "the id from the chain, not 0"
         );
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn memcg_gone_from_the_log_keeps_its_path_marked_deleted() {
-        let (root, mut resolver) = fake_hierarchy("gone");
+        let (_root, mut resolver) = fake_hierarchy("gone");
         let m = memcg_by_path(&mut resolver, "/never-existed", None);
         assert_eq!(
             m,
@@ -595,6 +592,5 @@ mod tests {
                 container: Some(attribute("/never-existed")),
             }
         );
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! including truncated and corrupt ones, so it is tested without a kernel.
 use super::*;
 use crate::kernel::plan::HOOKS;
+use crate::testutil::TempDir;
 
 /// btf-rs versions of `KernelBtf`'s queries: the code memtrace ran before
 /// the lean reader, kept as the oracle.
@@ -603,11 +604,9 @@ fn corrupt_blobs_say_what_is_wrong() {
 
 #[test]
 fn errors_name_the_file() {
-    let dir = std::env::temp_dir().join(format!("memtrace-btf-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("vmlinux");
+    let dir = TempDir::new("btf-test");
     let bytes = demo();
-    std::fs::write(&path, &bytes).unwrap();
+    let path = dir.write("vmlinux", &bytes);
     assert!(KernelBtf::load(&path).is_ok());
     std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
     let e = format!("{:#}", KernelBtf::load(&path).err().unwrap());
@@ -615,5 +614,4 @@ fn errors_name_the_file() {
     assert!(e.contains("past the end"), "{e}");
     let e = format!("{:#}", KernelBtf::load(&dir.join("nope")).err().unwrap());
     assert!(e.contains("kernel has no BTF"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -110,28 +110,7 @@ impl StateReader {
             ..Default::default()
         };
         s.swap_limit_bytes = self.swap_limit_of(key);
-        // The same figures under v1's hierarchical names and v2's names.
-        let stat_keys = if self.v2 {
-            [
-                "anon",
-                "file",
-                "shmem",
-                "inactive_file",
-                "unevictable",
-                "file_dirty",
-                "file_writeback",
-            ]
-        } else {
-            [
-                "total_rss",
-                "total_cache",
-                "total_shmem",
-                "total_inactive_file",
-                "total_unevictable",
-                "total_dirty",
-                "total_writeback",
-            ]
-        };
+        let stat_keys = if self.v2 { V2_STAT_KEYS } else { V1_STAT_KEYS };
         if let Some(b) = self.file(key, "memory.stat") {
             set_stat(&mut s, keyed(b, stat_keys));
         }
@@ -383,6 +362,28 @@ fn parse_limit(b: &[u8], unlimited: u64) -> Option<u64> {
 
 /// The values of `keys` in a flat keyed file (`key value` lines, such as
 /// memory.stat, memory.events, memory.oom_control, cgroup.stat).
+/// The `memory.stat` keys of anon, file, shmem, inactive_file,
+/// unevictable, dirty and writeback bytes: v1's hierarchical names, and
+/// v2's names for the same figures.
+const V1_STAT_KEYS: [&str; 7] = [
+    "total_rss",
+    "total_cache",
+    "total_shmem",
+    "total_inactive_file",
+    "total_unevictable",
+    "total_dirty",
+    "total_writeback",
+];
+const V2_STAT_KEYS: [&str; 7] = [
+    "anon",
+    "file",
+    "shmem",
+    "inactive_file",
+    "unevictable",
+    "file_dirty",
+    "file_writeback",
+];
+
 fn keyed<const N: usize>(text: &[u8], keys: [&str; N]) -> [Option<u64>; N] {
     let mut out = [None; N];
     for line in text.split(|&c| c == b'\n') {
@@ -548,18 +549,8 @@ thp_fault_alloc 0
 
     #[test]
     fn memory_stat_v1_and_v2() {
-        let [anon, file, shmem, inactive, unevictable, dirty, wb] = keyed(
-            V1_STAT.as_bytes(),
-            [
-                "total_rss",
-                "total_cache",
-                "total_shmem",
-                "total_inactive_file",
-                "total_unevictable",
-                "total_dirty",
-                "total_writeback",
-            ],
-        );
+        let [anon, file, shmem, inactive, unevictable, dirty, wb] =
+            keyed(V1_STAT.as_bytes(), V1_STAT_KEYS);
         assert_eq!(anon, Some(192_913_408));
         assert_eq!(file, Some(1_978_503_168));
         assert_eq!(shmem, Some(9_084_928));
@@ -573,21 +564,8 @@ thp_fault_alloc 0
             [Some(6_574_080), Some(9_576_448), Some(8192)]
         );
 
-        let got = keyed(
-            V2_STAT.as_bytes(),
-            [
-                "anon",
-                "file",
-                "shmem",
-                "inactive_file",
-                "unevictable",
-                "file_dirty",
-                "file_writeback",
-                "missing",
-            ],
-        );
         assert_eq!(
-            got,
+            keyed(V2_STAT.as_bytes(), V2_STAT_KEYS),
             [
                 Some(125_829_120),
                 Some(524_288_000),
@@ -596,9 +574,9 @@ thp_fault_alloc 0
                 Some(8192),
                 Some(1_048_576),
                 Some(65_536),
-                None
             ]
         );
+        assert_eq!(keyed(V2_STAT.as_bytes(), ["missing"]), [None]);
     }
 
     #[test]

@@ -884,10 +884,9 @@ thp_fault_alloc 0
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn real_memcg_with_page_cache() {
         // Dropped last to first: the child process, the file, the memcgs.
-        let (fs, mut dirs, parent) = TestDirs::root_memcg("state-dev");
-        let pid = std::process::id();
+        let (fs, mut dirs, parent, parent_rel) = TestDirs::root_memcg("state-dev");
         let child = dirs.mkcg(&fs, parent.join("child"));
-        let data = PathBuf::from(format!("/var/tmp/state-dev-{pid}"));
+        let data = PathBuf::from(format!("/var/tmp/state-dev-{}", std::process::id()));
         let _data = RemoveFile(data.clone());
 
         let limit_file = if fs.v2 {
@@ -917,7 +916,6 @@ thp_fault_alloc 0
         }
         assert!(status.success(), "dd in the memcg failed: {status}: {err}");
 
-        let parent_rel = format!("/state-dev-{pid}");
         let child_rel = format!("{parent_rel}/child");
         let mut r = StateReader::new(&fs);
         let s = r.read(&child_rel);

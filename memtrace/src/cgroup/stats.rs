@@ -54,7 +54,7 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn limit_hits_real_memcg() {
-        let (fs, mut dirs, top) = TestDirs::root_memcg("cgroup-dev-stats");
+        let (fs, mut dirs, top, _) = TestDirs::root_memcg("cgroup-dev-stats");
         let m = dirs.mkcg(&fs, top.join("limited"));
         assert_eq!(limit_hits(&fs, &m), Some(0));
 

@@ -7,7 +7,10 @@ use aya_ebpf::{
 };
 use memtrace_common::{HOOK_CHARGE, SLOW_CHARGE};
 
-use crate::{kernel::config, stats};
+use crate::{
+    kernel::{self, config},
+    stats,
+};
 
 #[inline(always)]
 fn account(memcg_id: u64, nr_pages: u64, ret: i32, ns: Option<u64>) {

@@ -387,6 +387,7 @@ fn is_kswapd(st: &PidStat<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
     const STAT_1: &str = "\
 cpu  219670 0 42735 209640 2457 0 380 162 0 0
@@ -541,15 +542,6 @@ ctxt 6364532
         assert_eq!(parse_pid_stat(b"1 )x( S 0 0 0 0 0 0 0 0 0 0 0 0 0"), None);
     }
 
-    /// Removes a scratch directory tree when dropped.
-    struct RemoveTree(PathBuf);
-
-    impl Drop for RemoveTree {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn kthread_stat(pid: u32, comm: &str, utime: u64, stime: u64) -> String {
         format!("{pid} ({comm}) S 2 0 0 0 -1 2230336 0 0 0 0 {utime} {stime} 0 0 20 0 1 0 37 0 0\n")
     }
@@ -557,15 +549,10 @@ ctxt 6364532
     /// kswapd discovery and accounting on a fake /proc.
     #[test]
     fn fake_proc_kswapd() {
-        let base = std::env::temp_dir().join(format!("host-dev-proc-{}", std::process::id()));
-        let _rm = RemoveTree(base.clone());
-        let put = |pid: &str, text: &str| {
-            let dir = base.join(pid);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("stat"), text).unwrap();
-        };
-        std::fs::create_dir_all(&base).unwrap();
-        std::fs::write(base.join("stat"), STAT_1).unwrap();
+        let tmp = TempDir::new("host-proc");
+        let base = tmp.path();
+        let put = |pid: &str, text: &str| _ = tmp.write(format!("{pid}/stat"), text);
+        tmp.write("stat", STAT_1);
         put("45", &kthread_stat(45, "kswapd0", 0, 1000));
         put("46", &kthread_stat(46, "kswapd1", 0, 500));
         put("2", &kthread_stat(2, "kthreadd", 0, 99));
@@ -576,7 +563,7 @@ ctxt 6364532
         std::fs::create_dir_all(base.join("sys")).unwrap();
 
         let t0 = Instant::now();
-        let mut s = HostSampler::with_proc_root(base.clone(), t0);
+        let mut s = HostSampler::with_proc_root(base.to_path_buf(), t0);
         assert_eq!(
             s.kswapd,
             vec![
@@ -592,7 +579,7 @@ ctxt 6364532
         );
 
         // 2 s later: kswapd0 used 150 ticks, kswapd1 50.
-        std::fs::write(base.join("stat"), STAT_2).unwrap();
+        tmp.write("stat", STAT_2);
         put("45", &kthread_stat(45, "kswapd0", 0, 1150));
         put("46", &kthread_stat(46, "kswapd1", 10, 540));
         let out = s.sample_at(t0 + Duration::from_secs(2));

@@ -18,4 +18,6 @@ pub mod record;
 pub mod report;
 pub mod signals;
 pub mod source;
+#[cfg(test)]
+mod testutil;
 pub mod top;

@@ -2,6 +2,9 @@
 //! test is filled, then the real `memtrace stream --output` and `memtrace
 //! record` write to it (real OOM kills for `record`), and space returns.
 mod common;
+mod support {
+    pub mod root;
+}
 
 use std::{
     ffi::CString,
@@ -12,8 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::recorder::{Recorder, oom_victim, postmortems};
 use common::*;
 use serde_json::Value;
+use support::root::as_root;
 
 /// A tmpfs of `kib` KiB mounted at `dir`, unmounted on drop (also when the
 /// test fails; lazily, so a process still writing cannot keep it).
@@ -95,9 +100,7 @@ fn replay_ok(path: &Path) -> usize {
 
 #[test]
 fn stream_output_on_a_full_disk_stays_whole_lines() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("disk-stream");
+    let (_g, scratch) = as_root("disk-stream");
     // Room for the kernel log's past kills the second run writes first.
     let fs_ = Tmpfs::mount(&scratch.join("mnt"), 4096);
     let out = fs_.0.join("stream.ndjson");
@@ -150,84 +153,15 @@ fn stream_output_on_a_full_disk_stays_whole_lines() {
     assert_eq!(replay_ok(&out), all.len(), "--replay reads every record");
 }
 
-struct Recorder {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Recorder {
-    fn start(args: &[&str], log: &Path) -> Self {
-        let child = Command::new(MEMTRACE)
-            .arg("record")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        let r = Self {
-            child,
-            log: log.to_path_buf(),
-        };
-        r.wait_log("watching", 1);
-        // Past kills from the kernel log are written first; let them settle.
-        std::thread::sleep(Duration::from_millis(500));
-        r
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until `what` was said `n` times.
-    fn wait_log(&self, what: &str, n: usize) -> String {
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            let l = self.log();
-            if l.matches(what).count() >= n {
-                return l;
-            }
-            assert!(
-                Instant::now() < end,
-                "record never said {what:?} {n} times: {l}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn stop(mut self) -> String {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let st = wait_timeout(&mut self.child, Duration::from_secs(20));
-        let log = self.log();
-        assert!(st.success(), "record exit {st}: {log}");
-        log
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn oom_kill(m: &TestMemcg) -> u32 {
-    let mut child = m.spawn(Command::new("tail").arg("/dev/zero"));
-    let pid = child.id();
-    wait_timeout(&mut child, Duration::from_secs(60));
-    pid
-}
-
 /// OOM-kills in `m` until `n` post-mortems were held: the disk was just
 /// filled, but the last page of a file may still take a small append.
 /// Returns every victim, held or written.
 fn kill_until_held(r: &Recorder, m: &TestMemcg, n: usize) -> Vec<u32> {
     let mut pids = Vec::new();
     for _ in 0..n + 20 {
-        let pid = oom_kill(m);
+        let pid = oom_victim(&m.dir);
         pids.push(pid);
-        r.wait_log(&format!("pid {pid}"), 1);
+        r.wait_log(&format!("pid {pid}"));
         // The log names the kill before it says whether it was held.
         std::thread::sleep(Duration::from_millis(300));
         // (The texts on stderr also say "held in memory", in their note.)
@@ -257,34 +191,19 @@ fn settled(path: &Path) {
     }
 }
 
-/// The OOM log's post-mortems (every line must be a whole record).
-fn postmortems(log: &Path) -> Vec<Value> {
-    if fs::metadata(log).map_or(true, |m| m.len() == 0) {
-        return Vec::new();
-    }
-    let v = read_records(log);
-    assert!(v.iter().all(|r| r["type"] == "oom_postmortem"));
-    v
-}
-
 #[test]
 fn record_holds_post_mortems_the_full_disk_refused_and_writes_them_later() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("disk-record");
+    let (_g, scratch) = as_root("disk-record");
     // Room for the post-mortems of the kernel log's past kills, written
     // at start; then the disk is filled.
     let fs_ = Tmpfs::mount(&scratch.join("mnt"), 16 << 10);
     let dir = fs_.0.join("out");
     let oom_log = dir.join("oom.ndjson");
-    let r = Recorder::start(
-        &["--dir", dir.to_str().unwrap()],
-        &scratch.join("record.stderr"),
-    );
+    let r = Recorder::start_logged(&dir, &[], &scratch.join("record.stderr"));
     let m = TestMemcg::new("disk-record");
     m.limit_no_swap(16 << 20);
-    let first = oom_kill(&m);
-    r.wait_log(&format!("pid {first} (tail): post-mortem in"), 1);
+    let first = oom_victim(&m.dir);
+    r.wait_log(&format!("pid {first} (tail): post-mortem in"));
     settled(&oom_log);
 
     // The disk fills: kills until five were held.
@@ -296,7 +215,7 @@ fn record_holds_post_mortems_the_full_disk_refused_and_writes_them_later() {
 
     // Space returns: every held post-mortem is written, in kill order.
     fs::remove_file(&filler).unwrap();
-    let log = r.wait_log("wrote 5 held OOM post-mortem(s)", 1);
+    let log = r.wait_log("wrote 5 held OOM post-mortem(s)");
     assert!(log.contains("0 still held"), "{log}");
     let all = postmortems(&oom_log);
     let logged: Vec<u32> = all
@@ -317,14 +236,7 @@ fn record_holds_post_mortems_the_full_disk_refused_and_writes_them_later() {
         );
     }
     for pid in &want {
-        assert!(
-            fs::read_dir(&dir).unwrap().any(|e| e
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(&format!("-{pid}.txt"))),
-            "text post-mortem of {pid}"
-        );
+        assert!(r.text(*pid).is_some(), "text post-mortem of {pid}");
     }
     // `report` counts every kill (the torn, glued record cost one before).
     let out = Command::new(MEMTRACE)
@@ -358,18 +270,15 @@ fn record_holds_post_mortems_the_full_disk_refused_and_writes_them_later() {
 
 #[test]
 fn record_counts_post_mortems_still_held_and_those_lost() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("disk-record-lost");
+    let (_g, scratch) = as_root("disk-record-lost");
     let fs_ = Tmpfs::mount(&scratch.join("mnt"), 16 << 10);
     // The OOM log on the small disk, captures and texts on a roomy one, so
     // a capture shows the counters while the log's disk is full.
     let dir = scratch.join("out");
     let oom_log = fs_.0.join("oom.ndjson");
-    let r = Recorder::start(
+    let r = Recorder::start_logged(
+        &dir,
         &[
-            "--dir",
-            dir.to_str().unwrap(),
             "--oom-log",
             oom_log.to_str().unwrap(),
             "--interval",
@@ -393,7 +302,7 @@ fn record_counts_post_mortems_still_held_and_those_lost() {
     kill_until_held(&r, &m, 2);
     // The capture (decided 1 s after start, written 15 s later) ends
     // after both kills: its last `system` record carries the counters.
-    let log = r.wait_log("capture written", 1);
+    let log = r.wait_log("capture written");
     let cap = fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

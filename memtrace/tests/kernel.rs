@@ -587,18 +587,26 @@ fn a_reduced_capability_set_names_its_degraded_sources() {
     assert_eq!(degraded_names(&doc["degraded"]), Vec::<String>::new());
 }
 
-#[test]
-fn sigterm_flushes_and_exits_zero_with_final_stats() {
-    let (_g, dir) = as_root("sigterm");
+/// `stream` with a whole hour to go, stopped by `sig`: promptly, with the
+/// header first and the final counters last; its records.
+fn stream_stopped_by(sig: i32, name: &str) -> Vec<Value> {
+    let (_g, dir) = as_root(name);
     let stream = Stream::start(&dir, &["--interval", "1h"]);
     let start = Instant::now();
-    let records = stream.stop(libc::SIGTERM);
+    let records = stream.stop(sig);
     assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(records.first().unwrap()["type"], "header");
     assert_eq!(
         records.last().unwrap()["type"],
         "system",
-        "final counters are written on exit"
+        "final counters are written on exit ({name})"
     );
+    records
+}
+
+#[test]
+fn sigterm_flushes_and_exits_zero_with_final_stats() {
+    let records = stream_stopped_by(libc::SIGTERM, "sigterm");
     assert!(
         records
             .iter()
@@ -637,19 +645,7 @@ fn map_enomem_names_the_map_its_memory_and_the_fix() {
 /// counters, exit 0 (it used to die with exit 129, output unwritten).
 #[test]
 fn sighup_ends_stream_like_sigterm() {
-    require_root();
-    let _g = serial();
-    let dir = scratch("sighup");
-    let stream = Stream::start(&dir, &["--interval", "1h"]);
-    let start = Instant::now();
-    let records = stream.stop(libc::SIGHUP);
-    assert!(start.elapsed() < Duration::from_secs(10));
-    assert_eq!(records.first().unwrap()["type"], "header");
-    assert_eq!(
-        records.last().unwrap()["type"],
-        "system",
-        "final counters are written on SIGHUP too"
-    );
+    stream_stopped_by(libc::SIGHUP, "sighup");
 }
 
 /// Memcgs that live a fraction of an interval (create, write through a small
@@ -659,9 +655,7 @@ fn sighup_ends_stream_like_sigterm() {
 /// such records had a null path).
 #[test]
 fn short_lived_memcgs_get_their_path_and_are_evicted() {
-    require_root();
-    let _g = serial();
-    let dir = scratch("churn-short");
+    let (_g, dir) = as_root("churn-short");
     let root = TestMemcg::new("short");
     let stream = Stream::start(&dir, &["--interval", "1s"]);
     let mut ids = std::collections::HashMap::new();

@@ -4,114 +4,15 @@
 //! memcg and the limiting memcg (with how it was known), however fast the
 //! kills come and however rate-limited the kernel log is.
 mod common;
+mod support {
+    pub mod root;
+}
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
+use common::recorder::{Recorder, oom_victim};
 use common::*;
-use serde_json::Value;
-
-/// A running `memtrace record`; killed on drop.
-struct Recorder {
-    child: Child,
-    dir: PathBuf,
-    log: PathBuf,
-    started: Instant,
-}
-
-impl Recorder {
-    fn start(dir: &Path) -> Self {
-        let log = dir.with_extension("stderr");
-        let child = Command::new(MEMTRACE)
-            .arg("record")
-            .arg("--dir")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let r = Self {
-            child,
-            dir: dir.to_path_buf(),
-            log,
-            started: Instant::now(),
-        };
-        let end = Instant::now() + Duration::from_secs(60);
-        while !r.log().contains("watching") {
-            assert!(Instant::now() < end, "record never started: {}", r.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // Past kills from the kernel log are written first; let them settle.
-        std::thread::sleep(Duration::from_millis(500));
-        r
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The live post-mortems of `pids`, waiting up to 30 s for all of them.
-    fn postmortems(&self, pids: &[u32]) -> Vec<Value> {
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            let all: Vec<Value> = fs::read_to_string(self.dir.join("oom.ndjson"))
-                .unwrap_or_default()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .filter(|p| p["kill"]["before_start"] == false)
-                .filter(|p| {
-                    p["kill"]["victim"]["pid"]
-                        .as_u64()
-                        .is_some_and(|x| pids.contains(&(x as u32)))
-                })
-                .collect();
-            if all.len() >= pids.len() || Instant::now() > end {
-                return all;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// The text post-mortem of `pid`.
-    fn text(&self, pid: u32) -> String {
-        fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.to_string_lossy().ends_with(&format!("-{pid}.txt")))
-            .map(|p| fs::read_to_string(p).unwrap())
-            .unwrap_or_default()
-    }
-
-    fn stop(mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let st = wait_timeout(&mut self.child, Duration::from_secs(20));
-        assert!(st.success(), "record exit {st}: {}", self.log());
-        let _ = fs::remove_file(&self.log);
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `tail /dev/zero` in the memcg at `dir` until the OOM killer kills
-/// it; returns its pid.
-fn oom_victim(dir: &Path) -> u32 {
-    let mut child = spawn_in(dir, Command::new("tail").arg("/dev/zero"));
-    let pid = child.id();
-    let st = wait_timeout(&mut child, Duration::from_secs(60));
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(st.signal(), Some(libc::SIGKILL), "not OOM-killed: {st}");
-    pid
-}
+use support::root::as_root;
 
 /// One kill as expected: the victim's memcg and the limiting one.
 struct Expect {
@@ -124,7 +25,7 @@ struct Expect {
 /// RELIABILITY.md) before asserting 100%.
 fn check(what: &str, r: &Recorder, expect: &[Expect]) {
     let pids: Vec<u32> = expect.iter().map(|e| e.pid).collect();
-    let pms = r.postmortems(&pids);
+    let pms = r.live_postmortems(&pids, Duration::from_secs(30));
     let n = expect.len();
     let (mut victim_ok, mut limit_ok, mut source_ok, mut text_ok) = (0, 0, 0, 0);
     let mut failures = Vec::new();
@@ -166,7 +67,7 @@ fn check(what: &str, r: &Recorder, expect: &[Expect]) {
                 e.pid, k["oom_memcg_source"]
             ));
         }
-        let text = r.text(e.pid);
+        let text = r.text(e.pid).unwrap_or_default();
         // The history window is the agent's own: never longer than it ran.
         let window_ok = text
             .split("in the last ")
@@ -197,10 +98,8 @@ fn check(what: &str, r: &Recorder, expect: &[Expect]) {
 
 #[test]
 fn a_kill_burst_across_memcgs_removed_at_once_is_fully_attributed() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("oom-burst");
-    let r = Recorder::start(&scratch.join("out"));
+    let (_g, scratch) = as_root("oom-burst");
+    let r = Recorder::start(&scratch.join("out"), &[]);
     // 10 memcgs, each limited, its victims in an unlimited child (so the
     // limit that fires is an ancestor's); 3 kills each, then both removed
     // at once, while the other memcgs are still killing.
@@ -240,10 +139,8 @@ fn a_kill_burst_across_memcgs_removed_at_once_is_fully_attributed() {
 
 #[test]
 fn a_crashloop_in_one_memcg_is_fully_attributed() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("oom-crashloop");
-    let r = Recorder::start(&scratch.join("out"));
+    let (_g, scratch) = as_root("oom-crashloop");
+    let r = Recorder::start(&scratch.join("out"), &[]);
     let m = TestMemcg::new("crashloop");
     m.limit_no_swap(16 << 20);
     let expect: Vec<Expect> = (0..30)

@@ -137,27 +137,31 @@ fn input(target: &str) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// `target`'s property on one input, as bytes (the fuzzers' form).
+fn check(target: &str, d: &[u8]) {
+    match target {
+        "kmsg_record" => props::kmsg_record(d),
+        "oom_line" => props::oom_line(&lossy(d)),
+        "oom_assembler" => {
+            let text = lossy(d);
+            props::oom_assembler(&text.split('\n').collect::<Vec<_>>());
+        }
+        "ndjson" => props::ndjson(d),
+        "cgroup_attribute" => props::cgroup_attribute(&lossy(d)),
+        "mountinfo" => props::mountinfo(&lossy(d)),
+        "escape" => props::escape(&lossy(d), d),
+        _ => unreachable!("unknown fuzz target {target}"),
+    }
+}
+
 /// Every seed as it is, through its target's property. A crash a fuzzer
 /// finds becomes a regression test by saving its (minimised) input as a
 /// seed file (RELIABILITY.md, Fuzzing).
 #[test]
 fn every_seed_holds_its_property() {
-    type Check = fn(&[u8]);
-    let check: &[(&str, Check)] = &[
-        ("kmsg_record", props::kmsg_record),
-        ("oom_line", |d| props::oom_line(&lossy(d))),
-        ("oom_assembler", |d| {
-            let text = lossy(d);
-            props::oom_assembler(&text.split('\n').collect::<Vec<_>>());
-        }),
-        ("ndjson", props::ndjson),
-        ("cgroup_attribute", |d| props::cgroup_attribute(&lossy(d))),
-        ("mountinfo", |d| props::mountinfo(&lossy(d))),
-        ("escape", |d| props::escape(&lossy(d), d)),
-    ];
-    for (target, f) in check {
+    for target in TARGETS {
         for seed in seeds(target) {
-            f(&seed);
+            check(target, &seed);
         }
     }
 }
@@ -166,47 +170,40 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+/// The fuzz targets (as in xtask/src/fuzz.rs), each with its seeds in
+/// tests/data/seeds/<target>/ and its property in `check`: `TARGETS`, and
+/// one property test per target, named after it, on its seeds with random
+/// edits and on arbitrary bytes.
+macro_rules! fuzz_targets {
+    ($($target:ident),*) => {
+        const TARGETS: &[&str] = &[$(stringify!($target)),*];
 
-    #[test]
-    fn kmsg_record(data in input("kmsg_record")) {
-        props::kmsg_record(&data);
-    }
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+            $(
+                #[test]
+                fn $target(data in input(stringify!($target))) {
+                    check(stringify!($target), &data);
+                }
+            )*
 
-    #[test]
-    fn oom_line(data in input("oom_line")) {
-        props::oom_line(&lossy(&data));
-    }
-
-    #[test]
-    fn oom_assembler(data in input("oom_assembler")) {
-        let text = lossy(&data);
-        let messages: Vec<&str> = text.split('\n').collect();
-        props::oom_assembler(&messages);
-    }
-
-    #[test]
-    fn ndjson(data in input("ndjson")) {
-        props::ndjson(&data);
-    }
-
-    #[test]
-    fn cgroup_attribute(data in input("cgroup_attribute")) {
-        props::cgroup_attribute(&lossy(&data));
-    }
-
-    #[test]
-    fn mountinfo(data in input("mountinfo")) {
-        props::mountinfo(&lossy(&data));
-    }
-
-    #[test]
-    fn escape(data in input("escape"), s in any::<String>()) {
-        props::escape(&lossy(&data), &data);
-        props::escape(&s, s.as_bytes());
-    }
+            #[test]
+            fn escape_any_string(s in any::<String>()) {
+                props::escape(&s, s.as_bytes());
+            }
+        }
+    };
 }
+
+fuzz_targets!(
+    kmsg_record,
+    oom_line,
+    oom_assembler,
+    ndjson,
+    cgroup_attribute,
+    mountinfo,
+    escape
+);
 
 /// Counts the bytes the current thread has allocated and not freed, and
 /// their peak, so a test can bound a reader's memory while other tests run

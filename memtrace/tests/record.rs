@@ -8,114 +8,16 @@ mod support {
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
+    time::Duration,
 };
 
+use common::recorder::{Recorder, oom_victim, text_postmortem};
 use common::*;
 use serde_json::Value;
 use support::root::as_root;
 
 const ID: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
-
-struct Recorder {
-    child: Child,
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Recorder {
-    fn start(dir: &Path, extra: &[&str]) -> Self {
-        let log = dir.with_extension("stderr");
-        let child = Command::new(MEMTRACE)
-            .arg("record")
-            .arg("--dir")
-            .arg(dir)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let r = Self {
-            child,
-            dir: dir.to_path_buf(),
-            log,
-        };
-        r.wait_log("watching");
-        // Past kills from the kernel log are written first; let them settle.
-        std::thread::sleep(Duration::from_millis(500));
-        r
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, what: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            let l = self.log();
-            if l.contains(what) {
-                return l;
-            }
-            assert!(Instant::now() < end, "record never said {what:?}: {l}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn stop(mut self) -> String {
-        // SAFETY: kill(2) on our own child process, with a valid signal.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let st = wait_timeout(&mut self.child, Duration::from_secs(20));
-        let log = self.log();
-        assert!(st.success(), "record exit {st}: {log}");
-        let _ = fs::remove_file(&self.log);
-        log
-    }
-
-    fn postmortems(&self) -> Vec<Value> {
-        fs::read_to_string(self.dir.join("oom.ndjson"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .inspect(|v| assert_eq!(v["type"], "oom_postmortem"))
-            .collect()
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn live_postmortem(r: &Recorder, pid: u32) -> Value {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(p) = r
-            .postmortems()
-            .into_iter()
-            .find(|p| p["kill"]["victim"]["pid"] == pid && p["kill"]["before_start"] == false)
-        {
-            return p;
-        }
-        assert!(
-            Instant::now() < end,
-            "no post-mortem for pid {pid} within 10 s: {}",
-            r.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn oom_victim(memcg_dir: &Path) -> u32 {
-    let mut child = spawn_in(memcg_dir, Command::new("tail").arg("/dev/zero"));
-    let pid = child.id();
-    wait_timeout(&mut child, Duration::from_secs(60));
-    pid
-}
 
 #[test]
 fn oom_kills_get_json_and_text_post_mortems() {
@@ -130,7 +32,7 @@ fn oom_kills_get_json_and_text_post_mortems() {
     let _ctr_guard = Dirs(vec![ctr.clone()]);
     root.limit_no_swap(64 << 20);
     let pid = oom_victim(&ctr);
-    let pm = live_postmortem(&r, pid);
+    let pm = r.live_postmortem(pid);
     assert_eq!(pm["kill"]["victim"]["comm"], "tail");
     assert_eq!(pm["global"], false);
     let victim_memcg = &pm["kill"]["victim_memcg"];
@@ -165,11 +67,7 @@ fn oom_kills_get_json_and_text_post_mortems() {
     assert!(pm["unreclaimable"]["share_pct"].as_f64().is_some());
     assert!(pm["history"].is_object());
     // The text form, named after the victim, 0640.
-    let text_path = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(&format!("-{pid}.txt")))
-        .expect("text post-mortem");
+    let text_path = text_postmortem(&dir, pid).expect("text post-mortem");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         fs::metadata(&text_path).unwrap().permissions().mode() & 0o777,
@@ -315,11 +213,7 @@ fn a_planted_symlink_is_not_followed() {
         "the symlink's target is untouched"
     );
     assert!(
-        fs::read_dir(&dir).unwrap().any(|e| e
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .ends_with(&format!("-{pid}.txt"))),
+        text_postmortem(&dir, pid).is_some(),
         "the text post-mortem is still written"
     );
 }
@@ -344,30 +238,24 @@ fn an_unusable_directory_is_a_clear_error() {
 /// planted at the log's path after rotation is still never followed.
 #[test]
 fn sighup_reopens_the_oom_log_after_logrotate() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("record-sighup");
+    let (_g, scratch) = as_root("record-sighup");
     let dir = scratch.join("out");
     let mut r = Recorder::start(&dir, &["--oom-text-stderr"]);
     let memcg = TestMemcg::new("record-hup");
     memcg.limit_no_swap(32 << 20);
     let first = oom_victim(&memcg.dir);
-    live_postmortem(&r, first);
+    r.live_postmortem(first);
 
     let log = dir.join("oom.ndjson");
     let rotated = dir.join("oom.ndjson.1");
     fs::rename(&log, &rotated).unwrap();
     let rotated_before = fs::read(&rotated).unwrap();
-    unsafe { libc::kill(r.child.id() as i32, libc::SIGHUP) };
+    r.signal(libc::SIGHUP);
     r.wait_log("SIGHUP: reopened");
-    assert!(
-        r.child.try_wait().unwrap().is_none(),
-        "record must survive SIGHUP: {}",
-        r.log()
-    );
+    assert!(r.running(), "record must survive SIGHUP: {}", r.log());
 
     let second = oom_victim(&memcg.dir);
-    let pm = live_postmortem(&r, second);
+    let pm = r.live_postmortem(second);
     assert_eq!(pm["kill"]["victim"]["pid"], second);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -391,13 +279,9 @@ fn sighup_reopens_the_oom_log_after_logrotate() {
     let target = scratch.join("not-yours");
     fs::write(&target, "keep\n").unwrap();
     std::os::unix::fs::symlink(&target, &log).unwrap();
-    unsafe { libc::kill(r.child.id() as i32, libc::SIGHUP) };
+    r.signal(libc::SIGHUP);
     oom_victim(&memcg.dir);
-    let end = Instant::now() + Duration::from_secs(10);
-    while !r.log().contains("OOM log NOT written") {
-        assert!(Instant::now() < end, "no refusal: {}", r.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    r.wait_log("OOM log NOT written");
     assert_eq!(fs::read_to_string(&target).unwrap(), "keep\n");
     let log = r.stop();
     assert!(log.contains("symlink"), "{log}");

@@ -9,7 +9,7 @@ mod support {
 use std::{
     collections::BTreeSet,
     fs,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -275,6 +275,21 @@ fn wait_attached(saved: &Path) {
     }
 }
 
+/// `top --json` with an hour to the next frame, saving to `saved`, its
+/// stdout to `stdout` and stderr piped; returns once it is attached.
+fn idle_top_json(saved: &Path, stdout: Stdio) -> Child {
+    let top = Command::new(MEMTRACE)
+        .args(["top", "--json", "--interval", "1h", "--save"])
+        .arg(saved)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_attached(saved);
+    top
+}
+
 #[test]
 fn batch_frames_are_plain_text_even_with_hostile_names() {
     let (_g, scratch) = as_root("top-batch");
@@ -432,19 +447,9 @@ fn interactive_top_in_a_real_terminal() {
 /// the next frame.
 #[test]
 fn idle_top_json_notices_its_reader_went_away() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("top-epipe");
+    let (_g, scratch) = as_root("top-epipe");
     let saved = scratch.join("saved.ndjson");
-    let mut top = Command::new(MEMTRACE)
-        .args(["top", "--json", "--interval", "1h", "--save"])
-        .arg(&saved)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_attached(&saved);
+    let mut top = idle_top_json(&saved, Stdio::piped());
     // The reader exits: the pipe's only read end is closed.
     drop(top.stdout.take());
     let closed = Instant::now();
@@ -464,19 +469,10 @@ fn idle_top_json_notices_its_reader_went_away() {
 /// frame are shown and saved, exit 0 (it used to die with exit 129).
 #[test]
 fn sighup_ends_top_like_sigterm() {
-    require_root();
-    let _g = serial();
-    let scratch = scratch("top-sighup");
+    let (_g, scratch) = as_root("top-sighup");
     let saved = scratch.join("saved.ndjson");
-    let mut top = Command::new(MEMTRACE)
-        .args(["top", "--json", "--interval", "1h", "--save"])
-        .arg(&saved)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_attached(&saved);
+    let mut top = idle_top_json(&saved, Stdio::null());
+    // SAFETY: kill(2) on our own child, not yet reaped, with a valid signal.
     unsafe { libc::kill(top.id() as i32, libc::SIGHUP) };
     let st = wait_timeout(&mut top, Duration::from_secs(10));
     assert!(st.success(), "{st}");

@@ -113,6 +113,10 @@ impl IntervalAggregator {
 mod tests {
     use super::*;
 
+    fn key(memcg_id: u64, shrinker: u64) -> ShrinkerKey {
+        ShrinkerKey { memcg_id, shrinker }
+    }
+
     fn stats(calls: u64) -> MemcgStats {
         MemcgStats {
             charge_calls: calls,
@@ -146,14 +150,7 @@ mod tests {
                 ..MemcgStats::ZERO
             },
         )]);
-        let k1 = ShrinkerKey {
-            memcg_id: 10,
-            shrinker: 0x1,
-        };
-        let k2 = ShrinkerKey {
-            memcg_id: 10,
-            shrinker: 0x2,
-        };
+        let (k1, k2) = (key(10, 0x1), key(10, 0x2));
         let s = HashMap::from([
             (
                 k1,
@@ -182,10 +179,7 @@ mod tests {
     #[test]
     fn deleted_and_idle_memcgs_are_evicted() {
         let mut agg = IntervalAggregator::default();
-        let k = ShrinkerKey {
-            memcg_id: 10,
-            shrinker: 1,
-        };
+        let k = key(10, 1);
         let m = HashMap::from([(10, stats(1)), (11, stats(1))]);
         let s = HashMap::from([(
             k,

@@ -28,7 +28,7 @@ impl JoinedOom {
     pub fn pid(&self) -> u32 {
         self.kmsg
             .as_ref()
-            .map(|k| k.pid)
+            .map(|k| k.victim.pid)
             .or(self.bpf.map(|b| b.victim_pid))
             .or(self.mark.map(|m| m.victim_pid))
             .unwrap_or(0)
@@ -87,7 +87,7 @@ impl OomJoiner {
     }
 
     pub fn on_kmsg(&mut self, report: OomReport, now: Instant) {
-        let pid = report.pid;
+        let pid = report.victim.pid;
         self.slot(pid, now).kmsg = Some(report);
     }
 
@@ -141,6 +141,7 @@ impl OomJoiner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::records::Victim;
     use memtrace_common::{EVENT_OOM_KILL, OOM_SRC_OOM_KILL_PROCESS};
 
     fn ev(source: u32, pid: u32) -> OomEvent {
@@ -174,8 +175,11 @@ mod tests {
 
     fn report(pid: u32) -> OomReport {
         OomReport {
-            pid,
-            comm: "tail".into(),
+            victim: Victim {
+                pid,
+                comm: "tail".into(),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }

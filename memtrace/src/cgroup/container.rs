@@ -372,6 +372,17 @@ mod tests {
         );
     }
 
+    /// The pod cgroup `pod` of QoS class `qos`, and its containers
+    /// `pod/LEAF` of each (LEAF, runtime).
+    #[track_caller]
+    fn check_pod_with(pod: &str, qos: &str, ctrs: &[(String, &str)]) {
+        for (leaf, runtime) in ctrs {
+            let ctr = format!("{pod}/{leaf}");
+            check_ctr_in(&ctr, runtime, Some((UID, qos)), &ctr);
+        }
+        check_pod(pod, pod, qos);
+    }
+
     #[track_caller]
     fn check_plain(path: &str, cgroup: &str, name: &str) {
         check(path, ("cgroup", cgroup, name, None, None, cgroup));
@@ -437,13 +448,13 @@ mod tests {
             ("kubepods", "guaranteed"),
         ] {
             let pod = format!("/kubepods.slice/{slices}-pod{UID_}.slice");
-            let ctr = format!("{pod}/cri-containerd-{ID}.scope");
-            check_ctr_in(&ctr, "containerd", Some((UID, qos)), &ctr);
-            // cri-dockerd with the systemd driver.
-            let ctr = format!("{pod}/docker-{ID}.scope");
-            check_ctr_in(&ctr, "docker", Some((UID, qos)), &ctr);
-            // The pod level itself, and what is in it but in no container.
-            check_pod(&pod, &pod, qos);
+            // containerd, and cri-dockerd with the systemd driver.
+            let ctrs = [
+                (format!("cri-containerd-{ID}.scope"), "containerd"),
+                (format!("docker-{ID}.scope"), "docker"),
+            ];
+            check_pod_with(&pod, qos, &ctrs);
+            // What is in the pod but in no container.
             check_pod(&format!("{pod}/kata_{ID}"), &pod, qos);
         }
         let ctr = format!(
@@ -459,12 +470,11 @@ mod tests {
             ("/kubepods/besteffort", "besteffort"),
             ("/kubepods", "guaranteed"),
         ] {
-            let pod = format!("{dir}/pod{UID}");
-            let ctr = format!("{pod}/{ID}");
-            check_ctr_in(&ctr, "containerd", Some((UID, qos)), &ctr);
-            let ctr = format!("{pod}/crio-{ID}");
-            check_ctr_in(&ctr, "cri-o", Some((UID, qos)), &ctr);
-            check_pod(&pod, &pod, qos);
+            let ctrs = [
+                (ID.to_string(), "containerd"),
+                (format!("crio-{ID}"), "cri-o"),
+            ];
+            check_pod_with(&format!("{dir}/pod{UID}"), qos, &ctrs);
         }
         // Static pods have a 32-digit hash as uid.
         let ctr = format!("/kubepods/burstable/pod{STATIC_UID}/{ID}");

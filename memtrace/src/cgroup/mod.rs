@@ -58,6 +58,18 @@ pub(crate) mod testutil {
             TestDirs { dirs: Vec::new() }
         }
 
+        /// How a test that creates memcgs starts: root and the hierarchy
+        /// (see [`require_root_memcg`]), and the test's own top memcg
+        /// `<tag>-<pid>` (see [`TestDirs::mkcg_top`]), removed on drop:
+        /// its directory and its path in the hierarchy (`/<tag>-<pid>`).
+        pub fn root_memcg(tag: &str) -> (MemcgFs, TestDirs, PathBuf, String) {
+            let fs = require_root_memcg();
+            let mut dirs = TestDirs::new();
+            let top = dirs.mkcg_top(&fs, tag);
+            let rel = format!("/{tag}-{}", std::process::id());
+            (fs, dirs, top, rel)
+        }
+
         /// Creates `dir` (its parent must exist) and registers it for removal.
         pub fn mkdir(&mut self, dir: impl AsRef<Path>) -> PathBuf {
             let dir = dir.as_ref().to_path_buf();

@@ -564,14 +564,11 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn resolve_create_delete() {
-        let fs = require_root_memcg();
-        let pid = std::process::id();
-        let mut dirs = TestDirs::new();
-        let top = dirs.mkcg_top(&fs, "cgroup-dev");
+        let (fs, mut dirs, top, rel) = TestDirs::root_memcg("cgroup-dev");
         let a = dirs.mkcg(&fs, top.join("a"));
         let b = dirs.mkcg(&fs, a.join("b"));
         let (id_a, id_b) = (ino(&a), ino(&b));
-        let want_b = format!("/cgroup-dev-{pid}/a/b");
+        let want_b = format!("{rel}/a/b");
 
         let mut r = eager(&fs);
         let root = r.resolve(ino(&fs.root)).expect("root resolves");
@@ -591,7 +588,7 @@ mod tests {
         assert_eq!(r.path_of(&nb), b);
         assert_eq!(r.id_of_path(&want_b), Some(id_b));
         assert_eq!(
-            r.resolve_path(&format!("cgroup-dev-{pid}/a/")).unwrap().id,
+            r.resolve_path(&format!("{}/a/", &rel[1..])).unwrap().id,
             id_a
         );
 
@@ -624,19 +621,17 @@ mod tests {
         assert_eq!(r.id_of_path(&want_b), Some(id_b2));
 
         assert!(r.resolve_path("/a/../..").is_none());
-        assert!(r.resolve_path(&format!("/cgroup-dev-{pid}/nope")).is_none());
+        assert!(r.resolve_path(&format!("{rel}/nope")).is_none());
     }
 
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn deleted_detected_via_resolve_path() {
-        let fs = require_root_memcg();
-        let mut dirs = TestDirs::new();
-        let top = dirs.mkcg_top(&fs, "cgroup-dev-rp");
+        let (fs, mut dirs, top, top_rel) = TestDirs::root_memcg("cgroup-dev-rp");
         let x = dirs.mkcg(&fs, top.join("x"));
         let id = ino(&x);
         let mut r = eager(&fs);
-        let rel = format!("/cgroup-dev-rp-{}/x", std::process::id());
+        let rel = format!("{top_rel}/x");
         // Inserted by a direct lookup, without a walk.
         assert_eq!(r.resolve_path(&rel).unwrap().id, id);
         std::fs::remove_dir(&x).unwrap();
@@ -647,9 +642,7 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn rescans_are_rate_limited() {
-        let fs = require_root_memcg();
-        let mut dirs = TestDirs::new();
-        let top = dirs.mkcg_top(&fs, "cgroup-dev-rl");
+        let (fs, mut dirs, top, _) = TestDirs::root_memcg("cgroup-dev-rl");
         let mut r = Resolver::new(&fs);
         // First miss scans; the new dir was there, so it is found.
         let id_top = ino(&top);
@@ -696,17 +689,14 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn odd_names_resolve_lossily() {
-        let fs = require_root_memcg();
-        let pid = std::process::id();
-        let mut dirs = TestDirs::new();
-        let top = dirs.mkcg_top(&fs, "cgroup-dev-names");
+        let (fs, mut dirs, top, rel) = TestDirs::root_memcg("cgroup-dev-names");
         let esc_name = "esc\x1b[31m red \t\x07";
         let esc = dirs.mkcg(&fs, top.join(esc_name));
         let raw: &[u8] = b"bad\xff\xfeutf8 x";
         let bad = dirs.mkcg(&fs, top.join(std::ffi::OsString::from_vec(raw.to_vec())));
 
         let mut r = eager(&fs);
-        let want_esc = format!("/cgroup-dev-names-{pid}/{esc_name}");
+        let want_esc = format!("{rel}/{esc_name}");
         let n = r.resolve(ino(&esc)).expect("ESC name resolves");
         assert_eq!(n.path, want_esc);
         assert_eq!(r.path_of(&n), esc);
@@ -714,10 +704,7 @@ mod tests {
         assert_eq!(r.id_of_path(&want_esc), Some(n.id));
 
         let n = r.resolve(ino(&bad)).expect("non-UTF-8 name resolves");
-        assert_eq!(
-            n.path,
-            format!("/cgroup-dev-names-{pid}/bad\u{fffd}\u{fffd}utf8 x")
-        );
+        assert_eq!(n.path, format!("{rel}/bad\u{fffd}\u{fffd}utf8 x"));
         // The lossy string maps back to the real directory.
         assert_eq!(r.path_of(&n), bad);
         assert!(super::super::stats::limit_hits(&fs, &r.path_of(&n)).is_some());
@@ -772,9 +759,7 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn rescan_2000_memcgs() {
-        let fs = require_root_memcg();
-        let mut dirs = TestDirs::new();
-        let top = dirs.mkcg_top(&fs, "cgroup-dev-bench");
+        let (fs, mut dirs, top, _) = TestDirs::root_memcg("cgroup-dev-bench");
         // 40 x 50 two levels deep, like slices holding services.
         let mut ids = Vec::new();
         let t = Instant::now();

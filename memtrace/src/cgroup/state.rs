@@ -110,28 +110,7 @@ impl StateReader {
             ..Default::default()
         };
         s.swap_limit_bytes = self.swap_limit_of(key);
-        // The same figures under v1's hierarchical names and v2's names.
-        let stat_keys = if self.v2 {
-            [
-                "anon",
-                "file",
-                "shmem",
-                "inactive_file",
-                "unevictable",
-                "file_dirty",
-                "file_writeback",
-            ]
-        } else {
-            [
-                "total_rss",
-                "total_cache",
-                "total_shmem",
-                "total_inactive_file",
-                "total_unevictable",
-                "total_dirty",
-                "total_writeback",
-            ]
-        };
+        let stat_keys = if self.v2 { V2_STAT_KEYS } else { V1_STAT_KEYS };
         if let Some(b) = self.file(key, "memory.stat") {
             set_stat(&mut s, keyed(b, stat_keys));
         }
@@ -383,6 +362,28 @@ fn parse_limit(b: &[u8], unlimited: u64) -> Option<u64> {
 
 /// The values of `keys` in a flat keyed file (`key value` lines, such as
 /// memory.stat, memory.events, memory.oom_control, cgroup.stat).
+/// The `memory.stat` keys of anon, file, shmem, inactive_file,
+/// unevictable, dirty and writeback bytes: v1's hierarchical names, and
+/// v2's names for the same figures.
+const V1_STAT_KEYS: [&str; 7] = [
+    "total_rss",
+    "total_cache",
+    "total_shmem",
+    "total_inactive_file",
+    "total_unevictable",
+    "total_dirty",
+    "total_writeback",
+];
+const V2_STAT_KEYS: [&str; 7] = [
+    "anon",
+    "file",
+    "shmem",
+    "inactive_file",
+    "unevictable",
+    "file_dirty",
+    "file_writeback",
+];
+
 fn keyed<const N: usize>(text: &[u8], keys: [&str; N]) -> [Option<u64>; N] {
     let mut out = [None; N];
     for line in text.split(|&c| c == b'\n') {
@@ -455,8 +456,9 @@ fn page_counter_max_bytes(page_size: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::super::mounts::CgroupMode;
-    use super::super::testutil::{TestDirs, require_root_memcg};
+    use super::super::testutil::TestDirs;
     use super::*;
+    use crate::testutil::TempDir;
     use std::process::{Child, Command, Stdio};
 
     const UNLIMITED_4K: u64 = 9_223_372_036_854_771_712;
@@ -547,18 +549,8 @@ thp_fault_alloc 0
 
     #[test]
     fn memory_stat_v1_and_v2() {
-        let [anon, file, shmem, inactive, unevictable, dirty, wb] = keyed(
-            V1_STAT.as_bytes(),
-            [
-                "total_rss",
-                "total_cache",
-                "total_shmem",
-                "total_inactive_file",
-                "total_unevictable",
-                "total_dirty",
-                "total_writeback",
-            ],
-        );
+        let [anon, file, shmem, inactive, unevictable, dirty, wb] =
+            keyed(V1_STAT.as_bytes(), V1_STAT_KEYS);
         assert_eq!(anon, Some(192_913_408));
         assert_eq!(file, Some(1_978_503_168));
         assert_eq!(shmem, Some(9_084_928));
@@ -572,21 +564,8 @@ thp_fault_alloc 0
             [Some(6_574_080), Some(9_576_448), Some(8192)]
         );
 
-        let got = keyed(
-            V2_STAT.as_bytes(),
-            [
-                "anon",
-                "file",
-                "shmem",
-                "inactive_file",
-                "unevictable",
-                "file_dirty",
-                "file_writeback",
-                "missing",
-            ],
-        );
         assert_eq!(
-            got,
+            keyed(V2_STAT.as_bytes(), V2_STAT_KEYS),
             [
                 Some(125_829_120),
                 Some(524_288_000),
@@ -595,9 +574,9 @@ thp_fault_alloc 0
                 Some(8192),
                 Some(1_048_576),
                 Some(65_536),
-                None
             ]
         );
+        assert_eq!(keyed(V2_STAT.as_bytes(), ["missing"]), [None]);
     }
 
     #[test]
@@ -750,7 +729,7 @@ thp_fault_alloc 0
             }
         );
         // One-off read, other spelling of the path.
-        assert_eq!(StateReader::with_root(&fs, &tree.0).read("a/b/c/"), s);
+        assert_eq!(StateReader::with_root(&fs, tree.0.path()).read("a/b/c/"), s);
 
         // Cached for the limit TTL, even across refreshes...
         write("/a", "memory.limit_in_bytes", "1048576\n");
@@ -854,33 +833,25 @@ thp_fault_alloc 0
 
     /// A memory hierarchy of plain files in a scratch directory, removed
     /// when dropped.
-    struct FakeTree(PathBuf);
+    struct FakeTree(TempDir);
 
     impl FakeTree {
         fn new(tag: &str) -> Self {
-            let base = format!("state-dev-{tag}-{}", std::process::id());
-            Self(std::env::temp_dir().join(base))
+            Self(TempDir::new(&format!("state-{tag}")))
         }
 
         /// Writes control file `name` of memcg `rel`, creating the memcg.
         fn write(&self, rel: &str, name: &str, text: &str) {
-            let dir = self.0.join(rel.trim_start_matches('/'));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(name), text).unwrap();
+            self.0
+                .write(Path::new(rel.trim_start_matches('/')).join(name), text);
         }
 
         fn fs(&self, mode: CgroupMode) -> MemcgFs {
             MemcgFs {
                 mode,
-                root: self.0.clone(),
+                root: self.0.path().to_path_buf(),
                 v2: mode == CgroupMode::V2,
             }
-        }
-    }
-
-    impl Drop for FakeTree {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -912,13 +883,10 @@ thp_fault_alloc 0
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn real_memcg_with_page_cache() {
-        let fs = require_root_memcg();
-        let pid = std::process::id();
         // Dropped last to first: the child process, the file, the memcgs.
-        let mut dirs = TestDirs::new();
-        let parent = dirs.mkcg_top(&fs, "state-dev");
+        let (fs, mut dirs, parent, parent_rel) = TestDirs::root_memcg("state-dev");
         let child = dirs.mkcg(&fs, parent.join("child"));
-        let data = PathBuf::from(format!("/var/tmp/state-dev-{pid}"));
+        let data = PathBuf::from(format!("/var/tmp/state-dev-{}", std::process::id()));
         let _data = RemoveFile(data.clone());
 
         let limit_file = if fs.v2 {
@@ -948,7 +916,6 @@ thp_fault_alloc 0
         }
         assert!(status.success(), "dd in the memcg failed: {status}: {err}");
 
-        let parent_rel = format!("/state-dev-{pid}");
         let child_rel = format!("{parent_rel}/child");
         let mut r = StateReader::new(&fs);
         let s = r.read(&child_rel);

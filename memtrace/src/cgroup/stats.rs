@@ -37,7 +37,7 @@ fn events_max(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{TestDirs, require_root_memcg};
+    use super::super::testutil::TestDirs;
     use super::*;
     use std::process::Command;
 
@@ -54,9 +54,7 @@ mod tests {
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn limit_hits_real_memcg() {
-        let fs = require_root_memcg();
-        let mut dirs = TestDirs::new();
-        let top = dirs.mkcg_top(&fs, "cgroup-dev-stats");
+        let (fs, mut dirs, top, _) = TestDirs::root_memcg("cgroup-dev-stats");
         let m = dirs.mkcg(&fs, top.join("limited"));
         assert_eq!(limit_hits(&fs, &m), Some(0));
 

@@ -15,6 +15,16 @@ fn kb_field(status: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The pids in the cgroup at `dir` (its `cgroup.procs`; none if it cannot
+/// be read: the cgroup is gone).
+pub fn procs(dir: &Path) -> Vec<u32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
 /// Tasks in `dir` and its sub-cgroups, biggest anonymous rss first.
 pub fn tasks(dir: &Path) -> Vec<TaskRss> {
     let mut pids = Vec::new();
@@ -25,9 +35,7 @@ pub fn tasks(dir: &Path) -> Vec<TaskRss> {
         if seen > MAX_DIRS {
             break;
         }
-        if let Ok(procs) = fs::read_to_string(d.join("cgroup.procs")) {
-            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-        }
+        pids.extend(procs(&d));
         if let Ok(entries) = fs::read_dir(&d) {
             for e in entries.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -123,21 +123,21 @@ pub fn oom(j: &JoinedOom, resolver: &mut Resolver, clock: &Clock, unseen: &Unsee
         tgid: task.map(|b| b.victim_tgid),
         comm: task
             .map(|b| comm(&b.victim_comm))
-            .or(k.map(|k| kmsg_text(&k.comm)))
+            .or(k.map(|k| kmsg_text(&k.victim.comm)))
             .unwrap_or_default(),
         uid: task
             .map(|b| b.victim_uid)
             .filter(|&u| u != u32::MAX)
-            .or(k.and_then(|k| k.uid)),
+            .or(k.and_then(|k| k.victim.uid)),
         oom_score_adj: task
             .map(|b| b.victim_oom_score_adj)
             .filter(|&a| a != i32::MIN)
-            .or(k.and_then(|k| k.oom_score_adj)),
-        total_vm_kb: k.and_then(|k| k.total_vm_kb),
-        rss_anon_kb: k.and_then(|k| k.anon_rss_kb),
-        rss_file_kb: k.and_then(|k| k.file_rss_kb),
-        rss_shmem_kb: k.and_then(|k| k.shmem_rss_kb),
-        pgtables_kb: k.and_then(|k| k.pgtables_kb),
+            .or(k.and_then(|k| k.victim.oom_score_adj)),
+        total_vm_kb: k.and_then(|k| k.victim.total_vm_kb),
+        rss_anon_kb: k.and_then(|k| k.victim.rss_anon_kb),
+        rss_file_kb: k.and_then(|k| k.victim.rss_file_kb),
+        rss_shmem_kb: k.and_then(|k| k.victim.rss_shmem_kb),
+        pgtables_kb: k.and_then(|k| k.victim.pgtables_kb),
     };
     let chain = j.bpf.as_ref().or(j.mark.as_ref()).map(|b| &b.chain);
     let victim_chain = chain.filter(|c| chain::whose(c) == Some(Whose::Victim));
@@ -404,33 +404,36 @@ mod tests {
     use crate::{
         cgroup::{CgroupMode, MemcgFs},
         source::kmsg::OomReport,
+        testutil::TempDir,
     };
 
     /// A directory tree standing in for the memory hierarchy.
-    fn fake_hierarchy(name: &str) -> (std::path::PathBuf, Resolver) {
-        let root =
-            std::env::temp_dir().join(format!("memtrace-build-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+    fn fake_hierarchy(name: &str) -> (TempDir, Resolver) {
+        let root = TempDir::new(&format!("build-{name}"));
         std::fs::create_dir_all(root.join("parent\x1b]0;x\x07/child")).unwrap();
         let fs = MemcgFs {
             mode: CgroupMode::V1,
-            root: root.clone(),
+            root: root.path().to_path_buf(),
             v2: false,
         };
-        (root.clone(), Resolver::new(&fs))
+        let resolver = Resolver::new(&fs);
+        (root, resolver)
     }
 
     #[test]
     fn kernel_log_only_kill_gets_real_names_and_nulls() {
         let (root, mut resolver) = fake_hierarchy("kmsg");
         let report = OomReport {
-            pid: 4242,
-            comm: "ev\\x1bil".into(),
+            victim: Victim {
+                pid: 4242,
+                comm: "ev\\x1bil".into(),
+                rss_anon_kb: Some(65280),
+                ..Default::default()
+            },
             trigger_comm: Some("ev\\x1bil".into()),
             constraint: Some("CONSTRAINT_MEMCG".into()),
             oom_memcg: Some("/parent\\x1b]0;x\\x07".into()),
             task_memcg: Some("/parent\\x1b]0;x\\x07/child".into()),
-            anon_rss_kb: Some(65280),
             ts_usec: 5,
             ..Default::default()
         };
@@ -467,7 +470,6 @@ mod tests {
             (None, None, None)
         );
         assert_eq!(r.sources, ["kmsg"]);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     /// A `mark_victim` event (6.9+: with the victim's task) whose chain the
@@ -527,12 +529,11 @@ mod tests {
             (r.oom_memcg, r.oom_memcg_source, r.constraint),
             (None, None, None)
         );
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn a_removed_memcg_keeps_the_path_the_kernel_read_and_its_limit_is_inferred() {
-        let (root, mut resolver) = fake_hierarchy("removed");
+        let (_root, mut resolver) = fake_hierarchy("removed");
         resolver.rescan();
         // /svc/job, already removed: /svc's limit was full at the kill.
         let j = chain_event(
@@ -560,7 +561,10 @@ mod tests {
         // The kernel log's summary, when printed, is the better word.
         let mut j = j;
         j.kmsg = Some(OomReport {
-            pid: 77,
+            victim: Victim {
+                pid: 77,
+                ..Default::default()
+            },
             constraint: Some("CONSTRAINT_MEMCG".into()),
             oom_memcg: Some("/svc".into()),
             task_memcg: Some("/svc/job".into()),
@@ -573,12 +577,11 @@ mod tests {
             9000,
             "the id from the chain, not 0"
         );
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn memcg_gone_from_the_log_keeps_its_path_marked_deleted() {
-        let (root, mut resolver) = fake_hierarchy("gone");
+        let (_root, mut resolver) = fake_hierarchy("gone");
         let m = memcg_by_path(&mut resolver, "/never-existed", None);
         assert_eq!(
             m,
@@ -589,6 +592,5 @@ mod tests {
                 container: Some(attribute("/never-existed")),
             }
         );
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

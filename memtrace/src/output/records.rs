@@ -204,7 +204,7 @@ pub struct Task {
     pub comm: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Victim {
     pub pid: u32,
     pub tgid: Option<u32>,
@@ -362,6 +362,21 @@ pub struct System {
     /// was hit, or the agent stopped with some still held).
     pub postmortems_pending: Option<u64>,
     pub postmortems_lost: Option<u64>,
+}
+
+impl System {
+    /// The counters of data memtrace lost in the kernel (events, map
+    /// updates, timed calls), cumulative since start: all 0 on a run that
+    /// saw everything. The agent's own choices (`map_evictions`) are not
+    /// among them.
+    pub const KERNEL_LOSSES: [&'static str; 6] = [
+        "ringbuf_drops",
+        "unmatched_returns",
+        "memcg_map_full",
+        "shrinker_map_full",
+        "inflight_map_full",
+        "missed_returns",
+    ];
 }
 
 /// Why a capture was written: system-wide sys% stayed above the threshold.
@@ -566,4 +581,17 @@ pub struct MemcgState {
     pub pressure_some_avg10: Option<f64>,
     pub pressure_full_avg10: Option<f64>,
     pub pressure_some_total_us: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::System;
+
+    #[test]
+    fn kernel_losses_are_counters_of_the_system_record() {
+        let v = serde_json::to_value(System::default()).unwrap();
+        for k in System::KERNEL_LOSSES {
+            assert!(v[k].is_u64(), "{k}: {}", v[k]);
+        }
+    }
 }

@@ -25,6 +25,7 @@ use crate::{
         plan::{self, AttachMode, HOOKS, HookSpec, KernelFacts},
         symbols::Kallsyms,
     },
+    testutil::TempDir,
 };
 
 /// A kernel on which every family of every hook can be tried.
@@ -152,11 +153,10 @@ fn value_of(f: Field, interval: &Value, oom: &Value, system: &Value) -> Value {
 
 #[test]
 fn every_plan_nulls_exactly_what_it_cannot_see() {
-    let dir = std::env::temp_dir().join(format!("memtrace-visibility-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("visibility");
     let fs = MemcgFs {
         mode: CgroupMode::V2,
-        root: dir.clone(),
+        root: dir.path().to_path_buf(),
         v2: true,
     };
     let mut resolver = Resolver::new(&fs);
@@ -225,7 +225,6 @@ fn every_plan_nulls_exactly_what_it_cannot_see() {
         }
     }
     assert_eq!(seen_null, [true, true], "some plan leaves fields null");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn plan_names(chosen: &[(&HookSpec, Option<Family>)]) -> Vec<String> {

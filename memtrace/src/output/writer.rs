@@ -202,18 +202,16 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("memtrace-writer-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    use crate::testutil::TempDir;
+
+    fn tmpdir(name: &str) -> TempDir {
+        TempDir::new(&format!("writer-{name}"))
     }
 
     #[test]
     fn creates_0600_and_appends() {
         let d = tmpdir("append");
-        let p = d.join("out.ndjson");
-        std::fs::write(&p, "{\"kept\":true}\n").unwrap();
+        let p = d.write("out.ndjson", "{\"kept\":true}\n");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut w = NdjsonWriter::create(&p).unwrap();
         w.write(&serde_json::json!({"type":"x"})).unwrap();
@@ -228,14 +226,12 @@ mod tests {
             std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn refuses_symlinks() {
         let d = tmpdir("symlink");
-        let target = d.join("victim");
-        std::fs::write(&target, "precious\n").unwrap();
+        let target = d.write("victim", "precious\n");
         let link = d.join("out.ndjson");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = NdjsonWriter::create(&link)
@@ -244,7 +240,6 @@ mod tests {
             .to_string();
         assert!(err.contains("symlink"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
-        std::fs::remove_dir_all(&d).unwrap();
     }
     /// Writes through to `file` until `left` bytes are used up, then fails
     /// as a full disk does: a short write, then ENOSPC.
@@ -270,8 +265,7 @@ mod tests {
     #[test]
     fn a_write_failing_part_way_is_cut_back_to_the_last_whole_line() {
         let d = tmpdir("failafter");
-        let p = d.join("out.ndjson");
-        std::fs::write(&p, "{\"a\":1}\n").unwrap();
+        let p = d.write("out.ndjson", "{\"a\":1}\n");
         let line = b"{\"b\":2,\"pad\":\"xxxxxxxxxxxxxxxxxxxx\"}\n";
         for n in [0, 1, 7, line.len() - 1] {
             let file = open_append(&p, 0o600).unwrap();
@@ -298,17 +292,14 @@ mod tests {
             std::fs::read(&p).unwrap(),
             [b"{\"a\":1}\n".as_slice(), line].concat()
         );
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     fn repaired(name: &str, content: &[u8]) -> (Repair, Vec<u8>) {
         let d = tmpdir(name);
-        let p = d.join("f");
-        std::fs::write(&p, content).unwrap();
+        let p = d.write("f", content);
         let f = OpenOptions::new().read(true).append(true).open(&p).unwrap();
         let r = repair_tail(&f).unwrap();
         let after = std::fs::read(&p).unwrap();
-        std::fs::remove_dir_all(&d).unwrap();
         (r, after)
     }
 
@@ -344,14 +335,12 @@ mod tests {
     #[test]
     fn the_next_run_does_not_glue_its_header_to_a_torn_line() {
         let d = tmpdir("glue");
-        let p = d.join("out.ndjson");
-        std::fs::write(&p, "{\"kept\":true}\n{\"torn\":").unwrap();
+        let p = d.write("out.ndjson", "{\"kept\":true}\n{\"torn\":");
         let mut w = NdjsonWriter::create(&p).unwrap();
         w.write(&serde_json::json!({"type":"header"})).unwrap();
         assert_eq!(
             std::fs::read_to_string(&p).unwrap(),
             "{\"kept\":true}\n{\"type\":\"header\"}\n"
         );
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -238,34 +238,11 @@ fn create_new(path: &Path, mode: u32) -> Result<File> {
 mod tests {
     use super::*;
     use crate::output::records::System;
+    use crate::testutil::TempDir;
     use std::os::unix::fs::PermissionsExt;
 
-    /// A scratch directory, removed on drop (also when a test fails).
-    struct Tmp(PathBuf);
-
-    impl std::ops::Deref for Tmp {
-        type Target = Path;
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl AsRef<Path> for Tmp {
-        fn as_ref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn tmp(name: &str) -> Tmp {
-        let d = std::env::temp_dir().join(format!("memtrace-files-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        Tmp(d)
+    fn tmp(name: &str) -> TempDir {
+        TempDir::new(&format!("files-{name}"))
     }
 
     fn sys() -> Record {
@@ -284,7 +261,7 @@ mod tests {
     #[test]
     fn captures_are_new_0640_files_and_old_ones_pruned() {
         let d = tmp("caps");
-        let out = OutDir::open(&d, None, 1 << 20, 2).unwrap();
+        let out = OutDir::open(d.path(), None, 1 << 20, 2).unwrap();
         let a = out.write_capture("20261122T000001Z", &[sys()]).unwrap();
         let b = out.write_capture("20261122T000001Z", &[sys()]).unwrap();
         assert_ne!(a, b, "same second: a new name, nothing overwritten");
@@ -293,7 +270,7 @@ mod tests {
             0o640
         );
         out.write_capture("20261122T000002Z", &[sys()]).unwrap();
-        let n = fs::read_dir(&d)
+        let n = fs::read_dir(d.path())
             .unwrap()
             .filter(|e| {
                 e.as_ref()
@@ -310,9 +287,8 @@ mod tests {
     #[test]
     fn planted_symlinks_are_not_followed() {
         let d = tmp("symlink");
-        let out = OutDir::open(&d, None, 1 << 20, 10).unwrap();
-        let victim = d.join("victim");
-        fs::write(&victim, "keep\n").unwrap();
+        let out = OutDir::open(d.path(), None, 1 << 20, 10).unwrap();
+        let victim = d.write("victim", "keep\n");
         std::os::unix::fs::symlink(&victim, d.join("oom.ndjson")).unwrap();
         assert!(out.append_oom_log(&sys(), true).is_err());
         std::os::unix::fs::symlink(&victim, d.join("capture-20261122T000003Z.ndjson")).unwrap();
@@ -325,7 +301,7 @@ mod tests {
     fn oom_log_rotates_keeping_the_newest() {
         let d = tmp("rotate");
         let line = json::line(&sys()).len() as u64;
-        let out = OutDir::open(&d, None, 3 * line, 10).unwrap();
+        let out = OutDir::open(d.path(), None, 3 * line, 10).unwrap();
         for _ in 0..20 {
             out.append_oom_log(&sys(), true).unwrap();
         }
@@ -342,9 +318,7 @@ mod tests {
     #[test]
     fn unwritable_directory_is_a_clear_error() {
         let d = tmp("ro");
-        fs::create_dir_all(&d).unwrap();
-        let file = d.join("not-a-dir");
-        fs::write(&file, "").unwrap();
+        let file = d.write("not-a-dir", "");
         let e = OutDir::open(&file.join("sub"), None, 1, 1)
             .err()
             .unwrap()

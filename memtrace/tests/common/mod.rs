@@ -15,6 +15,9 @@ use std::{
 use memtrace::cgroup::{self, MemcgFs};
 use serde_json::Value;
 
+pub mod kill;
+pub mod recorder;
+
 pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");
 
 /// Held while a test touches global kernel state.
@@ -138,24 +141,6 @@ impl TestMemcg {
     pub fn spawn(&self, cmd: &mut Command) -> Child {
         spawn_in(&self.dir, cmd)
     }
-
-    fn kill_all(dir: &Path) {
-        for _ in 0..100 {
-            let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            let pids: Vec<i32> = procs
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect();
-            if pids.is_empty() {
-                return;
-            }
-            for p in pids {
-                // SAFETY: kill(2) with a pid read from the test memcg's cgroup.procs (only our own test processes are there) and a valid signal.
-                unsafe { libc::kill(p, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 impl Drop for TestMemcg {
@@ -163,14 +148,9 @@ impl Drop for TestMemcg {
         for c in self.children.drain(..) {
             drop(c);
         }
-        Self::kill_all(&self.dir);
-        for _ in 0..100 {
-            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !kill::remove_cgroup(&self.dir) {
+            eprintln!("warning: could not remove {}", self.dir.display());
         }
-        eprintln!("warning: could not remove {}", self.dir.display());
     }
 }
 
@@ -213,13 +193,7 @@ impl Drop for Dirs {
         let mut dirs = self.0.clone();
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for d in dirs {
-            TestMemcg::kill_all(&d);
-            for _ in 0..100 {
-                if fs::remove_dir(&d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            kill::remove_cgroup(&d);
         }
     }
 }

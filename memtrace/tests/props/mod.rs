@@ -72,7 +72,7 @@ pub fn oom_line(message: &str) {
                 from_message("memcg", m);
             }
         }
-        OomLine::Killed { comm, .. } => from_message("comm", comm),
+        OomLine::Killed { victim, .. } => from_message("comm", &victim.comm),
         OomLine::GroupKill { memcg } => from_message("memcg", memcg),
     }
 }
@@ -101,10 +101,11 @@ pub fn oom_assembler(messages: &[&str]) {
             constraint,
             oom_memcg,
             task_memcg,
-            comm,
+            victim,
             seq,
             ..
         } = &report;
+        let comm = &victim.comm;
         assert_eq!(*seq, i as u64, "a report carries its Killed line's seq");
         assert!(m.contains(comm.as_str()), "comm {comm:?} not in {m:?}");
         if let Some(t) = trigger_comm {

@@ -20,22 +20,9 @@ use super::sys;
 
 pub const PREFIX: &str = "memtrace-bench-";
 
-fn kill_procs(dir: &Path) {
-    for _ in 0..100 {
-        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        let pids: Vec<u32> = procs
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
-        if pids.is_empty() {
-            return;
-        }
-        for p in pids {
-            sys::signal(p, sys::SIGKILL);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+// The one way tests and bench empty a cgroup (memtrace/tests/common).
+#[path = "../../../memtrace/tests/common/kill.rs"]
+mod kill;
 
 /// Kills every process in `dir`'s subtree and removes it, deepest first.
 pub fn remove_tree(dir: &Path) -> bool {
@@ -49,16 +36,11 @@ pub fn remove_tree(dir: &Path) -> bool {
             }
         }
     }
-    kill_procs(dir);
-    for _ in 0..150 {
-        if fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return true;
-        }
-        kill_procs(dir);
-        std::thread::sleep(Duration::from_millis(20));
+    let removed = kill::remove_cgroup(dir);
+    if !removed {
+        eprintln!("bench: warning: could not remove {}", dir.display());
     }
-    eprintln!("bench: warning: could not remove {}", dir.display());
-    false
+    removed
 }
 
 /// The bench's own subtree of the memory hierarchy.

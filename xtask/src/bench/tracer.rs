@@ -494,22 +494,14 @@ pub fn parse_stream(path: &Path) -> Result<(u64, Hits, Value)> {
         }
     }
     hits.kswapd_wakes = last_system["kswapd_wakes"].as_u64().unwrap_or(0);
-    let keys = [
-        "ringbuf_drops",
-        "memcg_map_full",
-        "shrinker_map_full",
-        "inflight_map_full",
-        "unmatched_returns",
-        "missed_returns",
-        "map_evictions",
-        "prog_recursion_misses",
-    ];
+    let keys = memtrace::output::records::System::KERNEL_LOSSES
+        .into_iter()
+        .chain(["map_evictions", "prog_recursion_misses"]);
     let losses = if last_system.is_null() {
         Value::Null
     } else {
         Value::Object(
-            keys.iter()
-                .map(|k| (k.to_string(), last_system[*k].clone()))
+            keys.map(|k| (k.to_string(), last_system[k].clone()))
                 .collect(),
         )
     };

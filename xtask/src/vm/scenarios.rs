@@ -248,14 +248,7 @@ const INTERVAL_PERCENTILES: &[(&str, &[&str])] = &[
 const OOM_FUNCTION_FIELDS: &[&str] = &["totalpages", "chosen_points", "trigger.pid"];
 
 /// `system` counters of data memtrace lost: all 0 after every scenario.
-const LOSS_COUNTERS: &[&str] = &[
-    "ringbuf_drops",
-    "unmatched_returns",
-    "memcg_map_full",
-    "shrinker_map_full",
-    "inflight_map_full",
-    "missed_returns",
-];
+const LOSS_COUNTERS: [&str; 6] = memtrace::output::records::System::KERNEL_LOSSES;
 
 /// The families `--attach mode` may put `hook` on; None: it must be
 /// unavailable (the function-only hooks in tracepoint mode).

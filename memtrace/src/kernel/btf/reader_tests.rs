@@ -3,6 +3,7 @@
 //! including truncated and corrupt ones, so it is tested without a kernel.
 use super::*;
 use crate::kernel::plan::HOOKS;
+use crate::testutil::TempDir;
 
 /// btf-rs versions of `KernelBtf`'s queries: the code memtrace ran before
 /// the lean reader, kept as the oracle.
@@ -563,33 +564,37 @@ fn err(bytes: Vec<u8>) -> String {
 
 #[test]
 fn corrupt_blobs_say_what_is_wrong() {
-    let good = demo();
-    let mut c = good.clone();
-    c[0] ^= 0xff;
-    assert!(err(c).contains("magic"));
-    let mut c = good.clone();
-    c.swap(0, 1);
-    assert!(err(c).contains("byte order"));
-    let mut c = good.clone();
-    c[2] = 2;
-    assert!(err(c).contains("version 2"));
+    type Edit = fn(&mut Vec<u8>);
+    let header: [(Edit, &str); 3] = [
+        (|c| c[0] ^= 0xff, "magic"),
+        (|c| c.swap(0, 1), "byte order"),
+        (|c| c[2] = 2, "version 2"),
+    ];
+    for (edit, says) in header {
+        let mut c = demo();
+        edit(&mut c);
+        assert!(err(c).contains(says), "{says}");
+    }
 
-    let mut b = Blob::new();
-    b.ty("x", 20, false, 0, 0);
-    assert!(err(b.bytes()).contains("unknown kind 20"));
-    let mut b = Blob::new();
-    b.ty("p", PTR, false, 0, 7);
-    assert!(err(b.bytes()).contains("refers to type 7"));
-    let mut b = Blob::new();
-    b.ty("s", STRUCT, false, 1, 4);
-    b.raw(&[0, 9, 0]);
-    assert!(err(b.bytes()).contains("refers to type 9"));
-    let mut b = Blob::new();
-    b.raw(&[1000, INT << 24, 4, 32]);
-    assert!(err(b.bytes()).contains("string offset 1000"));
-    let mut b = Blob::new();
-    b.ty("s", STRUCT, false, 0xffff, 4);
-    assert!(err(b.bytes()).contains("truncated"));
+    // Blobs built wrong.
+    type Build = fn(&mut Blob);
+    let blobs: [(Build, &str); 5] = [
+        (|b| _ = b.ty("x", 20, false, 0, 0), "unknown kind 20"),
+        (|b| _ = b.ty("p", PTR, false, 0, 7), "refers to type 7"),
+        // A struct whose one member refers to type 9.
+        (
+            |b| _ = (b.ty("s", STRUCT, false, 1, 4), b.raw(&[0, 9, 0])),
+            "refers to type 9",
+        ),
+        (|b| b.raw(&[1000, INT << 24, 4, 32]), "string offset 1000"),
+        (|b| _ = b.ty("s", STRUCT, false, 0xffff, 4), "truncated"),
+    ];
+    for (build, says) in blobs {
+        let mut b = Blob::new();
+        build(&mut b);
+        assert!(err(b.bytes()).contains(says), "{says}");
+    }
+    // A string table whose last string is not NUL-terminated.
     let mut b = Blob::new();
     b.ty("i", INT, false, 0, 4);
     let mut c = b.bytes();
@@ -599,11 +604,9 @@ fn corrupt_blobs_say_what_is_wrong() {
 
 #[test]
 fn errors_name_the_file() {
-    let dir = std::env::temp_dir().join(format!("memtrace-btf-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("vmlinux");
+    let dir = TempDir::new("btf-test");
     let bytes = demo();
-    std::fs::write(&path, &bytes).unwrap();
+    let path = dir.write("vmlinux", &bytes);
     assert!(KernelBtf::load(&path).is_ok());
     std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
     let e = format!("{:#}", KernelBtf::load(&path).err().unwrap());
@@ -611,5 +614,4 @@ fn errors_name_the_file() {
     assert!(e.contains("past the end"), "{e}");
     let e = format!("{:#}", KernelBtf::load(&dir.join("nope")).err().unwrap());
     assert!(e.contains("kernel has no BTF"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,6 +3,7 @@
 
 use super::grammar::{OomLine, parse_oom_line, parse_summary};
 use super::record::KmsgRecord;
+use crate::output::records::Victim;
 
 /// One OOM kill, assembled from the report's lines.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -17,16 +18,10 @@ pub struct OomReport {
     pub oom_memcg: Option<String>,
     /// The victim's memcg.
     pub task_memcg: Option<String>,
-    pub pid: u32,
-    pub comm: String,
     pub global: bool,
-    pub total_vm_kb: Option<u64>,
-    pub anon_rss_kb: Option<u64>,
-    pub file_rss_kb: Option<u64>,
-    pub shmem_rss_kb: Option<u64>,
-    pub pgtables_kb: Option<u64>,
-    pub uid: Option<u32>,
-    pub oom_score_adj: Option<i32>,
+    /// The victim as its `Killed process` line (and the summary's uid)
+    /// tell it.
+    pub victim: Victim,
 }
 
 /// Summaries longer than this are not kept (a kmsg record is < 8 KiB).
@@ -34,20 +29,9 @@ const MAX_SUMMARY: usize = 16 * 1024;
 /// memory.oom.group kills follow their report within this time.
 const GROUP_WINDOW_USEC: u64 = 5_000_000;
 
-/// Context of the last report, applied to the memory.oom.group kills.
-#[derive(Debug, Clone)]
-struct GroupCtx {
-    victim_pid: u32,
-    ts_usec: u64,
-    global: bool,
-    trigger_comm: Option<String>,
-    constraint: Option<String>,
-    oom_memcg: Option<String>,
-}
-
 /// Turns a stream of records into [`OomReport`]s, one per `Killed process`
 /// line. Only kernel records (facility 0) are considered. Keeps at most one
-/// pending header, one summary and one group context.
+/// pending header, one summary and the last report (the group context).
 #[derive(Debug, Default)]
 pub struct OomAssembler {
     invoked: Option<String>,
@@ -56,8 +40,12 @@ pub struct OomAssembler {
     /// A summary split over several records (its pr_cont pieces were
     /// interleaved with another CPU's messages).
     partial: Option<String>,
-    last: Option<GroupCtx>,
-    group: Option<GroupCtx>,
+    /// The last report: the memory.oom.group kills that follow it share
+    /// its context (global, trigger, constraint, limiting memcg).
+    last: Option<OomReport>,
+    /// That report once a group kill line followed it, its `ts_usec` the
+    /// group line's.
+    group: Option<OomReport>,
 }
 
 impl OomAssembler {
@@ -103,36 +91,19 @@ impl OomAssembler {
                 None
             }
             OomLine::GroupKill { .. } => {
-                self.group = self.last.take().map(|g| GroupCtx {
+                self.group = self.last.take().map(|g| OomReport {
                     ts_usec: rec.ts_usec,
                     ..g
                 });
                 None
             }
-            OomLine::Killed {
-                global,
-                pid,
-                comm,
-                total_vm_kb,
-                anon_rss_kb,
-                file_rss_kb,
-                shmem_rss_kb,
-                uid,
-                pgtables_kb,
-                oom_score_adj,
-            } => {
+            OomLine::Killed { global, victim } => {
+                let pid = victim.pid;
                 let mut report = OomReport {
                     seq: rec.seq,
                     ts_usec: rec.ts_usec,
-                    pid,
                     global,
-                    total_vm_kb,
-                    anon_rss_kb,
-                    file_rss_kb,
-                    shmem_rss_kb,
-                    pgtables_kb,
-                    uid,
-                    oom_score_adj,
+                    victim,
                     ..OomReport::default()
                 };
                 let summary = self.summary.take();
@@ -149,39 +120,32 @@ impl OomAssembler {
                         task_memcg,
                         uid,
                         ..
-                    }) = parse_summary(raw, Some(&comm))
+                    }) = parse_summary(raw, Some(&report.victim.comm))
                     {
                         report.constraint = Some(constraint);
                         report.oom_memcg = oom_memcg;
                         report.task_memcg = task_memcg;
-                        report.uid = report.uid.or(uid);
+                        report.victim.uid = report.victim.uid.or(uid);
                     }
                     report.trigger_comm = invoked;
                 } else if let Some(g) = in_group {
-                    if g.victim_pid == pid {
+                    if g.victim.pid == pid {
                         return None; // the group scan kills the first victim again
                     }
-                    report.global = g.global;
-                    report.trigger_comm = g.trigger_comm.clone();
-                    report.constraint = g.constraint.clone();
-                    report.oom_memcg = g.oom_memcg.clone();
-                    report.comm = comm;
-                    return Some(report);
+                    return Some(OomReport {
+                        seq: report.seq,
+                        ts_usec: report.ts_usec,
+                        task_memcg: None,
+                        victim: report.victim,
+                        ..g.clone()
+                    });
                 } else if summary.is_none() {
                     // Pre-4.19 kernels have no summary; a rate-limited report
                     // has neither header nor summary, so this one is ours.
                     report.trigger_comm = invoked;
                 }
-                report.comm = comm;
                 self.group = None;
-                self.last = Some(GroupCtx {
-                    victim_pid: pid,
-                    ts_usec: rec.ts_usec,
-                    global: report.global,
-                    trigger_comm: report.trigger_comm.clone(),
-                    constraint: report.constraint.clone(),
-                    oom_memcg: report.oom_memcg.clone(),
-                });
+                self.last = Some(report.clone());
                 Some(report)
             }
         }
@@ -224,22 +188,14 @@ mod tests {
                 constraint: Some("CONSTRAINT_MEMCG".into()),
                 oom_memcg: Some("/memtrace-test".into()),
                 task_memcg: Some("/memtrace-test/child".into()),
-                pid: 1234,
-                comm: "tail".into(),
                 global: false,
-                total_vm_kb: Some(262144),
-                anon_rss_kb: Some(65536),
-                file_rss_kb: Some(4),
-                shmem_rss_kb: Some(0),
-                pgtables_kb: Some(200),
-                uid: Some(0),
-                oom_score_adj: Some(0),
+                victim: killed_victim(),
             }]
         );
         // Rate-limited report: no header, no summary; stale state not reused.
         let r = a.push(&rec(200, &KILLED.replace("1234", "4321"))).unwrap();
         assert_eq!(
-            (r.pid, r.oom_memcg, r.trigger_comm, r.constraint),
+            (r.victim.pid, r.oom_memcg, r.trigger_comm, r.constraint),
             (4321, None, None, None)
         );
         assert!(!r.global);
@@ -247,7 +203,10 @@ mod tests {
         a.push(&rec(300, INVOKED));
         a.push(&rec(301, SUMMARY));
         let r = a.push(&rec(302, GLOBAL_KILLED)).unwrap();
-        assert_eq!((r.pid, r.oom_memcg, r.trigger_comm), (77, None, None));
+        assert_eq!(
+            (r.victim.pid, r.oom_memcg, r.trigger_comm),
+            (77, None, None)
+        );
         assert!(r.global);
         let r = a.push(&rec(303, KILLED)).unwrap();
         assert_eq!(r.task_memcg, None);
@@ -277,7 +236,7 @@ mod tests {
         let r = a
             .push(&rec(6, &KILLED.replace("1234 (tail)", "99 (sleep)")))
             .unwrap();
-        assert_eq!((r.pid, r.comm.as_str()), (99, "sleep"));
+        assert_eq!((r.victim.pid, r.victim.comm.as_str()), (99, "sleep"));
         assert_eq!(r.oom_memcg.as_deref(), Some("/g"));
         assert_eq!(r.trigger_comm.as_deref(), Some("tail"));
         assert_eq!(r.task_memcg, None);

@@ -15,6 +15,8 @@
 //! `Killed process` line has no `Out of memory:` prefix (parsed, but reported
 //! as `global`). Lines are parsed still escaped, as the kernel wrote them.
 
+use crate::output::records::Victim;
+
 /// One recognised line of an OOM report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OomLine {
@@ -35,18 +37,9 @@ pub enum OomLine {
         uid: Option<u32>,
     },
     /// `[Out of memory|Memory cgroup out of memory]: Killed process PID (COMM) total-vm:..`
-    Killed {
-        global: bool,
-        pid: u32,
-        comm: String,
-        total_vm_kb: Option<u64>,
-        anon_rss_kb: Option<u64>,
-        file_rss_kb: Option<u64>,
-        shmem_rss_kb: Option<u64>,
-        uid: Option<u32>,
-        pgtables_kb: Option<u64>,
-        oom_score_adj: Option<i32>,
-    },
+    /// The victim as the record schema has it (the line does not say the
+    /// tgid).
+    Killed { global: bool, victim: Victim },
     /// `Tasks in MEMCG are going to be killed due to memory.oom.group set`:
     /// the following `Killed process` lines are the other group members.
     GroupKill { memcg: String },
@@ -124,15 +117,18 @@ fn parse_killed(message: &str) -> Option<OomLine> {
     }
     Some(OomLine::Killed {
         global: !prefix.starts_with("Memory cgroup"),
-        pid,
-        comm,
-        total_vm_kb,
-        anon_rss_kb: anon,
-        file_rss_kb: file,
-        shmem_rss_kb: shmem,
-        uid,
-        pgtables_kb: pgtables,
-        oom_score_adj: adj,
+        victim: Victim {
+            pid,
+            tgid: None,
+            comm,
+            uid,
+            oom_score_adj: adj,
+            total_vm_kb,
+            rss_anon_kb: anon,
+            rss_file_kb: file,
+            rss_shmem_kb: shmem,
+            pgtables_kb: pgtables,
+        },
     })
 }
 
@@ -259,15 +255,7 @@ mod tests {
             parse_oom_line(KILLED),
             Some(OomLine::Killed {
                 global: false,
-                pid: 1234,
-                comm: "tail".into(),
-                total_vm_kb: Some(262144),
-                anon_rss_kb: Some(65536),
-                file_rss_kb: Some(4),
-                shmem_rss_kb: Some(0),
-                uid: Some(0),
-                pgtables_kb: Some(200),
-                oom_score_adj: Some(0),
+                victim: killed_victim(),
             })
         );
     }
@@ -292,11 +280,9 @@ mod tests {
             Some("/user.slice/user-0.slice/session-1.scope")
         );
         assert_eq!((task.as_str(), pid, uid), ("stress", 77, Some(1000)));
-        let Some(OomLine::Killed { global, pid, .. }) = parse_oom_line(GLOBAL_KILLED) else {
-            panic!("not killed")
-        };
+        let (global, victim) = killed(GLOBAL_KILLED);
         assert!(global);
-        assert_eq!(pid, 77);
+        assert_eq!(victim.pid, 77);
         let allocating = "Out of memory (oom_kill_allocating_task): Killed process 5 (x) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:4kB oom_score_adj:0";
         assert!(matches!(
             parse_oom_line(allocating),
@@ -338,39 +324,31 @@ mod tests {
         );
     }
 
-    /// The comm, pid, total_vm, anon rss and oom_score_adj of a `Killed
-    /// process` line.
-    fn killed(line: &str) -> (String, u32, Option<u64>, Option<u64>, Option<i32>) {
-        match parse_oom_line(line) {
-            Some(OomLine::Killed {
-                comm,
-                pid,
-                total_vm_kb,
-                anon_rss_kb,
-                oom_score_adj,
-                ..
-            }) => (comm, pid, total_vm_kb, anon_rss_kb, oom_score_adj),
-            other => panic!("not a Killed line: {other:?}"),
-        }
+    /// Whether a `Killed process` line is a global OOM's, and its victim.
+    fn killed(line: &str) -> (bool, Victim) {
+        let Some(OomLine::Killed { global, victim }) = parse_oom_line(line) else {
+            panic!("not a Killed line: {line}")
+        };
+        (global, victim)
+    }
+
+    /// The comm, pid, total_vm, anon rss and oom_score_adj of `v`.
+    fn vital(v: &Victim) -> (&str, u32, Option<u64>, Option<u64>, Option<i32>) {
+        let c = v.comm.as_str();
+        (c, v.pid, v.total_vm_kb, v.rss_anon_kb, v.oom_score_adj)
     }
 
     #[test]
     fn hostile_comms() {
         let k = "Memory cgroup out of memory: Killed process 42 (a) b\\x1b c) total-vm:100kB, anon-rss:50kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:0";
         assert_eq!(
-            killed(k),
-            ("a) b\\x1b c".into(), 42, Some(100), Some(50), Some(0))
+            vital(&killed(k).1),
+            ("a) b\\x1b c", 42, Some(100), Some(50), Some(0))
         );
         let k = "Out of memory: Killed process 3 (x) total-vm:1kB) total-vm:100kB, anon-rss:50kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:-1000";
         assert_eq!(
-            killed(k),
-            (
-                "x) total-vm:1kB".into(),
-                3,
-                Some(100),
-                Some(50),
-                Some(-1000)
-            )
+            vital(&killed(k).1),
+            ("x) total-vm:1kB", 3, Some(100), Some(50), Some(-1000))
         );
         let s = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/m,task_memcg=/m,task=a,pid=1,uid=2=x,pid=55,uid=0";
         let Some(OomLine::Summary { task, pid, uid, .. }) = parse_oom_line(s) else {
@@ -400,26 +378,16 @@ mod tests {
             Some(OomLine::Invoked { order: Some(0), .. })
         ));
         let k = "Memory cgroup out of memory: Killed process 9 (x) total-vm:10kB, anon-rss:5kB, file-rss:0kB, shmem-rss:0kB, UID:1000";
-        assert!(matches!(
-            parse_oom_line(k),
-            Some(OomLine::Killed {
-                global: false,
-                uid: Some(1000),
-                pgtables_kb: None,
-                oom_score_adj: None,
-                ..
-            })
-        ));
+        let (global, v) = killed(k);
+        assert!(!global);
+        assert_eq!(
+            (v.uid, v.pgtables_kb, v.oom_score_adj),
+            (Some(1000), None, None)
+        );
         let k = "Killed process 9 (x) total-vm:10kB, anon-rss:5kB, file-rss:0kB, shmem-rss:0kB";
-        assert!(matches!(
-            parse_oom_line(k),
-            Some(OomLine::Killed {
-                global: true,
-                uid: None,
-                shmem_rss_kb: Some(0),
-                ..
-            })
-        ));
+        let (global, v) = killed(k);
+        assert!(global);
+        assert_eq!((v.uid, v.rss_shmem_kb), (None, Some(0)));
         let s = "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task=x,pid=1,uid=-2";
         assert!(matches!(
             parse_oom_line(s),

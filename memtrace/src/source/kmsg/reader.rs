@@ -238,7 +238,7 @@ mod tests {
             let mut found = None;
             for r in reader.read_backlog() {
                 if let Some(rep) = asm.push(&r) {
-                    if rep.pid == pid {
+                    if rep.victim.pid == pid {
                         found = Some(rep);
                     }
                 }
@@ -269,15 +269,15 @@ mod tests {
         eprintln!("{report:#?}");
 
         let memcg = format!("/{name}");
-        assert_eq!(report.comm, "tail");
+        assert_eq!(report.victim.comm, "tail");
         assert_eq!(report.oom_memcg.as_deref(), Some(memcg.as_str()));
         assert_eq!(report.task_memcg.as_deref(), Some(memcg.as_str()));
         assert_eq!(report.constraint.as_deref(), Some("CONSTRAINT_MEMCG"));
         assert_eq!(report.trigger_comm.as_deref(), Some("tail"));
-        assert_eq!(report.uid, Some(0));
+        assert_eq!(report.victim.uid, Some(0));
         assert!(!report.global);
         // file-rss counts shared library pages not charged to this memcg.
-        let anon = report.anon_rss_kb.unwrap();
+        let anon = report.victim.rss_anon_kb.unwrap();
         assert!(
             (32 * 1024..=64 * 1024).contains(&anon),
             "anon-rss {anon} kB vs 64M limit"

@@ -14,33 +14,74 @@ pub struct Kallsyms {
 
 impl Kallsyms {
     pub fn load() -> Result<Self> {
-        let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
-        Ok(Self::parse(&text))
+        Self::read(|_| true)
+    }
+
+    /// Only the functions named in `names`: what planning needs (which
+    /// hook targets exist, `super_cache_count`'s address) without holding
+    /// the whole table (~5 MiB) while aya parses the kernel's BTF, the
+    /// moment that sets the agent's peak RSS.
+    pub fn load_only(names: &[&str]) -> Result<Self> {
+        Self::read(|n| names.contains(&n))
+    }
+
+    /// The text symbols `keep` wants, read line by line (the file is
+    /// ~5 MiB: not held whole).
+    fn read(keep: impl Fn(&str) -> bool) -> Result<Self> {
+        use std::io::BufRead as _;
+        let f = std::fs::File::open("/proc/kallsyms").context("reading /proc/kallsyms")?;
+        let mut r = std::io::BufReader::with_capacity(64 << 10, f);
+        let mut line = String::new();
+        let mut k = Self::empty();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).context("reading /proc/kallsyms")? == 0 {
+                break;
+            }
+            k.push_line(&line, &keep);
+        }
+        k.finish();
+        Ok(k)
     }
 
     pub fn parse(text: &str) -> Self {
-        let mut names = String::new();
-        let mut entries = Vec::new();
+        let mut k = Self::empty();
         for line in text.lines() {
-            let mut it = line.split_ascii_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
-                continue;
-            };
-            // Module symbols carry a trailing "[module]"; keep the name.
-            let Ok(addr) = u64::from_str_radix(addr, 16) else {
-                continue;
-            };
-            if !matches!(kind, "t" | "T" | "w" | "W") {
-                continue;
-            }
-            let start = names.len() as u32;
-            names.push_str(name);
-            entries.push((addr, start, names.len() as u32));
+            k.push_line(line, &|_| true);
         }
-        entries.sort_unstable_by_key(|e| e.0);
-        names.shrink_to_fit();
-        entries.shrink_to_fit();
-        Self { names, entries }
+        k.finish();
+        k
+    }
+
+    fn empty() -> Self {
+        Self {
+            names: String::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds the text symbol on `line` if `keep` wants its name.
+    fn push_line(&mut self, line: &str, keep: &impl Fn(&str) -> bool) {
+        let mut it = line.split_ascii_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+            return;
+        };
+        // Module symbols carry a trailing "[module]"; keep the name.
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            return;
+        };
+        if !matches!(kind, "t" | "T" | "w" | "W") || !keep(name) {
+            return;
+        }
+        let start = self.names.len() as u32;
+        self.names.push_str(name);
+        self.entries.push((addr, start, self.names.len() as u32));
+    }
+
+    fn finish(&mut self) {
+        self.entries.sort_unstable_by_key(|e| e.0);
+        self.names.shrink_to_fit();
+        self.entries.shrink_to_fit();
     }
 
     fn name(&self, e: &(u64, u32, u32)) -> &str {
@@ -103,6 +144,18 @@ ffffffff81800000 D some_data
         assert!(k.exists("oom_kill_process.cold"));
         assert!(!k.exists("try_charge_memcg"));
         assert!(!k.exists("some_data"), "data symbols are not hook targets");
+    }
+
+    #[test]
+    fn a_subset_keeps_only_the_names_asked_for() {
+        let mut k = Kallsyms::empty();
+        for line in SAMPLE.lines() {
+            k.push_line(line, &|n| ["super_cache_count", "some_data"].contains(&n));
+        }
+        k.finish();
+        assert_eq!(k.address_of("super_cache_count"), Some(0xffffffff81700000));
+        assert!(!k.exists("shrink_slab"));
+        assert!(!k.exists("some_data"), "still only text symbols");
     }
 
     #[test]

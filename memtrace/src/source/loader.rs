@@ -10,7 +10,7 @@ use memtrace_common::ProbeConfig;
 
 use crate::kernel::{
     btf::KernelBtf,
-    caps,
+    caps, memory,
     plan::{self, AttachMode, Family, HOOKS, HookSpec, KernelFacts},
     symbols::Kallsyms,
     tracefs,
@@ -163,18 +163,32 @@ fn classic_offsets(config: &mut ProbeConfig) -> Result<()> {
     Ok(())
 }
 
+/// The superblock shrinkers' `count_objects` callback.
+const SUPER_CACHE_COUNT: &str = "super_cache_count";
+
 /// Loads the programs and attaches the plan. With `exhaustive`, every
 /// candidate family is attached (not just the first that works) so that
 /// `doctor` can report what each would do; such a load is for probing only.
 pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     let object = embedded_object(EBPF_OBJ, EBPF_MISSING)?;
     caps::check_privileges()?;
+    // SAFETY: mallopt only sets a malloc tunable; no pointers.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) };
+    memory::note("start");
     let kbtf = KernelBtf::load_default()?;
+    memory::note("reading kernel BTF (memtrace's reader)");
     let offsets = kbtf
         .kernel_offsets()
         .context("resolving kernel struct offsets from BTF")?;
-    let kallsyms = Kallsyms::load()?;
-    let facts = caps::gather_facts(&kbtf, &kallsyms);
+    // The whole symbol table is read after the attaches (see the end).
+    let wanted: Vec<&str> = HOOKS
+        .iter()
+        .flat_map(|s| s.functions.iter().copied())
+        .chain([SUPER_CACHE_COUNT])
+        .collect();
+    let planning = Kallsyms::load_only(&wanted)?;
+    memory::note("finding the hook targets in /proc/kallsyms");
+    let facts = caps::gather_facts(&kbtf, &planning);
 
     check_mode_supported(opts.mode, &facts)?;
 
@@ -185,7 +199,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
 
     let mut config = ProbeConfig {
         // Superblock shrinkers are told by their count_objects callback.
-        super_cache_count: kallsyms.address_of("super_cache_count").unwrap_or(0),
+        super_cache_count: planning.address_of(SUPER_CACHE_COUNT).unwrap_or(0),
         slow_charge_ns: opts.slow_charge_ns,
         slow_reclaim_ns: opts.slow_reclaim_ns,
         mark_victim_arg: kbtf
@@ -218,10 +232,13 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     // Dropping KernelBtf needs no malloc_trim: its buffers are large
     // enough to be unmapped when freed (a trim here returned ~130 KiB).
     drop(kbtf);
+    memory::note("dropping memtrace's BTF");
     // The loader uses its own parse only for CO-RE relocations, which a
     // rustc-built object does not have (toolchain notes, section 5); it
     // and its parse are dropped at the end of this statement.
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    memory::note("EbpfLoader::new (aya's BTF parse)");
+    let mut ebpf = loader
         .override_global("OFFSETS", &offsets, true)
         .override_global("CONFIG", &config, true)
         .map_max_entries("MEMCG_STATS", opts.maps.memcg_entries)
@@ -230,7 +247,10 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         .map_max_entries("EVENTS", opts.maps.ringbuf_bytes)
         .load(object)
         .map_err(|e| map_create_error(e, &opts.maps))?;
+    drop(loader);
+    memory::note("loading the object, dropping the loader");
     let aya_btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
+    memory::note("aya's BTF parse for the attaches");
 
     let mut plan_entries = Vec::new();
     for (spec, cands) in HOOKS.iter().zip(&candidates) {
@@ -295,6 +315,12 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     // SAFETY: malloc_trim only returns free heap pages to the kernel; it
     // takes no pointers and is safe to call at any time.
     unsafe { libc::malloc_trim(0) };
+    memory::note("attaching, dropping aya's BTF");
+    // Held for the agent's life (shrinker callbacks are named from it),
+    // so read only now: held during the BTF parses above it added its
+    // ~5 MiB to the peak.
+    let kallsyms = Kallsyms::load()?;
+    memory::note("reading /proc/kallsyms");
     Ok(Loaded {
         ebpf,
         plan: plan_entries,

@@ -16,6 +16,7 @@
 //! `latest.json`); `--report FILE` re-renders the tables from one. No
 //! timing is asserted anywhere. BENCHMARKS.md explains the numbers.
 
+mod agent;
 pub(crate) mod cg;
 mod guest;
 mod pipeline;
@@ -56,6 +57,10 @@ pub struct BenchArgs {
     /// Use the existing target/release/memtrace instead of building it.
     #[arg(long)]
     pub no_build: bool,
+    /// Only the agent's own costs: the 2000-memcg interval, its memory,
+    /// and the replay pipeline (no tracer rounds, no profile, no guests).
+    #[arg(long)]
+    pub agent_only: bool,
     /// Only re-render the tables from a results JSON written by a run.
     #[arg(long, value_name = "RESULTS_JSON")]
     pub report: Option<PathBuf>,
@@ -95,6 +100,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     } else {
         build::build(false)?.binary
     };
+    let ceiling = serde_ceiling(args.no_build);
     if !memtrace.is_file() {
         bail!(
             "{} is missing (run `cargo xtask build`)",
@@ -108,7 +114,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    let static_memtrace = if args.no_vm {
+    let static_memtrace = if args.no_vm || args.agent_only {
         None
     } else {
         Some(guest::static_binary(args.no_build)?)
@@ -169,8 +175,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         for kind in [Kind::Storm, Kind::Churn, Kind::Oom] {
             w.run(kind)?;
         }
+        let agent = agent::intervals(&env, &mut w, if quick { 3 } else { 5 }).unwrap_or_else(|e| {
+            eprintln!("bench: agent interval measurement failed: {e:#}");
+            json!({"error": format!("{e:#}")})
+        });
+        results["agent"] = agent;
         let mut samples = Vec::new();
-        for round in 0..rounds {
+        for round in 0..if args.agent_only { 0 } else { rounds } {
             for kind in [Kind::Storm, Kind::Churn, Kind::Oom] {
                 // Rotate the order so no configuration always runs first.
                 let mut order = configs.clone();
@@ -190,10 +201,14 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 }
             }
         }
-        let profile = profile::run(&env, &mut w).unwrap_or_else(|e| {
-            eprintln!("bench: bpf_stats profile failed: {e:#}");
-            json!({"error": format!("{e:#}")})
-        });
+        let profile = if args.agent_only {
+            Value::Null
+        } else {
+            profile::run(&env, &mut w).unwrap_or_else(|e| {
+                eprintln!("bench: bpf_stats profile failed: {e:#}");
+                json!({"error": format!("{e:#}")})
+            })
+        };
         let generated = pipeline::generate(&env, &mut w)?;
         drop(w);
         (samples, profile, generated)
@@ -202,7 +217,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     results["profile"] = profile;
 
     // ------------------------------------------------ no kernel needed
-    results["pipeline"] = pipeline::replay(&env, &generated, quick)?;
+    results["pipeline"] = pipeline::replay(&env, &generated, quick, ceiling.as_deref())?;
     let _ = fs::remove_file(&generated);
 
     if let Some(bin) = &static_memtrace {
@@ -227,6 +242,28 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The `serde_ceiling` example (memtrace/examples), built in release
+/// unless `no_build`; None (and a note) when it cannot be had.
+fn serde_ceiling(no_build: bool) -> Option<PathBuf> {
+    let bin = cmd::target_dir().join("release/examples/serde_ceiling");
+    if !no_build {
+        let mut c = cmd::cargo();
+        c.args([
+            "build",
+            "--release",
+            "-p",
+            "memtrace",
+            "--example",
+            "serde_ceiling",
+        ]);
+        if let Err(e) = cmd::run(&mut c) {
+            eprintln!("bench: building serde_ceiling failed ({e:#}): no ceiling measured");
+            return None;
+        }
+    }
+    bin.is_file().then_some(bin)
 }
 
 /// One workload run under one configuration.

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow};
 use aya::maps::{
-    HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
+    HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
 };
 use memtrace_common::{
     EVENT_OOM_KILL, EVENT_SLOW, MemcgStats, OomEvent, ShrinkerInfo, ShrinkerKey, ShrinkerStats,
@@ -15,7 +15,7 @@ use memtrace_common::{
 };
 use tokio::io::unix::AsyncFd;
 
-use super::loader::Loaded;
+use super::{batch::BatchReader, loader::Loaded, map_memory::possible_cpus};
 use crate::aggregate::counters;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +61,8 @@ pub struct Live {
     unreferenced: HashSet<u64>,
     system: PerCpuArray<MapData, SystemStats>,
     pub ring: AsyncFd<RingBuf<MapData>>,
+    /// Reads the stats maps whole in a few `bpf()` calls where it can.
+    batch: BatchReader,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -117,16 +119,22 @@ impl Live {
             unreferenced: HashSet::new(),
             system,
             ring,
+            batch: BatchReader::new(possible_cpus() as usize),
         })
     }
 
     /// Current totals per memcg, summed over CPUs.
-    pub fn memcg_totals(&self) -> HashMap<u64, MemcgStats> {
-        totals(&self.memcgs, counters::add_memcg)
+    pub fn memcg_totals(&mut self) -> HashMap<u64, MemcgStats> {
+        totals(&mut self.batch, &self.memcgs, counters::add_memcg)
     }
 
-    pub fn shrinker_totals(&self) -> HashMap<ShrinkerKey, ShrinkerStats> {
-        totals(&self.shrinkers, counters::add_shrinker)
+    pub fn shrinker_totals(&mut self) -> HashMap<ShrinkerKey, ShrinkerStats> {
+        totals(&mut self.batch, &self.shrinkers, counters::add_shrinker)
+    }
+
+    /// (`bpf()` calls made by batched map reads, reads done key by key).
+    pub fn batch_counts(&self) -> (u64, u64) {
+        (self.batch.calls, self.batch.fallbacks)
     }
 
     /// Names of the shrinkers in `in_use` (the current shrinker totals),
@@ -206,13 +214,21 @@ impl Live {
 
 use std::os::fd::AsFd;
 
-/// Every entry of a per-CPU map, summed over CPUs. Entries that cannot be
-/// read (removed while iterating) are skipped.
-fn totals<K, V>(map: &PerCpuHashMap<MapData, K, V>, add: fn(&mut V, &V)) -> HashMap<K, V>
+/// Every entry of a per-CPU map, summed over CPUs: in a few batched
+/// `bpf()` calls, or else key by key, skipping entries that cannot be read
+/// (removed while iterating).
+fn totals<K, V>(
+    batch: &mut BatchReader,
+    map: &PerCpuHashMap<MapData, K, V>,
+    add: fn(&mut V, &V),
+) -> HashMap<K, V>
 where
     K: aya::Pod + Eq + std::hash::Hash,
     V: aya::Pod + Default,
 {
+    if let Some(t) = batch.totals(map.map().fd().as_fd(), add) {
+        return t;
+    }
     map.iter()
         .filter_map(Result::ok)
         .map(|(k, per_cpu)| (k, sum_cpus(&per_cpu, add)))

@@ -16,6 +16,12 @@ impl serde_json::ser::Formatter for SafeFormatter {
         w: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
+        // Every dangerous character is a control or non-ASCII: printable
+        // ASCII, nearly every string, goes through without decoding
+        // characters.
+        if fragment.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return w.write_all(fragment.as_bytes());
+        }
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if is_dangerous(c) {
@@ -31,11 +37,16 @@ impl serde_json::ser::Formatter for SafeFormatter {
 /// One record as one line of JSON, newline included.
 pub fn line<T: Serialize>(value: &T) -> Vec<u8> {
     let mut buf = Vec::with_capacity(256);
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, SafeFormatter);
+    append_line(&mut buf, value);
+    buf
+}
+
+/// Appends one record as one line of JSON, newline included, to `buf`.
+pub fn append_line<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *buf, SafeFormatter);
     // Serializing our own record types cannot fail (no maps with non-string keys).
     value.serialize(&mut ser).expect("records serialize");
     buf.push(b'\n');
-    buf
 }
 
 #[cfg(test)]

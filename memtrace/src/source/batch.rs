@@ -89,10 +89,43 @@ impl BatchReader {
             self.fallbacks += 1;
             return None;
         }
-        match self.read(fd, add) {
-            Ok(m) => {
+        let cpus = self.cpus;
+        let mut out = HashMap::new();
+        let read = self.read::<K, V>(fd, Some(cpus), |key, per_cpu| {
+            let mut total = V::default();
+            per_cpu.for_each(|v| add(&mut total, &v));
+            out.insert(key, total);
+        });
+        self.settle(read).then_some(out)
+    }
+
+    /// Every entry of the (not per-CPU) hash map `fd`; None as for
+    /// [`BatchReader::totals`].
+    pub fn entries<K, V>(&mut self, fd: BorrowedFd<'_>) -> Option<Vec<(K, V)>>
+    where
+        K: aya::Pod,
+        V: aya::Pod,
+    {
+        if self.support == Support::No {
+            self.fallbacks += 1;
+            return None;
+        }
+        let mut out = Vec::new();
+        let read = self.read::<K, V>(fd, None, |key, value| {
+            if let Some(v) = value.next() {
+                out.push((key, v));
+            }
+        });
+        self.settle(read).then_some(out)
+    }
+
+    /// Learns from a read's outcome whether the kernel batches; false
+    /// when the caller must read key by key.
+    fn settle(&mut self, read: io::Result<()>) -> bool {
+        match read {
+            Ok(()) => {
                 self.support = Support::Yes;
-                Some(m)
+                true
             }
             Err(e) => {
                 let errno = e.raw_os_error();
@@ -107,22 +140,32 @@ impl BatchReader {
                     log::warn!("a batched map read failed ({e}); reading this one key by key");
                 }
                 self.fallbacks += 1;
-                None
+                false
             }
         }
     }
 
-    fn read<K, V>(&mut self, fd: BorrowedFd<'_>, add: fn(&mut V, &V)) -> io::Result<HashMap<K, V>>
+    /// Passes every entry to `each` as its key and its values: one per
+    /// possible CPU for a per-CPU map (`cpus`), else one.
+    fn read<K, V>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        cpus: Option<usize>,
+        mut each: impl FnMut(K, &mut dyn Iterator<Item = V>),
+    ) -> io::Result<()>
     where
-        K: aya::Pod + Eq + Hash,
-        V: aya::Pod + Default,
+        K: aya::Pod,
+        V: aya::Pod,
     {
         let ksize = size_of::<K>();
-        // The kernel copies per-CPU values at a stride of round_up(size, 8).
-        let stride = size_of::<V>().next_multiple_of(8);
-        let per_entry = stride * self.cpus;
+        // The kernel copies per-CPU values at a stride of round_up(size,
+        // 8), plain values at their size.
+        let (stride, ncpu) = match cpus {
+            Some(n) => (size_of::<V>().next_multiple_of(8), n),
+            None => (size_of::<V>(), 1),
+        };
+        let per_entry = (stride * ncpu).max(1);
         let mut count = (self.chunk_bytes / per_entry).max(1);
-        let mut out = HashMap::new();
         let mut in_batch = 0u32;
         let mut out_batch = 0u32;
         let mut first = true;
@@ -174,19 +217,16 @@ impl BatchReader {
                 let key: K = unsafe {
                     std::ptr::read_unaligned(self.keys.as_ptr().add(i * ksize).cast::<K>())
                 };
-                let mut total = V::default();
-                for cpu in 0..self.cpus {
+                let mut per_cpu = (0..ncpu).map(|cpu| {
                     let at = i * per_entry + cpu * stride;
                     // SAFETY: as for the key: `at + size_of::<V>()` is
                     // within the `count * per_entry` bytes of `values`.
-                    let v: V =
-                        unsafe { std::ptr::read_unaligned(values.as_ptr().add(at).cast::<V>()) };
-                    add(&mut total, &v);
-                }
-                out.insert(key, total);
+                    unsafe { std::ptr::read_unaligned(values.as_ptr().add(at).cast::<V>()) }
+                });
+                each(key, &mut per_cpu);
             }
             if errno == Some(libc::ENOENT) {
-                return Ok(out);
+                return Ok(());
             }
             in_batch = out_batch;
             first = false;
@@ -205,7 +245,7 @@ fn values_bytes(words: &[u64]) -> &[u8] {
 mod tests {
     use std::os::fd::AsFd;
 
-    use aya::maps::{IterableMap, MapData, PerCpuHashMap, PerCpuValues};
+    use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData, PerCpuHashMap, PerCpuValues};
 
     use super::*;
     use crate::source::map_memory::possible_cpus;
@@ -267,5 +307,27 @@ mod tests {
             }
         };
         same_as_by_key(2500, |k, c| [k as u32, c as u32 + 7, 3], add_u32);
+    }
+
+    #[test]
+    #[ignore = "needs root: creates BPF maps (cargo xtask test runs it)"]
+    fn batched_plain_map_reads_equal_key_by_key_reads() {
+        // 20-byte values: a plain map's values are packed at their size.
+        let mut map = BpfHashMap::<MapData, u64, [u32; 5]>::create(4096, 0).unwrap();
+        for k in 0..2100u64 {
+            map.insert(k, [k as u32, 1, 2, 3, 4], 0).unwrap();
+        }
+        for chunk in [CHUNK_BYTES, 1] {
+            let mut r = BatchReader::new(possible_cpus() as usize);
+            r.chunk_bytes = chunk;
+            let mut got = r
+                .entries::<u64, [u32; 5]>(map.map().fd().as_fd())
+                .expect("kernels since 5.6 batch hash maps");
+            got.sort_unstable();
+            let mut by_key: Vec<(u64, [u32; 5])> = map.iter().map(Result::unwrap).collect();
+            by_key.sort_unstable();
+            assert_eq!(got, by_key);
+            assert_eq!(got.len(), 2100);
+        }
     }
 }

@@ -147,12 +147,25 @@ impl Live {
         in_use: &HashMap<ShrinkerKey, ShrinkerStats>,
     ) -> HashMap<u64, ShrinkerNames> {
         let used: HashSet<u64> = in_use.keys().map(|k| k.shrinker).collect();
-        let present: Vec<u64> = self.shrinker_info.keys().filter_map(Result::ok).collect();
+        // The whole map in a few batched calls (its values come along), or
+        // its keys one by one, reading only the entries not named yet.
+        let fd = self.shrinker_info.map().fd().as_fd();
+        let batched = self.batch.entries::<u64, ShrinkerInfo>(fd);
+        let present: Vec<(u64, Option<ShrinkerInfo>)> = match batched {
+            Some(e) => e.into_iter().map(|(a, i)| (a, Some(i))).collect(),
+            None => self
+                .shrinker_info
+                .keys()
+                .filter_map(Result::ok)
+                .map(|a| (a, None))
+                .collect(),
+        };
         let mut unreferenced = HashSet::new();
-        for &addr in &present {
+        for &(addr, info) in &present {
             if used.contains(&addr) {
                 if !self.names.contains_key(&addr) {
-                    if let Ok(info) = self.shrinker_info.get(&addr, 0) {
+                    let info = info.or_else(|| self.shrinker_info.get(&addr, 0).ok());
+                    if let Some(info) = info {
                         self.names.insert(addr, ShrinkerNames::from(&info));
                     }
                 }
@@ -164,7 +177,7 @@ impl Live {
             }
         }
         self.unreferenced = unreferenced;
-        let present: HashSet<u64> = present.into_iter().collect();
+        let present: HashSet<u64> = present.into_iter().map(|(a, _)| a).collect();
         self.names.retain(|a, _| present.contains(a));
         used.into_iter()
             .filter_map(|a| Some((a, self.names.get(&a)?.clone())))

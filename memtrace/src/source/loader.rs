@@ -232,16 +232,18 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     // kernel/btf/reader.rs); EbpfLoader::new() always parses
     // /sys/kernel/btf/vmlinux itself and keeps it private; and the
     // fentry/tp_btf loads need a &aya::Btf of our own. What can be done is
-    // never holding two at once: ours is dropped before aya parses (each
-    // aya parse is ~+20 MiB, ~+25 MiB at its peak: the process's peak),
-    // and the loader's parse is gone before ours is made for the attaches.
+    // never holding two at once, nor the symbol table: ours is dropped
+    // before aya parses (each aya parse is ~+11 MiB held, ~+19 MiB at its
+    // peak with the mmap threshold above: the process's peak, ~25 MiB
+    // here; `RUST_LOG=memtrace=debug` logs each step), and the loader's
+    // parse is gone before ours is made for the attaches.
     // Dropping KernelBtf needs no malloc_trim: its buffers are large
     // enough to be unmapped when freed (a trim here returned ~130 KiB).
     drop(kbtf);
     memory::note("dropping memtrace's BTF");
     // The loader uses its own parse only for CO-RE relocations, which a
     // rustc-built object does not have (toolchain notes, section 5); it
-    // and its parse are dropped at the end of this statement.
+    // and its parse are dropped with it, after the load.
     let mut loader = EbpfLoader::new();
     memory::note("EbpfLoader::new (aya's BTF parse)");
     let mut ebpf = loader

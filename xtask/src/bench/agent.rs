@@ -183,7 +183,9 @@ pub fn intervals(env: &Env, w: &mut Workloads, passes: usize) -> Result<Value> {
         "ready_s": ready_s,
         "ready_peak_rss_kib": ready_hwm_kib,
         "steady_rss_kib": steady_rss_kib,
-        "peak_rss_kib": hwm_kib.max(u.maxrss_kib),
+        // VmHWM, not wait4's ru_maxrss: a child's ru_maxrss starts from
+        // the bench's own RSS at fork.
+        "peak_rss_kib": hwm_kib.max(ready_hwm_kib),
         "cpu_s": (u.user_ns + u.sys_ns) as f64 / 1e9,
         "passes": rows,
     }))

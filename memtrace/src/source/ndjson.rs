@@ -155,6 +155,22 @@ impl<R: BufRead> Lines<R> {
                     ),
                 ));
             }
+            // memtrace's own lines first, straight from the bytes: a line
+            // that parses so is valid UTF-8 (serde_json checks every string;
+            // anything else in a JSON object is ASCII), so it is not
+            // checked twice. Anything else is judged as before.
+            let ascii = self.buf.trim_ascii();
+            let start = ascii.as_ptr() as usize - self.buf.as_ptr() as usize;
+            let end = start + ascii.len();
+            if let Some(record) = parse_tag_first(&mut self.buf[start..end]) {
+                return Ok(Some(match plausible::check(&record) {
+                    Ok(()) => Item::Record(Box::new(record)),
+                    Err(error) => Item::Bad(BadLine {
+                        line,
+                        error: cut(&error, MAX_ERROR),
+                    }),
+                }));
+            }
             let Ok(text) = std::str::from_utf8(&self.buf) else {
                 return Ok(Some(Item::Bad(BadLine {
                     line,
@@ -165,19 +181,6 @@ impl<R: BufRead> Lines<R> {
             if text.is_empty() {
                 continue;
             }
-            let start = text.as_ptr() as usize - self.buf.as_ptr() as usize;
-            let end = start + text.len();
-            if let Some(record) = parse_tag_first(&mut self.buf[start..end]) {
-                return Ok(Some(match plausible::check(&record) {
-                    Ok(()) => Item::Record(Box::new(record)),
-                    Err(error) => Item::Bad(BadLine {
-                        line,
-                        error: cut(&error, MAX_ERROR),
-                    }),
-                }));
-            }
-            // The fast path left the bytes as they were read.
-            let text = std::str::from_utf8(&self.buf[start..end]).unwrap_or_default();
             return Ok(Some(match serde_json::from_str::<Record>(text) {
                 Ok(record) => match plausible::check(&record) {
                     Ok(()) => Item::Record(Box::new(record)),

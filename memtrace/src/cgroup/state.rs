@@ -61,13 +61,32 @@ pub struct StateReader {
     /// An `O_PATH` descriptor of each memcg directory read in this refresh
     /// or the last, with the refresh it was last used in: its files are
     /// opened relative to it, without walking the whole path again (a
-    /// quarter of the CPU per file in a storm). Bounded by `MAX_DIRS`.
+    /// quarter of the CPU per file in a storm). Bounded by `max_dirs`.
     dirs: HashMap<Box<str>, (OwnedFd, u64)>,
     refresh: u64,
+    /// Directory descriptors held at most: beyond, files open by path.
+    max_dirs: usize,
 }
 
-/// Directory descriptors held at most: beyond, files open by path.
+/// Directory descriptors held at most, whatever the descriptor limit.
 const MAX_DIRS: usize = 4096;
+
+/// How many directory descriptors may be held: at most a quarter of the
+/// soft descriptor limit (1024 on many systems), so that the agent's other
+/// files, and the cgroupfs files opened through them, always find room.
+fn dir_budget() -> usize {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `r`, a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 0;
+    }
+    usize::try_from(r.rlim_cur / 4)
+        .unwrap_or(MAX_DIRS)
+        .min(MAX_DIRS)
+}
 
 impl StateReader {
     /// A reader for the hierarchy mounted at `fs.root`.
@@ -89,6 +108,7 @@ impl StateReader {
             gone: false,
             dirs: HashMap::new(),
             refresh: 0,
+            max_dirs: dir_budget(),
         }
     }
 
@@ -239,7 +259,7 @@ impl StateReader {
     /// and the file read by path: a memcg may have been created again
     /// under the same path.
     fn read_at_dir(&mut self, key: &str, name: &str) -> io::Result<()> {
-        if !self.dirs.contains_key(key) && self.dirs.len() < MAX_DIRS {
+        if !self.dirs.contains_key(key) && self.dirs.len() < self.max_dirs {
             set_path(&mut self.path, &self.root, key);
             if let Ok(d) = std::fs::OpenOptions::new()
                 .read(true)
@@ -1133,6 +1153,27 @@ thp_fault_alloc 0
             assert!(hits.is_some_and(|h| h > 0), "{hits:?}");
             assert_eq!(hits, super::super::stats::limit_hits(&fs, &parent));
         }
+
+        // Without directory descriptors (none left under the descriptor
+        // limit), files open by path and read the same.
+        let mut by_path = StateReader::new(&fs);
+        by_path.max_dirs = 0;
+        let again = r.read(&child_rel);
+        let plain = by_path.read(&child_rel);
+        assert!(by_path.dirs.is_empty() && !r.dirs.is_empty());
+        assert_eq!(
+            (
+                plain.limit_bytes,
+                plain.effective_limit_bytes,
+                plain.limited_by.clone()
+            ),
+            (
+                again.limit_bytes,
+                again.effective_limit_bytes,
+                again.limited_by.clone()
+            )
+        );
+        assert_eq!(plain.usage_bytes.is_some(), again.usage_bytes.is_some());
 
         // One-off read agrees on the limits.
         let one = StateReader::with_root(&fs, &fs.root).read(&child_rel);

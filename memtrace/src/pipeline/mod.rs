@@ -303,12 +303,18 @@ impl LivePipeline {
         let deltas = self.agg.advance(&memcgs, &shrinkers);
         let shrinker_names = self.live.shrinker_names(&shrinkers);
         self.enrich.next_refresh();
+        // The shrinker rows name up to 10 callbacks per memcg.
+        self.live.symbols.learn(
+            deltas
+                .iter()
+                .flat_map(|d| d.shrinkers.iter().take(10).map(|(_, s)| s.count_objects)),
+        );
         let cx = IntervalContext {
             clock: &self.clock,
             ts_ns,
             interval_ns,
             unseen: &self.unseen,
-            kallsyms: &self.live.loaded.kallsyms,
+            kallsyms: self.live.symbols.table(),
             shrinker_names: &shrinker_names,
         };
         self.last_records = deltas.len();

@@ -17,6 +17,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{batch::BatchReader, loader::Loaded, map_memory::possible_cpus};
 use crate::aggregate::counters;
+use crate::kernel::symbols::Symbolizer;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RawEvent {
@@ -63,6 +64,8 @@ pub struct Live {
     pub ring: AsyncFd<RingBuf<MapData>>,
     /// Reads the stats maps whole in a few `bpf()` calls where it can.
     batch: BatchReader,
+    /// Names shrinker callbacks (`count_objects`) as they show up.
+    pub symbols: Symbolizer,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -120,6 +123,7 @@ impl Live {
             system,
             ring,
             batch: BatchReader::new(possible_cpus() as usize),
+            symbols: Symbolizer::default(),
         })
     }
 

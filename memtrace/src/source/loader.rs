@@ -69,6 +69,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub plan: Vec<PlanEntry>,
     pub facts: KernelFacts,
+    /// Only the hook targets and `super_cache_count` (planning's part of
+    /// /proc/kallsyms); shrinker callbacks are named by a `Symbolizer`.
     pub kallsyms: Kallsyms,
 }
 
@@ -186,7 +188,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     let offsets = kbtf
         .kernel_offsets()
         .context("resolving kernel struct offsets from BTF")?;
-    // The whole symbol table is read after the attaches (see the end).
+    // Only these: the whole table is never held (see `Symbolizer`).
     let wanted: Vec<&str> = HOOKS
         .iter()
         .flat_map(|s| s.functions.iter().copied())
@@ -324,16 +326,11 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     // takes no pointers and is safe to call at any time.
     unsafe { libc::malloc_trim(0) };
     memory::note("attaching, dropping aya's BTF");
-    // Held for the agent's life (shrinker callbacks are named from it),
-    // so read only now: held during the BTF parses above it added its
-    // ~5 MiB to the peak.
-    let kallsyms = Kallsyms::load()?;
-    memory::note("reading /proc/kallsyms");
     Ok(Loaded {
         ebpf,
         plan: plan_entries,
         facts,
-        kallsyms,
+        kallsyms: planning,
     })
 }
 

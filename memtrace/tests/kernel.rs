@@ -622,7 +622,12 @@ fn map_enomem_names_the_map_its_memory_and_the_fix() {
     require_root();
     let _g = serial();
     let memcg = TestMemcg::new("enomem");
-    memcg.limit_no_swap(100 << 20);
+    // Well under what the kernel charges while creating MEMCG_STATS with
+    // 1M entries (~70 MiB seen on 6.18 before the creation succeeded in a
+    // 100 MiB memcg once memtrace's own start-up memory fell below ~15
+    // MiB; memtrace was then OOM-killed later instead of reporting),
+    // and above memtrace's own start-up peak (~25 MiB).
+    memcg.limit_no_swap(48 << 20);
     let out = Command::new("sh")
         .arg("-c")
         .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$0" stream --memcg-entries 1000000 --duration 2s"#)

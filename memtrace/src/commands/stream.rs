@@ -21,15 +21,18 @@ impl Sink {
     /// Writes what passes the filter; false once the reader went away
     /// (`| head`), which ends the stream quietly.
     fn write<'a>(&mut self, records: impl IntoIterator<Item = &'a Record>) -> Result<bool> {
-        let mut oom = false;
-        for r in records.into_iter().filter(|r| self.filter.record(r)) {
-            match self.out.write(r) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
-                Err(e) => return Err(e).context("writing output"),
-            }
-            oom |= matches!(r, Record::OomKill(_));
+        let passed: Vec<&Record> = records
+            .into_iter()
+            .filter(|r| self.filter.record(r))
+            .collect();
+        // One write for all of them: an interval's records, a batch of a
+        // replay.
+        match self.out.write_all(&passed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
+            Err(e) => return Err(e).context("writing output"),
         }
+        let oom = passed.iter().any(|r| matches!(r, Record::OomKill(_)));
         if oom {
             // A kill is what an operator keeps a stream for: make it durable.
             self.out.sync()?;
@@ -63,15 +66,16 @@ pub async fn run(args: StreamArgs) -> Result<()> {
         if !sink.write([&header])? {
             return Ok(());
         }
-        // One record at a time: memory stays flat whatever the file's size,
-        // and a signal ends the replay between any two records.
+        // A batch of records at a time (those already read, at most a few
+        // hundred): memory stays flat whatever the file's size, and a
+        // signal ends the replay between any two batches.
         loop {
-            let rec = tokio::select! {
-                r = replay.next_record() => r?,
+            let recs = tokio::select! {
+                r = replay.next_records() => r?,
                 _ = stop.recv() => break,
             };
-            let Some(rec) = rec else { break };
-            if !sink.write([&rec])? {
+            let Some(recs) = recs else { break };
+            if !sink.write(&recs)? {
                 break;
             }
         }

@@ -2,6 +2,7 @@
 //! the attach plan derived from them.
 pub mod btf;
 pub mod caps;
+pub mod memory;
 pub mod plan;
 pub mod symbols;
 pub mod tracefs;

@@ -20,6 +20,8 @@ use crate::source::ndjson::MAX_LINE;
 
 pub struct NdjsonWriter {
     out: Box<dyn Write>,
+    /// Reused by [`NdjsonWriter::write_all`].
+    buf: Vec<u8>,
     file: Option<(File, PathBuf)>,
     /// `file` is a regular file, so a torn write can be cut back.
     regular: bool,
@@ -162,6 +164,7 @@ impl NdjsonWriter {
     pub fn stdout() -> Self {
         Self {
             out: Box::new(io::stdout()),
+            buf: Vec::new(),
             file: None,
             regular: false,
         }
@@ -173,6 +176,7 @@ impl NdjsonWriter {
         let regular = file.metadata()?.file_type().is_file();
         Ok(Self {
             out,
+            buf: Vec::new(),
             file: Some((file, path.to_path_buf())),
             regular,
         })
@@ -184,6 +188,31 @@ impl NdjsonWriter {
         let line = super::json::line(record);
         let regular = self.file.as_ref().map(|(f, _)| f).filter(|_| self.regular);
         append_whole(&mut self.out, regular, &line)
+    }
+
+    /// Writes records as lines with one write. If that fails (a full
+    /// disk), the file is cut back to before it and the records are
+    /// written one by one, so every record that fits is kept whole; the
+    /// first failure is returned.
+    pub fn write_all<T: Serialize>(&mut self, records: &[&T]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        for r in records {
+            super::json::append_line(&mut buf, r);
+        }
+        let regular = self.file.as_ref().map(|(f, _)| f).filter(|_| self.regular);
+        let mut res = append_whole(&mut self.out, regular, &buf);
+        if res.is_err() && records.len() > 1 && regular.is_some() {
+            res = records.iter().try_for_each(|r| self.write(r));
+        }
+        // Keep a modest buffer for the next batch, not the largest ever.
+        if buf.capacity() <= 1 << 20 {
+            self.buf = buf;
+        }
+        res
     }
 
     /// Forces written records to disk (on exit, and after OOM records).
@@ -260,6 +289,55 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A disk of `size` bytes holding only `file`: a write past it is
+    /// short, then fails with ENOSPC; cutting the file back frees space.
+    struct Disk {
+        file: File,
+        size: u64,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let used = self.file.metadata()?.len();
+            if used >= self.size {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = buf.len().min((self.size - used) as usize);
+            self.file.write(&buf[..n])
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batch_that_does_not_fit_keeps_the_lines_that_do() {
+        let d = tmpdir("batch");
+        let p = d.join("out.ndjson");
+        let recs: Vec<serde_json::Value> = (0..4).map(|i| serde_json::json!({"i": i})).collect();
+        let refs: Vec<&serde_json::Value> = recs.iter().collect();
+        let mut w = NdjsonWriter::create(&p).unwrap();
+        w.write_all(&refs).unwrap();
+        w.write_all::<serde_json::Value>(&[]).unwrap();
+        let whole = "{\"i\":0}\n{\"i\":1}\n{\"i\":2}\n{\"i\":3}\n";
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), whole);
+        // Room for two and a half lines: the batch is cut back, then the
+        // two lines that fit are written one by one.
+        std::fs::write(&p, "").unwrap();
+        let file = open_append(&p, 0o600).unwrap();
+        w.out = Box::new(Disk {
+            file: file.try_clone().unwrap(),
+            size: 20,
+        });
+        w.file = Some((file, p.clone()));
+        let e = w.write_all(&refs).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"i\":0}\n{\"i\":1}\n"
+        );
     }
 
     #[test]

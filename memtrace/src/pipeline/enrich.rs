@@ -11,9 +11,7 @@ use memtrace_common::{OOM_HAS_OOM_MEMCG, OomEvent};
 
 use crate::{
     aggregate::chain,
-    cgroup::{
-        self, MemcgFs, MemcgName, Resolver, state::StateReader, tasks::tasks, watch::MemcgWatch,
-    },
+    cgroup::{self, MemcgFs, Resolver, state::StateReader, tasks::tasks, watch::MemcgWatch},
     output::{
         build,
         records::{Memcg, MemcgState, OomKill, TaskRss},
@@ -130,12 +128,7 @@ impl Enricher {
         let now = if self.fs.v2 {
             state.events_max
         } else {
-            let name = MemcgName {
-                id: m.id,
-                path: path.to_string(),
-                deleted: false,
-            };
-            cgroup::limit_hits(&self.fs, &self.resolver.path_of(&name))
+            self.states.limit_hits_v1(path)
         };
         // Memcgs that existed at start have a baseline; any other was
         // created since, and its counter started at 0.

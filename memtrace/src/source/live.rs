@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow};
 use aya::maps::{
-    HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
+    HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
 };
 use memtrace_common::{
     EVENT_OOM_KILL, EVENT_SLOW, MemcgStats, OomEvent, ShrinkerInfo, ShrinkerKey, ShrinkerStats,
@@ -15,8 +15,9 @@ use memtrace_common::{
 };
 use tokio::io::unix::AsyncFd;
 
-use super::loader::Loaded;
+use super::{batch::BatchReader, loader::Loaded, map_memory::possible_cpus};
 use crate::aggregate::counters;
+use crate::kernel::symbols::Symbolizer;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RawEvent {
@@ -61,6 +62,10 @@ pub struct Live {
     unreferenced: HashSet<u64>,
     system: PerCpuArray<MapData, SystemStats>,
     pub ring: AsyncFd<RingBuf<MapData>>,
+    /// Reads the stats maps whole in a few `bpf()` calls where it can.
+    batch: BatchReader,
+    /// Names shrinker callbacks (`count_objects`) as they show up.
+    pub symbols: Symbolizer,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -117,16 +122,23 @@ impl Live {
             unreferenced: HashSet::new(),
             system,
             ring,
+            batch: BatchReader::new(possible_cpus() as usize),
+            symbols: Symbolizer::default(),
         })
     }
 
     /// Current totals per memcg, summed over CPUs.
-    pub fn memcg_totals(&self) -> HashMap<u64, MemcgStats> {
-        totals(&self.memcgs, counters::add_memcg)
+    pub fn memcg_totals(&mut self) -> HashMap<u64, MemcgStats> {
+        totals(&mut self.batch, &self.memcgs, counters::add_memcg)
     }
 
-    pub fn shrinker_totals(&self) -> HashMap<ShrinkerKey, ShrinkerStats> {
-        totals(&self.shrinkers, counters::add_shrinker)
+    pub fn shrinker_totals(&mut self) -> HashMap<ShrinkerKey, ShrinkerStats> {
+        totals(&mut self.batch, &self.shrinkers, counters::add_shrinker)
+    }
+
+    /// (`bpf()` calls made by batched map reads, reads done key by key).
+    pub fn batch_counts(&self) -> (u64, u64) {
+        (self.batch.calls, self.batch.fallbacks)
     }
 
     /// Names of the shrinkers in `in_use` (the current shrinker totals),
@@ -139,12 +151,25 @@ impl Live {
         in_use: &HashMap<ShrinkerKey, ShrinkerStats>,
     ) -> HashMap<u64, ShrinkerNames> {
         let used: HashSet<u64> = in_use.keys().map(|k| k.shrinker).collect();
-        let present: Vec<u64> = self.shrinker_info.keys().filter_map(Result::ok).collect();
+        // The whole map in a few batched calls (its values come along), or
+        // its keys one by one, reading only the entries not named yet.
+        let fd = self.shrinker_info.map().fd().as_fd();
+        let batched = self.batch.entries::<u64, ShrinkerInfo>(fd);
+        let present: Vec<(u64, Option<ShrinkerInfo>)> = match batched {
+            Some(e) => e.into_iter().map(|(a, i)| (a, Some(i))).collect(),
+            None => self
+                .shrinker_info
+                .keys()
+                .filter_map(Result::ok)
+                .map(|a| (a, None))
+                .collect(),
+        };
         let mut unreferenced = HashSet::new();
-        for &addr in &present {
+        for &(addr, info) in &present {
             if used.contains(&addr) {
                 if !self.names.contains_key(&addr) {
-                    if let Ok(info) = self.shrinker_info.get(&addr, 0) {
+                    let info = info.or_else(|| self.shrinker_info.get(&addr, 0).ok());
+                    if let Some(info) = info {
                         self.names.insert(addr, ShrinkerNames::from(&info));
                     }
                 }
@@ -156,7 +181,7 @@ impl Live {
             }
         }
         self.unreferenced = unreferenced;
-        let present: HashSet<u64> = present.into_iter().collect();
+        let present: HashSet<u64> = present.into_iter().map(|(a, _)| a).collect();
         self.names.retain(|a, _| present.contains(a));
         used.into_iter()
             .filter_map(|a| Some((a, self.names.get(&a)?.clone())))
@@ -206,13 +231,21 @@ impl Live {
 
 use std::os::fd::AsFd;
 
-/// Every entry of a per-CPU map, summed over CPUs. Entries that cannot be
-/// read (removed while iterating) are skipped.
-fn totals<K, V>(map: &PerCpuHashMap<MapData, K, V>, add: fn(&mut V, &V)) -> HashMap<K, V>
+/// Every entry of a per-CPU map, summed over CPUs: in a few batched
+/// `bpf()` calls, or else key by key, skipping entries that cannot be read
+/// (removed while iterating).
+fn totals<K, V>(
+    batch: &mut BatchReader,
+    map: &PerCpuHashMap<MapData, K, V>,
+    add: fn(&mut V, &V),
+) -> HashMap<K, V>
 where
     K: aya::Pod + Eq + std::hash::Hash,
     V: aya::Pod + Default,
 {
+    if let Some(t) = batch.totals(map.map().fd().as_fd(), add) {
+        return t;
+    }
     map.iter()
         .filter_map(Result::ok)
         .map(|(k, per_cpu)| (k, sum_cpus(&per_cpu, add)))

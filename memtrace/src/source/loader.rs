@@ -10,7 +10,7 @@ use memtrace_common::ProbeConfig;
 
 use crate::kernel::{
     btf::KernelBtf,
-    caps,
+    caps, memory,
     plan::{self, AttachMode, Family, HOOKS, HookSpec, KernelFacts},
     symbols::Kallsyms,
     tracefs,
@@ -72,6 +72,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub plan: Vec<PlanEntry>,
     pub facts: KernelFacts,
+    /// Only the hook targets and `super_cache_count` (planning's part of
+    /// /proc/kallsyms); shrinker callbacks are named by a `Symbolizer`.
     pub kallsyms: Kallsyms,
 }
 
@@ -182,18 +184,38 @@ fn classic_offsets(config: &mut ProbeConfig) -> Result<()> {
     Ok(())
 }
 
+/// The superblock shrinkers' `count_objects` callback.
+const SUPER_CACHE_COUNT: &str = "super_cache_count";
+
 /// Loads the programs and attaches the plan. With `exhaustive`, every
 /// candidate family is attached (not just the first that works) so that
 /// `doctor` can report what each would do; such a load is for probing only.
 pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     let object = embedded_object(EBPF_OBJ, EBPF_MISSING)?;
     caps::check_privileges()?;
+    // glibc raises its mmap threshold to the size of any mmapped block
+    // freed (our BTF reader's 5 MiB buffer), after which aya's large BTF
+    // vectors grow inside the heap: each doubling copies (old and new
+    // alive at once) and the freed space stays resident. A fixed
+    // threshold keeps blocks over 128 KiB mmapped: they grow by mremap
+    // and go back to the kernel when freed (peak 34.8 -> 29.7 MiB here).
+    // SAFETY: mallopt only sets a malloc tunable; no pointers.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) };
+    memory::note("start");
     let kbtf = KernelBtf::load_default()?;
+    memory::note("reading kernel BTF (memtrace's reader)");
     let offsets = kbtf
         .kernel_offsets()
         .context("resolving kernel struct offsets from BTF")?;
-    let kallsyms = Kallsyms::load()?;
-    let facts = caps::gather_facts(&kbtf, &kallsyms);
+    // Only these: the whole table is never held (see `Symbolizer`).
+    let wanted: Vec<&str> = HOOKS
+        .iter()
+        .flat_map(|s| s.functions.iter().copied())
+        .chain([SUPER_CACHE_COUNT])
+        .collect();
+    let planning = Kallsyms::load_only(&wanted)?;
+    memory::note("finding the hook targets in /proc/kallsyms");
+    let facts = caps::gather_facts(&kbtf, &planning);
 
     check_mode_supported(opts.mode, &facts)?;
 
@@ -204,7 +226,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
 
     let mut config = ProbeConfig {
         // Superblock shrinkers are told by their count_objects callback.
-        super_cache_count: kallsyms.address_of("super_cache_count").unwrap_or(0),
+        super_cache_count: planning.address_of(SUPER_CACHE_COUNT).unwrap_or(0),
         slow_charge_ns: opts.slow_charge_ns,
         slow_reclaim_ns: opts.slow_reclaim_ns,
         mark_victim_arg: kbtf
@@ -232,16 +254,21 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     // kernel/btf/reader.rs); EbpfLoader::new() always parses
     // /sys/kernel/btf/vmlinux itself and keeps it private; and the
     // fentry/tp_btf loads need a &aya::Btf of our own. What can be done is
-    // never holding two at once: ours is dropped before aya parses (each
-    // aya parse is ~+20 MiB, ~+25 MiB at its peak: the process's peak),
-    // and the loader's parse is gone before ours is made for the attaches.
+    // never holding two at once, nor the symbol table: ours is dropped
+    // before aya parses (each aya parse is ~+11 MiB held, ~+19 MiB at its
+    // peak with the mmap threshold above: the process's peak, ~25 MiB
+    // here; `RUST_LOG=memtrace=debug` logs each step), and the loader's
+    // parse is gone before ours is made for the attaches.
     // Dropping KernelBtf needs no malloc_trim: its buffers are large
     // enough to be unmapped when freed (a trim here returned ~130 KiB).
     drop(kbtf);
+    memory::note("dropping memtrace's BTF");
     // The loader uses its own parse only for CO-RE relocations, which a
     // rustc-built object does not have (toolchain notes, section 5); it
-    // and its parse are dropped at the end of this statement.
-    let mut ebpf = EbpfLoader::new()
+    // and its parse are dropped with it, after the load.
+    let mut loader = EbpfLoader::new();
+    memory::note("EbpfLoader::new (aya's BTF parse)");
+    let mut ebpf = loader
         .override_global("OFFSETS", &offsets, true)
         .override_global("CONFIG", &config, true)
         .map_max_entries("MEMCG_STATS", opts.maps.memcg_entries)
@@ -250,7 +277,10 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         .map_max_entries("EVENTS", opts.maps.ringbuf_bytes)
         .load(object)
         .map_err(|e| map_create_error(e, &opts.maps))?;
+    drop(loader);
+    memory::note("loading the object, dropping the loader");
     let aya_btf = aya::Btf::from_sys_fs().context("loading kernel BTF for aya")?;
+    memory::note("aya's BTF parse for the attaches");
 
     let mut plan_entries = Vec::new();
     for (spec, cands) in HOOKS.iter().zip(&candidates) {
@@ -322,11 +352,12 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     // SAFETY: malloc_trim only returns free heap pages to the kernel; it
     // takes no pointers and is safe to call at any time.
     unsafe { libc::malloc_trim(0) };
+    memory::note("attaching, dropping aya's BTF");
     Ok(Loaded {
         ebpf,
         plan: plan_entries,
         facts,
-        kallsyms,
+        kallsyms: planning,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Where events come from: the kernel programs (`live`, via `loader`) and
 //! the kernel log (`kmsg`).
+pub mod batch;
 pub mod kmsg;
 pub mod live;
 pub mod loader;

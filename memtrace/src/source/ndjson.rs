@@ -125,6 +125,11 @@ impl<R: BufRead> Lines<R> {
         }
     }
 
+    /// The reader, to see what it holds buffered.
+    pub fn get_ref(&self) -> &R {
+        &self.reader
+    }
+
     /// Lines read so far.
     pub fn line_no(&self) -> u64 {
         self.line_no
@@ -149,6 +154,22 @@ impl<R: BufRead> Lines<R> {
                         MAX_LINE >> 20
                     ),
                 ));
+            }
+            // memtrace's own lines first, straight from the bytes: a line
+            // that parses so is valid UTF-8 (serde_json checks every string;
+            // anything else in a JSON object is ASCII), so it is not
+            // checked twice. Anything else is judged as before.
+            let ascii = self.buf.trim_ascii();
+            let start = ascii.as_ptr() as usize - self.buf.as_ptr() as usize;
+            let end = start + ascii.len();
+            if let Some(record) = parse_tag_first(&mut self.buf[start..end]) {
+                return Ok(Some(match plausible::check(&record) {
+                    Ok(()) => Item::Record(Box::new(record)),
+                    Err(error) => Item::Bad(BadLine {
+                        line,
+                        error: cut(&error, MAX_ERROR),
+                    }),
+                }));
             }
             let Ok(text) = std::str::from_utf8(&self.buf) else {
                 return Ok(Some(Item::Bad(BadLine {
@@ -219,6 +240,47 @@ impl<R: BufRead> Lines<R> {
     }
 }
 
+/// The record on a line shaped as memtrace writes it, `{"type":"NAME",`
+/// first, parsed straight into its variant's struct. serde's internally
+/// tagged enums (`Record`) first buffer the whole object into a tree of
+/// values to find the tag: a third of a replay's time. None when the line
+/// is not of that shape or does not parse so; then `line` is as it was, and
+/// the parse through `Record` decides (and words the error).
+fn parse_tag_first(line: &mut [u8]) -> Option<Record> {
+    const TAG: &[u8] = br#"{"type":""#;
+    let rest = line.strip_prefix(TAG)?;
+    let len = rest.iter().position(|&b| b == b'"')?;
+    let comma = TAG.len() + len + 1;
+    if line.get(comma) != Some(&b',') {
+        return None;
+    }
+    // The same object without its tag: `{` where the comma after it was.
+    line[comma] = b'{';
+    let (name, object) = line.split_at(comma);
+    let name = &name[TAG.len()..TAG.len() + len];
+    fn parse<'a, T: serde::Deserialize<'a>>(
+        object: &'a [u8],
+        to: impl FnOnce(T) -> Record,
+    ) -> Option<Record> {
+        serde_json::from_slice(object).ok().map(to)
+    }
+    let record = match name {
+        b"memcg_interval" => parse(object, |r| Record::MemcgInterval(Box::new(r))),
+        b"system" => parse(object, Record::System),
+        b"slow_charge" => parse(object, Record::SlowCharge),
+        b"slow_reclaim" => parse(object, Record::SlowReclaim),
+        b"oom_kill" => parse(object, |r| Record::OomKill(Box::new(r))),
+        b"header" => parse(object, Record::Header),
+        b"capture" => parse(object, |r| Record::Capture(Box::new(r))),
+        b"oom_postmortem" => parse(object, |r| Record::OomPostmortem(Box::new(r))),
+        _ => None,
+    };
+    if record.is_none() {
+        line[comma] = b',';
+    }
+    record
+}
+
 struct ReadLine {
     too_long: bool,
     /// The line ended with a newline (the last line of a file cut short
@@ -281,6 +343,46 @@ mod tests {
             "{e}"
         );
         assert!(lines.buf.capacity() <= 2 * MAX_LINE, "memory stays bounded");
+    }
+
+    #[test]
+    fn tag_first_lines_parse_as_through_the_enum() {
+        let system = r#"{"type":"system","ts":"","ts_ns":1,"interval_ns":1,"sys_pct":1.0,"max_cpu_sys_pct":1.0,"max_cpu":null,"iowait_pct":0.0,"kswapd_cpu_pct":0.0,"dying_memcgs":null,"live_memcgs":1,"kswapd_wakes":null,"kswapd_ns":null,"ringbuf_drops":0,"memcg_map_full":0,"shrinker_map_full":0,"inflight_map_full":0,"unmatched_returns":0,"missed_returns":0,"map_evictions":0,"prog_recursion_misses":null,"memcg_entries":0,"shrinker_entries":0}"#;
+        let interval = r#"{"type":"memcg_interval","ts":"t","ts_ns":5,"interval_ns":1,"memcg":{"id":7,"path":"/a","deleted":false,"container":null},"charge_calls":null,"charge_failures":null,"charge_ns":null,"charge_pages":null,"charge_p50_ns":null,"charge_p99_ns":null,"reclaim_direct_count":0,"reclaim_direct_ns":0,"reclaim_direct_pages":0,"reclaim_memcg_count":0,"reclaim_memcg_ns":0,"reclaim_memcg_pages":0,"reclaim_p50_ns":null,"reclaim_p99_ns":null,"shrink_slab_calls":null,"shrink_slab_ns":null,"shrink_slab_freed":null,"shrink_slab_kswapd_ns":null,"do_shrink_slab_calls":3,"do_shrink_slab_zero":null,"do_shrink_slab_freed":1,"do_shrink_slab_ns":9,"limit_hits":0,"shrinkers":[{"shrinker":"0x1","count_objects":null,"name":null,"fs_type":"tmpfs","device":"tmpfs","calls":3,"zero":null,"freed":1,"ns":9}],"state":null}"#;
+        for text in [system, interval] {
+            let mut bytes = text.as_bytes().to_vec();
+            let fast = parse_tag_first(&mut bytes).expect("memtrace's own shape");
+            assert_eq!(fast, serde_json::from_str::<Record>(text).unwrap());
+            // And it writes back the same line.
+            assert_eq!(
+                crate::output::json::line(&fast),
+                crate::output::json::line(&serde_json::from_str::<Record>(text).unwrap())
+            );
+        }
+        // Other shapes, and lines that do not parse, are left as they were
+        // for the parse through the enum.
+        for text in [
+            r#"{"ts":"","type":"system"}"#,
+            r#"{"type":"system"}"#,
+            r#"{"type":"system","ts_ns":"x"}"#,
+            r#"{"type":"nope","a":1}"#,
+            r#"{"type":"system""#,
+            r#"{"type":""#,
+        ] {
+            let mut bytes = text.as_bytes().to_vec();
+            assert!(parse_tag_first(&mut bytes).is_none(), "{text}");
+            assert_eq!(bytes, text.as_bytes());
+        }
+        // Through the reader: the same bad-line message as before.
+        let mut lines = Lines::new(Cursor::new("{\"type\":\"system\",\"ts_ns\":\"x\"}\n"));
+        match lines.next_item().unwrap() {
+            Some(Item::Bad(b)) => assert!(
+                b.error.starts_with("not a valid \"system\" record"),
+                "{}",
+                b.error
+            ),
+            _ => panic!("a bad system line is a bad line"),
+        }
     }
 
     #[test]

@@ -14,24 +14,31 @@ use tokio::sync::mpsc;
 use super::ndjson::{self, Item, Lines};
 use crate::output::records::Record;
 
-/// Records read ahead of the consumer.
-const READ_AHEAD: usize = 1024;
+/// Records per message from the reader thread: one channel hand-over
+/// (and thread wake-up) per record cost more than parsing one.
+const BATCH: usize = 256;
+/// Messages read ahead of the consumer (at most BATCH * READ_AHEAD
+/// records).
+const READ_AHEAD: usize = 4;
 
 pub struct Replay {
-    rx: mpsc::Receiver<Result<Record>>,
+    rx: mpsc::Receiver<Vec<Result<Record>>>,
+    /// The rest of the last message received.
+    pending: std::vec::IntoIter<Result<Record>>,
     header: Record,
 }
 
 impl Replay {
     /// Opens `path` and reads its header line.
     pub async fn open(path: &Path) -> Result<Self> {
-        let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
         let owned = path.to_path_buf();
         std::thread::Builder::new()
             .name("replay".into())
             .spawn(move || read(&owned, &tx))
             .context("starting the replay reader")?;
-        let header = match rx.recv().await.transpose()? {
+        let (mut rx, mut pending) = (rx, Vec::new().into_iter());
+        let header = match recv(&mut rx, &mut pending).await? {
             Some(h @ (Record::Header(_) | Record::Capture(_))) => h,
             Some(_) => bail!(
                 "{}:1: not a memtrace stream or capture: the first line must be a header \
@@ -40,7 +47,11 @@ impl Replay {
             ),
             None => bail!("{}: empty file, nothing to replay", path.display()),
         };
-        Ok(Self { rx, header })
+        Ok(Self {
+            rx,
+            pending,
+            header,
+        })
     }
 
     pub fn header(&self) -> &Record {
@@ -50,7 +61,23 @@ impl Replay {
     /// The next record; a line that is not a record is an error naming the
     /// file and line (a replay shows a file as it was recorded, or nothing).
     pub async fn next_record(&mut self) -> Result<Option<Record>> {
-        self.rx.recv().await.transpose()
+        recv(&mut self.rx, &mut self.pending).await
+    }
+
+    /// The records already read (at least one; None at the end): what a
+    /// sink can write at once. A line that is not a record ends them, as
+    /// an error from the next call.
+    pub async fn next_records(&mut self) -> Result<Option<Vec<Record>>> {
+        let Some(first) = self.next_record().await? else {
+            return Ok(None);
+        };
+        let mut out = vec![first];
+        while self.pending.as_slice().first().is_some_and(Result::is_ok) {
+            if let Some(Ok(r)) = self.pending.next() {
+                out.push(r);
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Records up to and including the next `system` record (which closes
@@ -68,19 +95,44 @@ impl Replay {
     }
 }
 
-/// The reader thread: every record of `path` into `tx`, then the end (the
-/// channel closes). Stops at the first error, or when the consumer is gone.
-fn read(path: &Path, tx: &mpsc::Sender<Result<Record>>) {
+/// The next record: from what the last message left, else the next one.
+async fn recv(
+    rx: &mut mpsc::Receiver<Vec<Result<Record>>>,
+    pending: &mut std::vec::IntoIter<Result<Record>>,
+) -> Result<Option<Record>> {
+    loop {
+        if let Some(item) = pending.next() {
+            return item.map(Some);
+        }
+        match rx.recv().await {
+            Some(batch) => *pending = batch.into_iter(),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// The reader thread: every record of `path` into `tx`, in batches, then
+/// the end (the channel closes). A batch goes as soon as it is full or
+/// reading on would wait for the file (a FIFO's writer), so a slow source
+/// is not held back. Stops at the first error, or when the consumer is gone.
+fn read(path: &Path, tx: &mpsc::Sender<Vec<Result<Record>>>) {
     let file = match ndjson::open(path) {
         Ok(f) => f,
         Err(e) => {
-            let _ = tx.blocking_send(Err(e));
+            let _ = tx.blocking_send(vec![Err(e)]);
             return;
         }
     };
     let name = path.display();
     let mut lines = Lines::new(BufReader::new(file));
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
+        if !batch.is_empty() && (batch.len() >= BATCH || lines.get_ref().buffer().is_empty()) {
+            if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                return;
+            }
+            batch.reserve(BATCH);
+        }
         let item = match lines.next_item() {
             Ok(Some(Item::Record(r))) => Ok(*r),
             Ok(Some(Item::Bad(b))) => Err(anyhow!(
@@ -88,12 +140,16 @@ fn read(path: &Path, tx: &mpsc::Sender<Result<Record>>) {
                 b.line,
                 b.error
             )),
-            Ok(None) => return,
+            Ok(None) => break,
             Err(e) => Err(anyhow!("{name}: {e}")),
         };
         let stop = item.is_err();
-        if tx.blocking_send(item).is_err() || stop {
-            return;
+        batch.push(item);
+        if stop {
+            break;
         }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(batch);
     }
 }

@@ -16,6 +16,7 @@
 //! `latest.json`); `--report FILE` re-renders the tables from one. No
 //! timing is asserted anywhere. BENCHMARKS.md explains the numbers.
 
+mod agent;
 pub(crate) mod cg;
 mod guest;
 mod pipeline;
@@ -61,7 +62,8 @@ pub struct BenchArgs {
     pub report: Option<PathBuf>,
     /// Run only these parts (repeatable; default all): `rounds` (the timed
     /// host workloads), `profile` (per-program kernel accounting, with the
-    /// empty-program floor), `pipeline` (replay), `guests` (qemu).
+    /// empty-program floor), `agent` (the agent's interval with every storm
+    /// memcg active, and its memory), `pipeline` (replay), `guests` (qemu).
     #[arg(long, value_enum, value_name = "PART")]
     pub only: Vec<Part>,
     /// Rounds of the bpf_stats profile (default 5, --quick 2).
@@ -77,6 +79,7 @@ pub struct BenchArgs {
 pub enum Part {
     Rounds,
     Profile,
+    Agent,
     Pipeline,
     Guests,
 }
@@ -121,6 +124,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     } else {
         build::build(false)?.binary
     };
+    let ceiling = serde_ceiling(args.no_build);
     if !memtrace.is_file() {
         bail!(
             "{} is missing (run `cargo xtask build`)",
@@ -182,7 +186,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     });
 
     // ------------------------------------------------ host kernel phase
-    let host = [Part::Rounds, Part::Profile, Part::Pipeline]
+    let host = [Part::Rounds, Part::Agent, Part::Profile, Part::Pipeline]
         .into_iter()
         .any(|p| args.runs(p));
     let mnt = PathBuf::from(format!("/tmp/{}{}-mnt", cg::PREFIX, std::process::id()));
@@ -200,6 +204,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         // Warm-up, not recorded: first-touch costs (page tables, dentries).
         for kind in [Kind::Storm, Kind::Churn, Kind::Oom] {
             w.run(kind)?;
+        }
+        if args.runs(Part::Agent) {
+            results["agent"] = agent::intervals(&env, &mut w, if quick { 3 } else { 5 })
+                .unwrap_or_else(|e| {
+                    eprintln!("bench: agent interval measurement failed: {e:#}");
+                    json!({"error": format!("{e:#}")})
+                });
         }
         if args.runs(Part::Rounds) {
             let mut samples = Vec::new();
@@ -242,7 +253,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
 
     // ------------------------------------------------ no kernel needed
     if let Some(generated) = generated {
-        results["pipeline"] = pipeline::replay(&env, &generated, quick)?;
+        results["pipeline"] = pipeline::replay(&env, &generated, quick, ceiling.as_deref())?;
         let _ = fs::remove_file(&generated);
     }
 
@@ -268,6 +279,28 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The `serde_ceiling` example (memtrace/examples), built in release
+/// unless `no_build`; None (and a note) when it cannot be had.
+fn serde_ceiling(no_build: bool) -> Option<PathBuf> {
+    let bin = cmd::target_dir().join("release/examples/serde_ceiling");
+    if !no_build {
+        let mut c = cmd::cargo();
+        c.args([
+            "build",
+            "--release",
+            "-p",
+            "memtrace",
+            "--example",
+            "serde_ceiling",
+        ]);
+        if let Err(e) = cmd::run(&mut c) {
+            eprintln!("bench: building serde_ceiling failed ({e:#}): no ceiling measured");
+            return None;
+        }
+    }
+    bin.is_file().then_some(bin)
 }
 
 /// One workload run under one configuration.

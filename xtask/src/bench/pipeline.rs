@@ -55,8 +55,10 @@ pub fn generate(env: &Env, w: &mut Workloads) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Replays an enlarged copy of `generated`.
-pub fn replay(env: &Env, generated: &Path, quick: bool) -> Result<Value> {
+/// Replays an enlarged copy of `generated`; with `ceiling` (the
+/// `serde_ceiling` example's binary), also measures serde_json's own
+/// parse+serialize rate for the same records on the same core.
+pub fn replay(env: &Env, generated: &Path, quick: bool, ceiling: Option<&Path>) -> Result<Value> {
     let target_records: usize = if quick { 200_000 } else { 1_000_000 };
     let big = env.scratch.join("replay.ndjson");
     let (source_records, records, bytes) = enlarge(generated, &big, target_records)?;
@@ -95,12 +97,36 @@ pub fn replay(env: &Env, generated: &Path, quick: bool) -> Result<Value> {
             }));
         }
     }
+    let mut ceiling_runs = Vec::new();
+    for _ in 0..runs {
+        let Some(bin) = ceiling else { break };
+        let o = Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(bin)
+            .arg(&big)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running serde_ceiling")?;
+        if !o.status.success() {
+            bail!("serde_ceiling failed ({})", o.status);
+        }
+        let v: Value = serde_json::from_slice(&o.stdout).context("serde_ceiling's output")?;
+        eprintln!(
+            "bench: serde_json parse+serialize ceiling: {:.0} records/s straight into the \
+             structs, {:.0} through the Record enum",
+            v["direct"]["records_per_s"].as_f64().unwrap_or(f64::NAN),
+            v["enum"]["records_per_s"].as_f64().unwrap_or(f64::NAN)
+        );
+        ceiling_runs.push(v);
+    }
     let _ = fs::remove_file(&big);
     Ok(json!({
         "source_records": source_records,
         "records": records,
         "bytes": bytes,
         "runs": out,
+        "serde_ceiling": ceiling_runs,
     }))
 }
 

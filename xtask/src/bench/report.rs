@@ -299,6 +299,9 @@ pub fn render(r: &Value) -> String {
         let _ = writeln!(o, "bpf_stats profile failed: {e}\n");
     }
 
+    // ------------------------------------------------ agent
+    render_agent(r, &mut o);
+
     // ------------------------------------------------ pipeline
     if let Some(runs) = r["pipeline"]["runs"].as_array() {
         let _ = writeln!(
@@ -340,6 +343,45 @@ pub fn render(r: &Value) -> String {
                     rss.max / 1024.0
                 );
             }
+        }
+        let ceiling = |way: &str| -> Option<Summary> {
+            let v: Vec<f64> = r["pipeline"]["serde_ceiling"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                // Results from before the two ways were measured: "enum".
+                .filter_map(|x| {
+                    x[way]["records_per_s"]
+                        .as_f64()
+                        .or(x["records_per_s"].as_f64())
+                })
+                .collect();
+            summarize(&v)
+        };
+        let replay: Vec<f64> = runs
+            .iter()
+            .filter(|x| x["command"] == "memtrace stream --replay FILE")
+            .filter_map(|x| x["records_per_s"].as_f64())
+            .collect();
+        for (way, what) in [
+            ("enum", "each line into the `Record` enum"),
+            ("direct", "each storm line straight into its struct"),
+        ] {
+            let Some(c) = ceiling(way) else { continue };
+            let _ = writeln!(
+                o,
+                "| serde_json alone, {what}, serialized back \
+                 (`memtrace/examples/serde_ceiling.rs`: no checks, no output) | {} | - | - | - |",
+                spread(&c, |x| format!("{:.0}", x)),
+            );
+        }
+        if let (Some(c), Some(rp)) = (ceiling("direct"), summarize(&replay)) {
+            let _ = writeln!(
+                o,
+                "\n`stream --replay` takes {:.2}x the time per record of serde_json's own \
+                 parse+serialize straight into the structs (medians).",
+                c.median / rp.median
+            );
         }
         o.push('\n');
     }
@@ -623,5 +665,63 @@ fn profile(o: &mut String, prof: &Value) {
         "\nA pair is an entry and its return (a begin and its end): ns per pair = 2 × program time / \
          program runs. bpftrace's program names are cut at 15 characters by the kernel (both \
          `mm_shrink_slab_*` programs show as `mm_shrink_slab_`, counted together).\n\n",
+    );
+}
+
+/// The agent's interval with every storm memcg active, and its memory.
+fn render_agent(r: &Value, o: &mut String) {
+    let a = &r["agent"];
+    if let Some(e) = a["error"].as_str() {
+        let _ = writeln!(o, "agent interval measurement failed: {e}\n");
+        return;
+    }
+    let Some(passes) = a["passes"].as_array() else {
+        return;
+    };
+    let col = |k: &str, first: bool| -> Vec<f64> {
+        passes
+            .iter()
+            .filter(|p| (p["pass"] == 0) == first)
+            .filter_map(|p| p[k].as_f64())
+            .collect()
+    };
+    let _ = writeln!(
+        o,
+        "#### Agent: one interval with every storm memcg active (`{}`)\n",
+        a["command"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        o,
+        "| interval | memcg_interval records | agent CPU, median (min–max) |"
+    );
+    let _ = writeln!(o, "|---|---|---|");
+    for (what, first, rec, cpu) in [
+        (
+            "storm, first after start",
+            true,
+            "storm_memcg_records",
+            "storm_cpu_s",
+        ),
+        ("storm, later", false, "storm_memcg_records", "storm_cpu_s"),
+        (
+            "idle, after a storm",
+            false,
+            "idle_memcg_records",
+            "idle_cpu_s",
+        ),
+    ] {
+        if let (Some(n), Some(c)) = (summarize(&col(rec, first)), summarize(&col(cpu, first))) {
+            let _ = writeln!(o, "| {what} | {:.0} | {} |", n.median, spread(&c, secs));
+        }
+    }
+    let kib = |k: &str| a[k].as_f64().unwrap_or(f64::NAN) / 1024.0;
+    let _ = writeln!(
+        o,
+        "\nMemory: peak RSS {:.1} MiB (at the first record: {:.1} MiB, {} after start), \
+         steady RSS after the passes {:.1} MiB.\n",
+        kib("peak_rss_kib"),
+        kib("ready_peak_rss_kib"),
+        secs(a["ready_s"].as_f64().unwrap_or(f64::NAN)),
+        kib("steady_rss_kib"),
     );
 }

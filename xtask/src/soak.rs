@@ -185,14 +185,6 @@ struct Sample {
     shrinker_entries: f64,
 }
 
-fn rss_kib(pid: u32) -> Option<f64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 fn fds(pid: u32) -> Option<f64> {
     Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as f64)
 }
@@ -423,7 +415,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
                     cpu0[i] = cpu_s;
                 }
                 s.procs.push(ProcSample {
-                    rss_kib: rss_kib(pid).unwrap_or(0.0),
+                    rss_kib: crate::bench::sys::proc_rss_kib(pid).map_or(0.0, |k| k as f64),
                     fds: fds(pid).unwrap_or(0.0),
                     cpu_s: cpu_s - cpu0[i],
                 });

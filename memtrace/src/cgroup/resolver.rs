@@ -712,17 +712,22 @@ mod tests {
         assert_eq!(r.resolve_path(&n.path).map(|m| m.id), Some(n.id));
     }
 
+    /// Caches `n` fake ids (u64::MAX down) that no walk will find, then
+    /// rescans, which marks them deleted.
+    fn delete_fakes(r: &mut Resolver, n: u64) {
+        r.generation = 1;
+        for i in 0..n {
+            r.insert_found(u64::MAX - i, &format!("/fake/{i}"), b"");
+        }
+        r.rescan();
+    }
+
     #[test]
     #[ignore = "needs root: creates memory cgroups (cargo xtask test runs it)"]
     fn deleted_entries_are_capped() {
         let fs = require_root_memcg();
         let mut r = eager(&fs);
-        // Fake ids no walk will find.
-        r.generation = 1;
-        for i in 0..(MAX_DELETED as u64 + 10) {
-            r.insert_found(u64::MAX - i, &format!("/fake/{i}"), b"");
-        }
-        r.rescan();
+        delete_fakes(&mut r, MAX_DELETED as u64 + 10);
         assert_eq!(r.deleted.len(), MAX_DELETED);
         // The first 10 deletions (in map order) were dropped.
         let kept = (0..MAX_DELETED as u64 + 10)
@@ -738,11 +743,7 @@ mod tests {
     fn deleted_entries_expire() {
         let fs = require_root_memcg();
         let mut r = eager(&fs);
-        r.generation = 1;
-        for i in 0..100u64 {
-            r.insert_found(u64::MAX - i, &format!("/fake/{i}"), b"");
-        }
-        r.rescan();
+        delete_fakes(&mut r, 100);
         // Within the TTL the paths of deleted memcgs are kept...
         assert_eq!(r.deleted.len(), 100);
         assert!(r.resolve(u64::MAX).is_some_and(|n| n.deleted));

@@ -39,15 +39,6 @@ pub fn proc_cpu_exact_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-/// `VmRSS` of a live process, KiB.
-fn proc_rss_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 /// Follows an NDJSON file as it grows, counting records by type.
 struct Tail {
     file: fs::File,
@@ -171,7 +162,7 @@ pub fn intervals(env: &Env, w: &mut Workloads, passes: usize) -> Result<Value> {
             "idle_cpu_s": c2.saturating_sub(c1) as f64 / 1e9,
         }));
     }
-    let steady_rss_kib = proc_rss_kib(pid).unwrap_or(0);
+    let steady_rss_kib = super::sys::proc_rss_kib(pid).unwrap_or(0);
     let hwm_kib = sys::proc_hwm_kib(pid).unwrap_or(0);
     let mut guard = guard;
     let child = guard.0.take().expect("still running");

@@ -131,7 +131,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             memtrace.display()
         );
     }
-    crate::setup::ensure_installed(&["bpftrace", "util-linux"])?;
+    crate::setup::ensure_installed(&["bpftrace", "bpftool", "util-linux"])?;
     let record_available = Command::new(&memtrace)
         .args(["record", "--help"])
         .stdout(std::process::Stdio::null())

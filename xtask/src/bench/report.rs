@@ -576,52 +576,30 @@ fn profile(o: &mut String, prof: &Value) {
     let total = |s: &Value| s["run_time_ns"].as_f64();
     let first = |s: &Value| pass_value(s, "storm_pass_program_ns", true, 1e-9);
     let later = |s: &Value| pass_value(s, "storm_pass_program_ns", false, 1e-9);
-    let _ = writeln!(
-        o,
-        "Medians: memtrace per pair {} of the empty programs' ({} for the `do_shrink_slab` pair); \
-         memtrace / bpftrace: total program time {}, per pair {} ({} for the `do_shrink_slab` pair); \
-         memtrace's storm program time / untraced storm kernel time: first pass {}, later passes {}.\n",
-        ratio(med("memtrace-stream", &pair), med("empty-programs", &pair)),
-        ratio(
-            med("memtrace-stream", &shrink),
-            med("empty-programs", &shrink)
+    // One line of ratios per memtrace binary (the one built, and the
+    // `--baseline-memtrace` one when given), all from the same rounds.
+    for (c, title) in [
+        ("memtrace-stream", "Medians, memtrace"),
+        (
+            "memtrace-baseline",
+            "Baseline (`--baseline-memtrace`), same rounds",
         ),
-        ratio(med("memtrace-stream", &total), med("bpftrace", &total)),
-        ratio(med("memtrace-stream", &pair), med("bpftrace", &pair)),
-        ratio(med("memtrace-stream", &shrink), med("bpftrace", &shrink)),
-        ratio(
-            med("memtrace-stream", &first),
-            untraced_first.map(|s| s.median)
-        ),
-        ratio(
-            med("memtrace-stream", &later),
-            untraced_later.map(|s| s.median)
-        ),
-    );
-    if configs.contains(&"memtrace-baseline") {
+    ] {
+        if !configs.contains(&c) {
+            continue;
+        }
         let _ = writeln!(
             o,
-            "Baseline (`--baseline-memtrace`), same rounds: per pair {} of the empty programs' ({} for the \
-             `do_shrink_slab` pair); / bpftrace: total program time {}, per pair {}; storm program time / \
-             untraced: first pass {}, later passes {}.\n",
-            ratio(
-                med("memtrace-baseline", &pair),
-                med("empty-programs", &pair)
-            ),
-            ratio(
-                med("memtrace-baseline", &shrink),
-                med("empty-programs", &shrink)
-            ),
-            ratio(med("memtrace-baseline", &total), med("bpftrace", &total)),
-            ratio(med("memtrace-baseline", &pair), med("bpftrace", &pair)),
-            ratio(
-                med("memtrace-baseline", &first),
-                untraced_first.map(|s| s.median)
-            ),
-            ratio(
-                med("memtrace-baseline", &later),
-                untraced_later.map(|s| s.median)
-            ),
+            "{title}: per pair {} of the empty programs' ({} for the `do_shrink_slab` pair); \
+             / bpftrace: total program time {}, per pair {} ({} for the `do_shrink_slab` pair); \
+             storm program time / untraced storm kernel time: first pass {}, later passes {}.\n",
+            ratio(med(c, &pair), med("empty-programs", &pair)),
+            ratio(med(c, &shrink), med("empty-programs", &shrink)),
+            ratio(med(c, &total), med("bpftrace", &total)),
+            ratio(med(c, &pair), med("bpftrace", &pair)),
+            ratio(med(c, &shrink), med("bpftrace", &shrink)),
+            ratio(med(c, &first), untraced_first.map(|s| s.median)),
+            ratio(med(c, &later), untraced_later.map(|s| s.median)),
         );
     }
     // Per program: medians over the rounds, by name.

@@ -1,12 +1,10 @@
 //! Command-line errors that need no kernel access.
-mod common;
-
 use std::process::Command;
 
-use common::MEMTRACE;
+use memtrace_testkit::memtrace_bin;
 
 fn run(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(MEMTRACE).args(args).output().unwrap();
+    let out = Command::new(memtrace_bin()).args(args).output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -76,7 +74,7 @@ fn bad_map_entries_are_usage_errors() {
 
 #[test]
 fn output_through_a_symlink_is_refused() {
-    let dir = common::scratch("symlink-cli");
+    let dir = memtrace_testkit::scratch("symlink-cli");
     let victim = dir.join("victim");
     std::fs::write(&victim, "keep\n").unwrap();
     let link = dir.join("out.ndjson");
@@ -89,7 +87,7 @@ fn output_through_a_symlink_is_refused() {
 
 #[test]
 fn help_has_examples() {
-    let out = Command::new(MEMTRACE)
+    let out = Command::new(memtrace_bin())
         .args(["stream", "--help"])
         .output()
         .unwrap();
@@ -160,7 +158,7 @@ fn a_fifo_without_a_writer_is_an_error_not_a_hang() {
 fn a_stalled_replay_answers_sigterm() {
     use std::io::Write;
     let (dir, fifo) = fifo_in_new_dir("stall");
-    let child = Command::new(MEMTRACE)
+    let child = Command::new(memtrace_bin())
         .args(["stream", "--replay", fifo.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -1,11 +1,6 @@
 //! Whole records on a full disk, as root: a small tmpfs mounted for the
 //! test is filled, then the real `memtrace stream --output` and `memtrace
 //! record` write to it (real OOM kills for `record`), and space returns.
-mod common;
-mod support {
-    pub mod root;
-}
-
 use std::{
     ffi::CString,
     fs,
@@ -15,10 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::recorder::{Recorder, oom_victim, postmortems};
-use common::*;
+use memtrace_testkit::recorder::{Recorder, oom_victim, postmortems};
+use memtrace_testkit::root::as_root;
+use memtrace_testkit::*;
 use serde_json::Value;
-use support::root::as_root;
 
 /// A tmpfs of `kib` KiB mounted at `dir`, unmounted on drop (also when the
 /// test fails; lazily, so a process still writing cannot keep it).
@@ -71,7 +66,7 @@ impl Drop for Tmpfs {
 }
 
 fn stream(args: &[&str], out: &Path, stderr: &Path) -> Child {
-    Command::new(MEMTRACE)
+    Command::new(memtrace_bin())
         .arg("stream")
         .args(args)
         .arg("--output")
@@ -84,7 +79,7 @@ fn stream(args: &[&str], out: &Path, stderr: &Path) -> Child {
 }
 
 fn replay_ok(path: &Path) -> usize {
-    let out = Command::new(MEMTRACE)
+    let out = Command::new(memtrace_bin())
         .args(["stream", "--replay"])
         .arg(path)
         .output()
@@ -239,7 +234,7 @@ fn record_holds_post_mortems_the_full_disk_refused_and_writes_them_later() {
         assert!(r.text(*pid).is_some(), "text post-mortem of {pid}");
     }
     // `report` counts every kill (the torn, glued record cost one before).
-    let out = Command::new(MEMTRACE)
+    let out = Command::new(memtrace_bin())
         .args(["report", "--json"])
         .arg(&oom_log)
         .output()

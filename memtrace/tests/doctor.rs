@@ -1,18 +1,10 @@
 //! `doctor --attach MODE`: the plan of that mode, and the error the other
 //! commands give when the kernel cannot do it. Asserts against what the
 //! running kernel can do (doctor's own family survey), never a fixed host.
-mod common;
-
 use std::process::Command;
 
-mod support {
-    pub mod plan;
-    pub mod root;
-}
-
-use common::MEMTRACE;
+use memtrace_testkit::{memtrace_bin, plan::first_ok_family, root::as_root};
 use serde_json::Value;
-use support::{plan::first_ok_family, root::as_root};
 
 const FUNCTION_HOOKS: &[&str] = &[
     "try_charge_memcg",
@@ -22,7 +14,7 @@ const FUNCTION_HOOKS: &[&str] = &[
 ];
 
 fn doctor(mode: &str) -> (Option<i32>, Value, String) {
-    let out = Command::new(MEMTRACE)
+    let out = Command::new(memtrace_bin())
         .args(["doctor", "--json", "--attach", mode])
         .output()
         .unwrap();
@@ -78,7 +70,7 @@ fn doctor_shows_the_plan_of_the_requested_attach_mode() {
             assert!(why.starts_with(&format!("--attach {mode}: ")), "{why}");
             assert_eq!(code, Some(1), "{mode}: {err}");
             assert!(err.contains(why), "{err}");
-            let out = Command::new(MEMTRACE)
+            let out = Command::new(memtrace_bin())
                 .args(["stream", "--attach", mode, "--duration", "1s", "--output"])
                 .arg(dir.join(format!("{mode}.ndjson")))
                 .output()

@@ -1,13 +1,5 @@
 //! End-to-end tests of `memtrace stream` and `memtrace doctor` on the
 //! running kernel, as root: real BPF programs, real memcgs, real OOM kills.
-mod common;
-mod probe;
-mod support {
-    pub mod churn;
-    pub mod plan;
-    pub mod root;
-}
-
 use std::{
     fs,
     path::Path,
@@ -15,14 +7,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
-use probe::Probe;
-use serde_json::Value;
-use support::{
+use memtrace_testkit::*;
+use memtrace_testkit::{
     churn::{field_names, write_through_cache},
     plan::first_ok_family,
+    probe::Probe,
     root::as_root,
 };
+use serde_json::Value;
 
 fn header(records: &[Value]) -> &Value {
     let h = &records[0];
@@ -438,7 +430,7 @@ fn forcing_an_impossible_attach_mode_is_a_clear_error() {
     let (_g, dir) = as_root("kprobe");
     let kprobes = Probe::run().works("kprobe");
     let kprobe_pmu = Path::new("/sys/bus/event_source/devices/kprobe").exists();
-    let out = Command::new(MEMTRACE)
+    let out = Command::new(memtrace_bin())
         .args([
             "stream",
             "--attach",
@@ -488,7 +480,7 @@ fn unprivileged_user_gets_the_cause_and_the_fix() {
             "--clear-groups",
             "--inh-caps=-all",
             "--bounding-set=-all",
-            MEMTRACE,
+            memtrace_bin(),
             "stream",
         ])
         .output()
@@ -551,7 +543,7 @@ fn a_reduced_capability_set_names_its_degraded_sources() {
     };
     for caps in ["bpf,perfmon", "bpf,perfmon,syslog"] {
         let (kmsg_ok, syms_ok) = probe(caps);
-        let out = with_caps(caps, MEMTRACE, &["doctor", "--json"]);
+        let out = with_caps(caps, memtrace_bin(), &["doctor", "--json"]);
         let doc: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{caps}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
         let names = degraded_names(&doc["degraded"]);
@@ -568,13 +560,13 @@ fn a_reduced_capability_set_names_its_degraded_sources() {
         if caps.contains("syslog") {
             assert!(kmsg_ok && syms_ok, "CAP_SYSLOG is the fix the hint names");
         }
-        let out = with_caps(caps, MEMTRACE, &["stream", "--duration", "1s"]);
+        let out = with_caps(caps, memtrace_bin(), &["stream", "--duration", "1s"]);
         let text = String::from_utf8_lossy(&out.stdout);
         let header: Value = serde_json::from_str(text.lines().next().unwrap_or(""))
             .unwrap_or_else(|e| panic!("{caps}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
         assert_eq!(degraded_names(&header["degraded"]), names, "{caps}");
         assert_eq!(header["kmsg"], kmsg_ok);
-        let text_doc = with_caps(caps, MEMTRACE, &["doctor"]);
+        let text_doc = with_caps(caps, memtrace_bin(), &["doctor"]);
         let text_doc = String::from_utf8_lossy(&text_doc.stdout);
         assert_eq!(
             text_doc.contains("sources       DEGRADED"),
@@ -631,7 +623,7 @@ fn map_enomem_names_the_map_its_memory_and_the_fix() {
     let out = Command::new("sh")
         .arg("-c")
         .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$0" stream --memcg-entries 1000000 --duration 2s"#)
-        .arg(MEMTRACE)
+        .arg(memtrace_bin())
         .arg(&memcg.dir)
         .output()
         .unwrap();

@@ -3,16 +3,11 @@
 //! a crashloop in one memcg. Every kill's record must name the victim's
 //! memcg and the limiting memcg (with how it was known), however fast the
 //! kills come and however rate-limited the kernel log is.
-mod common;
-mod support {
-    pub mod root;
-}
-
 use std::time::{Duration, Instant};
 
-use common::recorder::{Recorder, oom_victim};
-use common::*;
-use support::root::as_root;
+use memtrace_testkit::recorder::{Recorder, oom_victim};
+use memtrace_testkit::root::as_root;
+use memtrace_testkit::*;
 
 /// One kill as expected: the victim's memcg and the limiting one.
 struct Expect {

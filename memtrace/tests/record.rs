@@ -1,10 +1,5 @@
 //! `memtrace record` end to end, as root: real OOM kills, a real sys-time
 //! spike, the real output directory.
-mod common;
-mod support {
-    pub mod root;
-}
-
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -12,10 +7,10 @@ use std::{
     time::Duration,
 };
 
-use common::recorder::{Recorder, oom_victim, text_postmortem};
-use common::*;
+use memtrace_testkit::recorder::{Recorder, oom_victim, text_postmortem};
+use memtrace_testkit::root::as_root;
+use memtrace_testkit::*;
 use serde_json::Value;
-use support::root::as_root;
 
 const ID: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
 
@@ -172,7 +167,7 @@ fn a_sys_time_spike_gives_exactly_one_capture_with_its_history() {
 
 /// `memtrace report` on a capture names the memcgs that did the work.
 fn report_names(capture: &Path, memcgs: &[&str]) {
-    let out = Command::new(MEMTRACE)
+    let out = Command::new(memtrace_bin())
         .arg("report")
         .arg(capture)
         .output()
@@ -220,7 +215,7 @@ fn a_planted_symlink_is_not_followed() {
 
 #[test]
 fn an_unusable_directory_is_a_clear_error() {
-    let out = Command::new(MEMTRACE)
+    let out = Command::new(memtrace_bin())
         .args(["record", "--dir", "/proc/memtrace-cannot-be-here"])
         .output()
         .unwrap();

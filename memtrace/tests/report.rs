@@ -1,12 +1,6 @@
 //! `memtrace report` end to end: on a stream recorded around a real
 //! workload (as root), on a capture assembled from it and then damaged, and
 //! on files that are not memtrace's (no root needed).
-mod common;
-mod support {
-    pub mod churn;
-    pub mod root;
-}
-
 use std::{
     fs,
     os::unix::process::ExitStatusExt,
@@ -15,15 +9,15 @@ use std::{
     time::Duration,
 };
 
-use common::*;
-use serde_json::{Value, json};
-use support::{
+use memtrace_testkit::*;
+use memtrace_testkit::{
     churn::{field_names, write_through_cache},
     root::as_root,
 };
+use serde_json::{Value, json};
 
 fn report(file: &Path, json: bool) -> Output {
-    let mut cmd = Command::new(MEMTRACE);
+    let mut cmd = Command::new(memtrace_bin());
     cmd.arg("report").arg(file);
     if json {
         cmd.arg("--json");
@@ -338,7 +332,7 @@ fn a_file_that_is_not_memtrace_is_a_clear_error() {
         }
     }
     // A binary file: bounded work and a clean message.
-    let out = report(Path::new(MEMTRACE), false);
+    let out = report(Path::new(memtrace_bin()), false);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("not a memtrace capture"), "{err}");

@@ -1,11 +1,5 @@
 //! `memtrace top` end to end, as root: real memcgs laid out like each
 //! container runtime, real workloads in them, the real binary.
-mod common;
-mod probe;
-mod support {
-    pub mod root;
-}
-
 use std::{
     collections::BTreeSet,
     fs,
@@ -13,10 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
-use probe::Probe;
+use memtrace_testkit::*;
+use memtrace_testkit::{probe::Probe, root::as_root};
 use serde_json::Value;
-use support::root::as_root;
 
 const DOCKER: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
 const CONTAINERD: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
@@ -132,7 +125,7 @@ fn containers_of_every_runtime_show_up_and_replay_gives_the_same_rows() {
     }
     let saved = scratch.join("saved.ndjson");
     let out = scratch.join("live.json");
-    let mut top = Command::new(MEMTRACE)
+    let mut top = Command::new(memtrace_bin())
         .args(["top", "--json", "--interval", "1s", "--save"])
         .arg(&saved)
         .stdout(fs::File::create(&out).unwrap())
@@ -236,7 +229,7 @@ fn containers_of_every_runtime_show_up_and_replay_gives_the_same_rows() {
     );
 
     // And `stream --replay --container` keeps only that container's records.
-    let only = Command::new(MEMTRACE)
+    let only = Command::new(memtrace_bin())
         .args(["stream", "--container", &DOCKER[..8], "--replay"])
         .arg(&saved)
         .output()
@@ -278,7 +271,7 @@ fn wait_attached(saved: &Path) {
 /// `top --json` with an hour to the next frame, saving to `saved`, its
 /// stdout to `stdout` and stderr piped; returns once it is attached.
 fn idle_top_json(saved: &Path, stdout: Stdio) -> Child {
-    let top = Command::new(MEMTRACE)
+    let top = Command::new(memtrace_bin())
         .args(["top", "--json", "--interval", "1h", "--save"])
         .arg(saved)
         .stdin(Stdio::null())
@@ -298,7 +291,7 @@ fn batch_frames_are_plain_text_even_with_hostile_names() {
     fs::create_dir(&evil).unwrap();
     let _tree = Dirs(vec![evil.clone()]);
     let saved = scratch.join("saved.ndjson");
-    let top = Command::new(MEMTRACE)
+    let top = Command::new(memtrace_bin())
         .args([
             "top",
             "--batch",
@@ -393,7 +386,8 @@ fn interactive_top_in_a_real_terminal() {
     let done = scratch.join("exit-status");
     // The pane stays open after top exits, to show what it left behind.
     let cmd = format!(
-        "{MEMTRACE} top --interval 500ms; echo $? > {}; sleep 60",
+        "{} top --interval 500ms; echo $? > {}; sleep 60",
+        memtrace_bin(),
         done.display()
     );
     let st = tmux(&[

@@ -20,9 +20,8 @@ use super::sys;
 
 pub const PREFIX: &str = "memtrace-bench-";
 
-// The one way tests and bench empty a cgroup (memtrace/tests/common).
-#[path = "../../../memtrace/tests/common/kill.rs"]
-mod kill;
+// The one way tests and bench empty a cgroup.
+use memtrace_testkit::kill;
 
 /// Kills every process in `dir`'s subtree and removes it, deepest first.
 pub fn remove_tree(dir: &Path) -> bool {

@@ -29,7 +29,7 @@ pub fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
-/// The lock the integration tests take (memtrace/tests/common `serial()`):
+/// The lock the integration tests take (memtrace-testkit's `serial()`):
 /// held around everything that loads BPF programs or touches memcgs.
 pub struct KernelLock(fs::File);
 

@@ -1,6 +1,6 @@
 //! A real `memtrace record` and real OOM kills, for the tests that watch
-//! what it writes (tests/record.rs, tests/oom_attribution.rs,
-//! tests/disk.rs).
+//! what it writes (memtrace/tests/record.rs, oom_attribution.rs,
+//! disk.rs).
 
 use std::{
     fs,
@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{MEMTRACE, spawn_in, wait_timeout};
+use crate::{memtrace_bin, spawn_in, wait_timeout};
 
 /// A running `memtrace record`, its stderr in a file; killed on drop.
 pub struct Recorder {
@@ -33,7 +33,7 @@ impl Recorder {
     /// once it watches and the kernel log's past kills were written.
     pub fn start_logged(dir: &Path, extra: &[&str], log: &Path) -> Self {
         let started = Instant::now();
-        let child = Command::new(MEMTRACE)
+        let child = Command::new(memtrace_bin())
             .arg("record")
             .arg("--dir")
             .arg(dir)

@@ -1,24 +1,57 @@
-//! Shared harness for tests that run the real `memtrace` binary against the
-//! running kernel: memcgs and processes that clean up after themselves (also
-//! when a test fails), and a stream runner that parses what memtrace wrote.
-#![allow(dead_code)]
+//! memtrace's test harness, for the integration tests (`memtrace/tests/`)
+//! that run the real `memtrace` binary against the running kernel: memcgs
+//! and processes that clean up after themselves (also when a test fails),
+//! stream and record runners that parse what memtrace wrote, and an
+//! independent probe of what the kernel lets a program attach. xtask's
+//! bench removes its memcgs with `kill`.
 
 use std::{
     fs,
-    io::Write,
     os::unix::{fs::MetadataExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
 use memtrace::cgroup::{self, MemcgFs};
 use serde_json::Value;
 
+pub mod churn;
 pub mod kill;
+pub mod plan;
+pub mod probe;
 pub mod recorder;
+pub mod root;
 
-pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");
+/// The `memtrace` binary under test. Cargo sets `CARGO_BIN_EXE_memtrace`
+/// when it builds and runs memtrace's integration tests, not when it
+/// builds this library, so it is read at run time; a test binary started
+/// by hand finds it where cargo put it, beside its own `deps/` directory.
+/// A `str`, as the tests pass it among other string arguments.
+pub fn memtrace_bin() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = std::env::var_os("CARGO_BIN_EXE_memtrace")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let exe = std::env::current_exe().expect("path of the test binary");
+                // target/<profile>/deps/<test>-<hash> -> target/<profile>/memtrace
+                exe.parent()
+                    .and_then(Path::parent)
+                    .expect("test binary in target/<profile>/deps")
+                    .join("memtrace")
+            });
+        assert!(
+            bin.is_file(),
+            "no memtrace binary at {}: run the tests with cargo test -p memtrace",
+            bin.display()
+        );
+        bin.into_os_string()
+            .into_string()
+            .expect("memtrace binary path is UTF-8")
+    })
+}
 
 /// Held while a test touches global kernel state.
 pub struct Serial(fs::File);
@@ -57,13 +90,8 @@ pub fn require_root() {
 
 /// The memory controller's hierarchy (cgroup v1 memory or v2), as memtrace
 /// itself finds it.
-pub fn memcg_fs() -> MemcgFs {
+fn memcg_fs() -> MemcgFs {
     cgroup::detect().unwrap_or_else(|e| panic!("these tests need a memory cgroup hierarchy: {e:#}"))
-}
-
-/// The memory controller's hierarchy root.
-pub fn memcg_root() -> PathBuf {
-    memcg_fs().root
 }
 
 /// A memcg that kills its processes and removes itself on drop.
@@ -249,7 +277,7 @@ impl Stream {
     pub fn start(dir: &Path, args: &[&str]) -> Self {
         let out = dir.join("stream.ndjson");
         let stderr = dir.join("stream.stderr");
-        let child = Command::new(MEMTRACE)
+        let child = Command::new(memtrace_bin())
             .arg("stream")
             .args(args)
             .arg("--output")
@@ -333,7 +361,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let out = Command::new(MEMTRACE).args(args).output().unwrap();
+    let out = Command::new(memtrace_bin()).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "memtrace failed: {}",
@@ -368,11 +396,4 @@ pub fn cpu_and_rss(pid: i32) -> (f64, u64) {
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap_or(0);
     (cpu, hwm)
-}
-
-pub fn write_file(path: &Path, s: &str) {
-    fs::File::create(path)
-        .unwrap()
-        .write_all(s.as_bytes())
-        .unwrap();
 }

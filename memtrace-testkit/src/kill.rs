@@ -1,6 +1,5 @@
 //! Emptying and removing a cgroup, for what the tests and the bench
-//! create: tests/common's `TestMemcg` and xtask's bench memcgs (xtask
-//! includes this file).
+//! create: `TestMemcg` and xtask's bench memcgs.
 
 use std::{fs, path::Path, time::Duration};
 

@@ -2,7 +2,7 @@
 
 use std::{fs, path::Path, process::Command, time::Duration};
 
-use crate::common::{TestMemcg, wait_timeout};
+use crate::{TestMemcg, wait_timeout};
 
 /// Writes `mib` MiB of zeros to `file` from inside `memcg` (through the page
 /// cache, so a memcg with a smaller limit reclaims over and over), waits up

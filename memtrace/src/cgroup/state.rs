@@ -436,27 +436,19 @@ fn read_whole_show(mut f: File, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.truncate(n);
         return Ok(());
     }
-    let mut len = n;
-    loop {
-        if buf.len() - len < 4096 {
-            buf.resize(len + 8192, 0);
-        }
-        let n = f.read(&mut buf[len..])?;
-        if n == 0 {
-            buf.truncate(len);
-            return Ok(());
-        }
-        len += n;
-    }
+    read_rest(&mut f, buf, n)
 }
 
 /// Reads a small file (cgroupfs, procfs) into `buf` with plain reads:
 /// `read_to_end` on a `File` first stats it to size the buffer, one more
 /// syscall per file for files whose size the kernel reports as 4096 anyway.
 pub(crate) fn read_small(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
-    let mut f = File::open(path)?;
     buf.clear();
-    let mut len = 0;
+    read_rest(&mut File::open(path)?, buf, 0)
+}
+
+/// Reads `f` to its end into `buf`, after the `len` bytes already there.
+fn read_rest(f: &mut File, buf: &mut Vec<u8>, mut len: usize) -> io::Result<()> {
     loop {
         if buf.len() - len < 4096 {
             buf.resize(len + 8192, 0);

@@ -44,48 +44,53 @@ pub fn possible_cpus() -> u64 {
 /// replicated per possible CPU; a ring buffer is its size).
 pub fn map_memory(sizes: &MapSizes, cpus: u64) -> Vec<MapMemory> {
     let r8 = |n: usize| (n as u64).div_ceil(8) * 8;
-    let percpu = |k: usize, v: usize, n: u32| u64::from(n) * (48 + r8(k) + r8(v) * cpus);
-    let hash = |k: usize, v: usize, n: u32| u64::from(n) * (48 + r8(k) + r8(v));
-    vec![
-        MapMemory {
-            name: "MEMCG_STATS",
-            kind: "percpu_hash",
-            max_entries: sizes.memcg_entries,
-            bytes: percpu(8, size_of::<MemcgStats>(), sizes.memcg_entries),
-        },
-        MapMemory {
-            name: "SHRINKER_STATS",
-            kind: "percpu_hash",
-            max_entries: sizes.shrinker_entries,
-            bytes: percpu(
-                size_of::<ShrinkerKey>(),
-                size_of::<ShrinkerStats>(),
-                sizes.shrinker_entries,
-            ),
-        },
-        MapMemory {
-            name: "INFLIGHT",
-            kind: "hash",
-            max_entries: sizes.inflight_entries,
-            bytes: hash(
-                size_of::<InflightKey>(),
-                size_of::<Inflight>(),
-                sizes.inflight_entries,
-            ),
-        },
-        MapMemory {
-            name: "SHRINKER_INFO",
-            kind: "hash",
-            max_entries: SHRINKER_INFO_ENTRIES,
-            bytes: hash(8, size_of::<ShrinkerInfo>(), SHRINKER_INFO_ENTRIES),
-        },
-        MapMemory {
-            name: "EVENTS",
-            kind: "ringbuf",
-            max_entries: sizes.ringbuf_bytes,
-            bytes: u64::from(sizes.ringbuf_bytes),
-        },
-    ]
+    // (name, per-CPU, key size, value size, entries) of each hash map.
+    let hashes = [
+        (
+            "MEMCG_STATS",
+            true,
+            8,
+            size_of::<MemcgStats>(),
+            sizes.memcg_entries,
+        ),
+        (
+            "SHRINKER_STATS",
+            true,
+            size_of::<ShrinkerKey>(),
+            size_of::<ShrinkerStats>(),
+            sizes.shrinker_entries,
+        ),
+        (
+            "INFLIGHT",
+            false,
+            size_of::<InflightKey>(),
+            size_of::<Inflight>(),
+            sizes.inflight_entries,
+        ),
+        (
+            "SHRINKER_INFO",
+            false,
+            8,
+            size_of::<ShrinkerInfo>(),
+            SHRINKER_INFO_ENTRIES,
+        ),
+    ];
+    let mut maps: Vec<MapMemory> = hashes
+        .into_iter()
+        .map(|(name, per_cpu, k, v, n)| MapMemory {
+            name,
+            kind: if per_cpu { "percpu_hash" } else { "hash" },
+            max_entries: n,
+            bytes: u64::from(n) * (48 + r8(k) + r8(v) * if per_cpu { cpus } else { 1 }),
+        })
+        .collect();
+    maps.push(MapMemory {
+        name: "EVENTS",
+        kind: "ringbuf",
+        max_entries: sizes.ringbuf_bytes,
+        bytes: u64::from(sizes.ringbuf_bytes),
+    });
+    maps
 }
 
 /// The host's RAM in bytes (MemTotal), if /proc/meminfo says.

@@ -218,13 +218,14 @@ fn print_text(r: &Report) {
     println!("attach plan (--attach {}):", r.attach.as_str());
     for p in &r.plan {
         let fam = p.family.map(Family::as_str).unwrap_or("-");
-        println!(
+        let line = format!(
             "  {:<17} {:<11} {:<12} {}",
             p.hook,
             fam,
             p.status,
             t(p.target.as_deref().unwrap_or(""))
         );
+        println!("{}", line.trim_end());
         if let Some(l) = &p.loses {
             println!("  {:<17} cannot see: {}", "", t(l));
         }

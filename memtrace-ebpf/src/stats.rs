@@ -131,6 +131,13 @@ fn owner(tid: u32) -> u64 {
 /// the module comment) for the return.
 #[inline(always)]
 pub fn slot_begin(tid: u32, hook: u32, value: &Inflight) {
+    if config!(scan_cpus) == 0 {
+        // Without the other CPUs' slots a thread that changed CPU mid-call
+        // would leave its record in the old slot, to be moved into the hash
+        // as if preempted and paired with a later call: the hash alone.
+        begin(tid, hook, value);
+        return;
+    }
     let Some(p) = SLOTS.get_ptr_mut(hook) else {
         // Hook index out of range: a programming error, never silent.
         begin(tid, hook, value);
@@ -161,6 +168,10 @@ pub fn slot_begin(tid: u32, hook: u32, value: &Inflight) {
 /// must match the entry's (so a stale record is never paired).
 #[inline(always)]
 pub fn slot_take(tid: u32, hook: u32, arg: Option<u64>) -> Option<Inflight> {
+    let ok = |v: &Inflight| arg.is_none_or(|a| a == v.arg);
+    if config!(scan_cpus) == 0 {
+        return take(tid, hook).filter(ok);
+    }
     let me = owner(tid);
     if let Some(p) = SLOTS.get_ptr_mut(hook) {
         // SAFETY: as in `slot_begin`.
@@ -173,10 +184,28 @@ pub fn slot_take(tid: u32, hook: u32, arg: Option<u64>) -> Option<Inflight> {
             return None;
         }
     }
+    // The miss path. Each candidate is checked on its own, so a record that
+    // fails the check does not hide a good one. A record older than
+    // MAX_CALL_NS is stale (a race left it: see `take_other_cpu`) and never
+    // paired. The hash is read again after the scan: a thread on our old
+    // CPU may have moved our record there meanwhile. Idle context (tid 0)
+    // is every CPU's and never migrates: it does not scan.
+    let fresh = |v: &Inflight| ok(v) && kernel::now_ns().saturating_sub(v.start_ns) < MAX_CALL_NS;
     take(tid, hook)
-        .or_else(|| take_other_cpu(me, hook))
-        .filter(|v| arg.is_none_or(|a| a == v.arg))
+        .filter(fresh)
+        .or_else(|| {
+            if tid == 0 {
+                None
+            } else {
+                take_other_cpu(me, hook).filter(fresh)
+            }
+        })
+        .or_else(|| take(tid, hook).filter(fresh))
 }
+
+/// No charge or shrinker call takes this long: an entry record this old
+/// was left by a lost race, not by the call returning now.
+const MAX_CALL_NS: u64 = 60_000_000_000;
 
 /// This thread's entry for `hook` in another CPU's slot: it changed CPU
 /// mid-call. Only on the miss path; `scan_cpus` is 0 where the kernel has
@@ -199,10 +228,14 @@ fn take_other_cpu(me: u64, hook: u32) -> Option<Inflight> {
         } as *mut PairSlot;
         if !p.is_null() {
             // SAFETY: a PairSlot of the map, valid for the program run.
-            // That CPU may write it meanwhile (a new entry): at worst this
-            // reads a torn record of another thread, which `owner` and the
-            // caller's `arg` check reject, or clears an entry just made,
-            // whose return is then counted unmatched.
+            // That CPU may write it meanwhile (a new entry, without
+            // atomics): this may read a torn record (the caller's `arg`
+            // check rejects most, not on kretprobes), clear an entry just
+            // made (its return is then counted unmatched), or take a record
+            // the newcomer also moved into the hash (left there, it is
+            // rejected by age or `arg` at that thread's next miss). A race of
+            // two CPUs within one call's entry: rare, and the pairing it
+            // breaks is counted in unmatched_returns.
             let slot = unsafe { &mut *p };
             if slot.owner == me {
                 let v = slot.value;

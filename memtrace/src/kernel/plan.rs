@@ -251,10 +251,10 @@ pub fn pairing(spec: &HookSpec, family: Family) -> Option<&'static str> {
         // over by the next thread on that CPU every time.
         (_, "reclaim_direct" | "reclaim_memcg" | "kswapd") => "hash by thread id (episodes sleep)",
         (Family::Fentry, _) => {
-            "none for counts (fexit reads the arguments again); the time pairs the entry through a per-CPU slot tagged with the thread id (the hash if the thread was preempted mid-call, the other CPUs' slots if it changed CPU, 5.19+); a time not found is counted in unmatched_returns, the call still counted"
+            "none for counts (fexit reads the arguments again); the time pairs the entry through a per-CPU slot tagged with the thread id (the hash if the thread was preempted mid-call, the other CPUs' slots if it changed CPU; before 5.19, without bpf_map_lookup_percpu_elem, the hash by thread id alone); a time not found is counted in unmatched_returns, the call still counted"
         }
         _ => {
-            "per-CPU slot tagged with the thread id (the hash if the thread was preempted mid-call, the other CPUs' slots if it changed CPU, 5.19+); a call whose entry is not found is not counted but counted in unmatched_returns"
+            "per-CPU slot tagged with the thread id (the hash if the thread was preempted mid-call, the other CPUs' slots if it changed CPU; before 5.19, without bpf_map_lookup_percpu_elem, the hash by thread id alone); a call whose entry is not found is not counted but counted in unmatched_returns"
         }
     })
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,9 @@ pub struct StateReader {
     /// or the last, with the refresh it was last used in: its files are
     /// opened relative to it, without walking the whole path again (a
     /// quarter of the CPU per file in a storm). Bounded by `max_dirs`.
-    dirs: HashMap<Box<str>, (OwnedFd, u64)>,
+    /// With the directory's inode: a memcg renamed away and another made
+    /// at its path would otherwise be read through the old descriptor.
+    dirs: HashMap<Box<str>, (OwnedFd, u64, u64)>,
     refresh: u64,
     /// Directory descriptors held at most: beyond, files open by path.
     max_dirs: usize,
@@ -121,7 +123,7 @@ impl StateReader {
         self.swap_limits.retain(|_, v| fresh(v));
         // Directories not read in the last refresh are let go.
         let last = self.refresh;
-        self.dirs.retain(|_, (_, used)| *used >= last);
+        self.dirs.retain(|_, (_, used, _)| *used >= last);
         self.refresh += 1;
     }
 
@@ -238,17 +240,29 @@ impl StateReader {
     /// and the file read by path: a memcg may have been created again
     /// under the same path.
     fn read_at_dir(&mut self, key: &str, name: &str) -> io::Result<()> {
+        // Once per refresh, a held descriptor must still be the directory
+        // at its path (one stat): renames are allowed in cgroupfs.
+        if let Some((_, used, ino)) = self.dirs.get(key)
+            && *used != self.refresh
+        {
+            set_path(&mut self.path, &self.root, key);
+            if std::fs::symlink_metadata(&self.path).map(|m| m.ino()).ok() != Some(*ino) {
+                self.dirs.remove(key);
+            }
+        }
         if !self.dirs.contains_key(key) && self.dirs.len() < self.max_dirs {
             set_path(&mut self.path, &self.root, key);
             if let Ok(d) = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
                 .open(&self.path)
+                && let Ok(md) = d.metadata()
             {
-                self.dirs.insert(key.into(), (d.into(), self.refresh));
+                self.dirs
+                    .insert(key.into(), (d.into(), self.refresh, md.ino()));
             }
         }
-        if let Some((dir, used)) = self.dirs.get_mut(key) {
+        if let Some((dir, used, _)) = self.dirs.get_mut(key) {
             *used = self.refresh;
             match open_at(dir.as_fd(), name).and_then(|f| read_whole_show(f, &mut self.buf)) {
                 Ok(()) => return Ok(()),
@@ -963,6 +977,38 @@ thp_fault_alloc 0
         assert_eq!(s.anon_bytes, Some(125_829_120));
         assert_eq!(s.pressure_some_total_us, Some(10));
         assert_eq!(s.effective_limit_bytes, None);
+    }
+
+    /// A memcg renamed away and another made at its path: the held
+    /// directory descriptor must not keep reading the renamed one.
+    #[test]
+    fn a_renamed_memcg_is_not_read_at_its_old_path() {
+        let tree = FakeTree::new("rename");
+        // Every file the reader opens (a missing one drops the descriptor).
+        let memcg = |rel: &str, usage: &str| {
+            for (name, text) in [
+                ("memory.usage_in_bytes", usage),
+                ("memory.limit_in_bytes", "104857600\n"),
+                ("memory.memsw.limit_in_bytes", "209715200\n"),
+                ("memory.stat", V1_STAT),
+                (
+                    "memory.oom_control",
+                    "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+                ),
+            ] {
+                tree.write(rel, name, text);
+            }
+        };
+        memcg("/a/x", "1000\n");
+        let fs = tree.fs(CgroupMode::V1);
+        let mut r = StateReader::new(&fs);
+        assert_eq!(r.read("/a/x").usage_bytes, Some(1000));
+        r.next_refresh();
+        let root = tree.0.path();
+        std::fs::rename(root.join("a/x"), root.join("a/y")).unwrap();
+        memcg("/a/x", "2000\n");
+        assert_eq!(r.read("/a/x").usage_bytes, Some(2000));
+        assert_eq!(r.read("/a/y").usage_bytes, Some(1000));
     }
 
     /// A memory hierarchy of plain files in a scratch directory, removed

@@ -32,7 +32,8 @@ const MIN_RESCAN_INTERVAL: Duration = Duration::from_millis(200);
 const MAX_ENTRIES: usize = 1_000_000;
 /// Deleted memcgs kept beyond this many are dropped, oldest deletion first.
 const MAX_DELETED: usize = 65_536;
-/// How long a deleted memcg's path is kept: long enough for its last
+/// How long a deleted memcg's path is kept after its deletion or its last
+/// lookup (a dying memcg still reclaimed keeps it): long enough for its last
 /// counters to be read and its kernel map entries evicted (about a minute),
 /// and for a late OOM report to name it; not for ever, or a node that
 /// churns memcgs all day grows the cache up to MAX_DELETED (the soak saw
@@ -50,6 +51,9 @@ struct Entry {
     /// Generation of the last rescan that found it (or of the rescan
     /// preceding its insertion by [`Resolver::resolve_path`]).
     seen: u64,
+    /// Last lookup of it once deleted: a dying memcg the kernel still
+    /// reclaims and shrinks keeps its path while its records keep coming.
+    looked_up: Option<Instant>,
 }
 
 /// Cache of memcg id -> path, refreshed by walking the hierarchy.
@@ -95,6 +99,11 @@ impl Resolver {
     /// lies outside this mount, or the id is bogus (like 0).
     pub fn resolve(&mut self, id: u64) -> Option<MemcgName> {
         if let Some(name) = self.cached(id) {
+            if name.deleted
+                && let Some(e) = self.by_id.get_mut(&id)
+            {
+                e.looked_up = Some(Instant::now());
+            }
             return Some(name);
         }
         if self.unknown.contains(&id) || !self.rescan_allowed() {
@@ -152,6 +161,7 @@ impl Resolver {
                     raw: None,
                     deleted: false,
                     seen: self.generation,
+                    looked_up: None,
                 },
             );
             self.mark_deleted(id);
@@ -167,15 +177,23 @@ impl Resolver {
         self.forget_old_deleted();
     }
 
-    /// Forgets deleted memcgs beyond MAX_DELETED or DELETED_TTL, oldest
-    /// deletion first.
+    /// Forgets deleted memcgs beyond MAX_DELETED, or not looked up for
+    /// DELETED_TTL since their deletion, oldest first. One looked up since
+    /// goes to the back of the queue with that time instead.
     fn forget_old_deleted(&mut self) {
         while let Some(&(id, at)) = self.deleted.front() {
-            if self.deleted.len() <= MAX_DELETED && at.elapsed() < self.deleted_ttl {
+            let over = self.deleted.len() > MAX_DELETED;
+            if !over && at.elapsed() < self.deleted_ttl {
                 break;
             }
             self.deleted.pop_front();
-            self.evict(id);
+            let looked_up = self.by_id.get(&id).and_then(|e| e.looked_up);
+            match looked_up {
+                Some(t) if !over && t > at && t.elapsed() < self.deleted_ttl => {
+                    self.deleted.push_back((id, t));
+                }
+                _ => self.evict(id),
+            }
         }
     }
 
@@ -340,6 +358,7 @@ impl Resolver {
                 raw,
                 deleted: false,
                 seen: generation,
+                looked_up: None,
             },
         );
     }
@@ -747,7 +766,18 @@ mod tests {
         // Within the TTL the paths of deleted memcgs are kept...
         assert_eq!(r.deleted.len(), 100);
         assert!(r.resolve(u64::MAX).is_some_and(|n| n.deleted));
-        // ...and forgotten at the first rescan after it.
+        // ...and forgotten at the first rescan after it, unless looked up
+        // since (a dying memcg the kernel still reports keeps its path).
+        // (The deletions are made 20 s old rather than waited for.)
+        r.deleted_ttl = Duration::from_secs(10);
+        let past = Instant::now() - Duration::from_secs(20);
+        for (_, at) in r.deleted.iter_mut() {
+            *at = past;
+        }
+        assert!(r.resolve(u64::MAX).is_some_and(|n| n.deleted));
+        r.rescan();
+        assert_eq!(r.deleted.len(), 1);
+        assert!(r.resolve(u64::MAX).is_some_and(|n| n.deleted));
         r.deleted_ttl = Duration::ZERO;
         r.rescan();
         assert!(r.deleted.is_empty());

@@ -152,45 +152,45 @@ pub fn attribute(path: &str) -> Container {
             ),
             (_, false) => (c.id.to_owned(), c.id[..SHORT_ID_LEN].to_owned()),
         };
-        return Container {
-            runtime: c.runtime.into(),
+        return Container::from_path(
+            c.runtime,
             id,
             name,
-            pod_uid: container_pod.map(|p| dashed_uid(p.uid)),
-            qos: container_pod.map(|p| p.qos.into()),
-            cgroup: canonical(&path[..c.end]).into_owned(),
-        };
+            container_pod.map(|p| dashed_uid(p.uid)),
+            container_pod.map(|p| p.qos.into()),
+            canonical(&path[..c.end]).into_owned(),
+        );
     }
     if let Some(p) = pod {
         let cgroup = canonical(&path[..p.end]).into_owned();
-        return Container {
-            runtime: "cgroup".into(),
-            id: cgroup.clone(),
-            name: format!("pod/{}", &p.uid[..8]),
-            pod_uid: Some(dashed_uid(p.uid)),
-            qos: Some(p.qos.into()),
+        return Container::from_path(
+            "cgroup",
+            cgroup.clone(),
+            format!("pod/{}", &p.uid[..8]),
+            Some(dashed_uid(p.uid)),
+            Some(p.qos.into()),
             cgroup,
-        };
+        );
     }
     if let Some((end, name)) = unit {
-        return Container {
-            runtime: "systemd".into(),
-            id: name.to_owned(),
-            name: name.to_owned(),
-            pod_uid: None,
-            qos: None,
-            cgroup: canonical(&path[..end]).into_owned(),
-        };
+        return Container::from_path(
+            "systemd",
+            name.to_owned(),
+            name.to_owned(),
+            None,
+            None,
+            canonical(&path[..end]).into_owned(),
+        );
     }
     let cgroup = canonical(path).into_owned();
-    Container {
-        runtime: "cgroup".into(),
-        id: cgroup.clone(),
-        name: if last.is_empty() { "/" } else { last }.to_owned(),
-        pod_uid: None,
-        qos: None,
+    Container::from_path(
+        "cgroup",
+        cgroup.clone(),
+        if last.is_empty() { "/" } else { last }.to_owned(),
+        None,
+        None,
         cgroup,
-    }
+    )
 }
 
 /// The runtime, id and monitor flag of a container's directory name.

@@ -517,6 +517,59 @@ pub struct Container {
     /// Path of the cgroup the identity belongs to (the container's, unit's
     /// or pod's directory), an ancestor of the memcg's path or that path.
     pub cgroup: String,
+    /// The runtime's own name for it: the Docker/Podman container name, the
+    /// Kubernetes container name. Null when not known (the path alone never
+    /// tells). Added fields: files written before them read as null.
+    #[serde(default)]
+    pub runtime_name: Option<String>,
+    /// Kubernetes pod name.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// Kubernetes namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Image the container runs, as the runtime records it.
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+impl Container {
+    /// An identity from the cgroup path alone: nothing the runtimes' state
+    /// files add is known yet.
+    pub fn from_path(
+        runtime: &str,
+        id: String,
+        name: String,
+        pod_uid: Option<String>,
+        qos: Option<String>,
+        cgroup: String,
+    ) -> Self {
+        Container {
+            runtime: runtime.into(),
+            id,
+            name,
+            pod_uid,
+            qos,
+            cgroup,
+            runtime_name: None,
+            pod: None,
+            namespace: None,
+            image: None,
+        }
+    }
+
+    /// The name people use for it (unescaped: escape it for the output):
+    /// `namespace/pod/container` for a Kubernetes container (`namespace/pod`
+    /// for the pod's own cgroup), the runtime's name for Docker/Podman, else
+    /// `name` (the short id, unit or last path component).
+    pub fn display_name(&self) -> String {
+        match (&self.namespace, &self.pod, &self.runtime_name) {
+            (Some(ns), Some(pod), Some(ctr)) => format!("{ns}/{pod}/{ctr}"),
+            (Some(ns), Some(pod), None) => format!("{ns}/{pod}"),
+            (_, _, Some(n)) => n.clone(),
+            _ => self.name.clone(),
+        }
+    }
 }
 
 /// Snapshot of one memcg. Every field is None when its file is absent or

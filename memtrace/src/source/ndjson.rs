@@ -254,6 +254,12 @@ fn parse_tag_first(line: &mut [u8]) -> Option<Record> {
     if line.get(comma) != Some(&b',') {
         return None;
     }
+    // A second `"type"` key (no record has a field of that name, and inside
+    // a JSON string the quotes would be escaped) would be ignored by the
+    // variant's struct: the parse through `Record` refuses it instead.
+    if memchr::memmem::find(&line[comma..], br#""type""#).is_some() {
+        return None;
+    }
     // The same object without its tag: `{` where the comma after it was.
     line[comma] = b'{';
     let (name, object) = line.split_at(comma);
@@ -323,6 +329,26 @@ mod tests {
     use std::io::{BufReader, Cursor, Read};
 
     use super::*;
+
+    #[test]
+    fn a_second_type_key_is_a_bad_line_not_a_record_of_either_type() {
+        let dup = "{\"type\":\"system\",\"type\":\"memcg_interval\",\"ts\":\"\",\"ts_ns\":1,\
+            \"interval_ns\":1,\"sys_pct\":1.0,\"max_cpu_sys_pct\":1.0,\"max_cpu\":null,\
+            \"iowait_pct\":0.0,\"kswapd_cpu_pct\":0.0,\"dying_memcgs\":null,\"live_memcgs\":1,\
+            \"kswapd_wakes\":null,\"kswapd_ns\":null,\"ringbuf_drops\":0,\"memcg_map_full\":0,\
+            \"shrinker_map_full\":0,\"inflight_map_full\":0,\"unmatched_returns\":0,\
+            \"missed_returns\":0,\"map_evictions\":0,\"prog_recursion_misses\":null,\
+            \"memcg_entries\":0,\"shrinker_entries\":0}\n";
+        // Without the second key the line is a good record.
+        let good = dup.replacen("\"type\":\"memcg_interval\",", "", 1);
+        let mut lines = Lines::new(Cursor::new(good));
+        assert!(matches!(lines.next_item(), Ok(Some(Item::Record(_)))));
+        let mut lines = Lines::new(Cursor::new(dup));
+        match lines.next_item() {
+            Ok(Some(Item::Bad(b))) => assert!(b.error.contains("duplicate field"), "{}", b.error),
+            _ => panic!("a duplicate tag must be a bad line"),
+        }
+    }
 
     #[test]
     fn an_endless_line_ends_the_read_at_the_cap_naming_its_line() {

@@ -113,7 +113,7 @@ impl LivePipeline {
         let clock = Clock::new();
         let fs = cgroup::detect()?;
         log::debug!("container runtimes' state read below {:?}", popts.roots);
-        let enrich = Enricher::new(fs, popts.oom_snapshots);
+        let enrich = Enricher::new(fs, popts.oom_snapshots, popts.roots.clone());
         let loaded = loader::load(opts, false)?;
         let unseen = loaded.unavailable_fields();
         let oom_family = loaded.family_of("oom_kill_process");

@@ -96,22 +96,7 @@ impl Dockerd {
 
     /// `memtrace-bb:1`: a static busybox and its applets, no registry.
     fn import_busybox(&self) {
-        let root = self.dir.join("rootfs");
-        fs::create_dir_all(root.join("bin")).unwrap();
-        fs::copy("/bin/busybox", root.join("bin/busybox")).expect("/bin/busybox (busybox-static)");
-        for applet in ["sh", "tail", "sleep", "cat", "dd", "rm"] {
-            symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-        let tar = self.dir.join("rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let tar = busybox_tar(&self.dir.join("rootfs"));
         self.ok(&["import", tar.to_str().unwrap(), "memtrace-bb:1"]);
     }
 
@@ -131,32 +116,9 @@ impl Drop for Dockerd {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         // It stops its containerd first; killed if it takes longer than 30 s.
         wait_timeout(&mut self.child, Duration::from_secs(30));
-        // Mounts it may have left under its roots.
-        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut under: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| Path::new(m).starts_with(&self.dir))
-            .collect();
-        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in under {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
-        // The /docker cgroups of every v1 controller (the cgroupfs driver
-        // makes them), deepest first; left alone if something else uses them.
-        for ctrl in fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let d = ctrl.path().join("docker");
-            if let Ok(rd) = fs::read_dir(&d) {
-                for e in rd.flatten().filter(|e| e.path().is_dir()) {
-                    let _ = fs::remove_dir(e.path());
-                }
-                let _ = fs::remove_dir(&d);
-            }
-        }
+        umount_below(&self.dir);
+        // The /docker cgroups the cgroupfs driver made in every controller.
+        remove_cgroup_trees("docker");
     }
 }
 
@@ -178,10 +140,22 @@ fn postmortem_of(r: &Recorder, container_id: &str, within: Duration) -> Value {
     }
 }
 
+/// The text post-mortem of a JSON one: `record` writes it after the JSON
+/// line, so it may not be there yet when the JSON is.
 fn text_of(dir: &Path, pm: &Value) -> String {
     let pid = pm["kill"]["victim"]["pid"].as_u64().unwrap() as u32;
-    let p = memtrace_testkit::recorder::text_postmortem(dir, pid).expect("text post-mortem");
-    fs::read_to_string(p).unwrap()
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(p) = memtrace_testkit::recorder::text_postmortem(dir, pid) {
+            let text = fs::read_to_string(p).unwrap();
+            // Written whole: its last line ends it.
+            if text.ends_with('\n') {
+                return text;
+            }
+        }
+        assert!(Instant::now() < end, "no text post-mortem for pid {pid}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// No raw control character, line separator or bidi override.
@@ -333,6 +307,162 @@ fn docker_containers_are_named_in_post_mortems_stream_and_top() {
     let last = only.rsplit("memtrace top").next().unwrap();
     assert!(last.lines().any(|l| l.starts_with("web-2 ")), "{only}");
     assert!(!last.contains("evil"), "{only}");
+}
+
+/// Unmounts what a runtime left mounted below `dir`, deepest first.
+fn umount_below(dir: &Path) {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut under: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect();
+    under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in under {
+        let _ = Command::new("umount").args(["-l", m]).status();
+    }
+}
+
+/// Removes `name` and what is below it in every v1 controller (or the
+/// unified hierarchy), deepest first; what is still in use stays.
+fn remove_cgroup_trees(name: &str) {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut tops = vec![root.join(name)];
+    tops.extend(
+        fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|c| c.path().join(name)),
+    );
+    for top in tops {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut stack = vec![top];
+        while let Some(d) = stack.pop() {
+            if let Ok(rd) = fs::read_dir(&d) {
+                stack.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                dirs.push(d);
+            }
+        }
+        for d in dirs.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+/// Podman 4.3 (Debian's), rootful, its storage under `dir`: vfs driver,
+/// cgroupfs manager, runc. Its default rlimits (nofile 1048576, nproc
+/// 4194304) are above this sandbox's hard limits (20000, ~96k) and raising
+/// them needs CAP_SYS_RESOURCE, which the sandbox lacks: runc then fails
+/// with "error setting rlimits ... operation not permitted", so the test
+/// lowers them. crun is left out: it refuses this host's hybrid cgroups.
+struct Podman {
+    dir: PathBuf,
+}
+
+impl Podman {
+    fn new(dir: &Path) -> Self {
+        assert!(
+            Path::new("/usr/bin/podman").exists(),
+            "podman is missing: `cargo xtask setup` installs it"
+        );
+        fs::create_dir_all(dir).unwrap();
+        Podman {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("podman")
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("run"))
+            .args([
+                "--storage-driver=vfs",
+                "--cgroup-manager=cgroupfs",
+                "--events-backend=file",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run podman")
+    }
+
+    fn graphroot(&self) -> String {
+        self.dir.join("root").display().to_string()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["rm", "-a", "-f"]);
+        umount_below(&self.dir);
+        // The cgroupfs manager's parent, with conmon's cgroup in it.
+        remove_cgroup_trees("libpod_parent");
+    }
+}
+
+#[test]
+fn podman_containers_are_named_in_post_mortems() {
+    let (_g, scratch) = as_root("names-podman");
+    let pm = Podman::new(&scratch.join("podman"));
+    let rootfs = busybox_tar(&scratch.join("rootfs"));
+    let o = pm.cmd(&["import", rootfs.to_str().unwrap(), "localhost/bb:1"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = scratch.join("out");
+    let r = Recorder::start(&out, &["--containers-storage-root", &pm.graphroot()]);
+    let o = pm.cmd(&[
+        "run",
+        "--runtime",
+        "/usr/sbin/runc",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--network",
+        "none",
+        "--memory",
+        "32m",
+        "--name",
+        "pm-oom",
+        "localhost/bb:1",
+        "tail",
+        "/dev/zero",
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{o:?}");
+    let id = String::from_utf8(pm.cmd(&["inspect", "-f", "{{.Id}}", "pm-oom"]).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let p = postmortem_of(&r, &id, Duration::from_secs(20));
+    let c = &p["kill"]["victim_memcg"]["container"];
+    assert_eq!(c["runtime"], "podman", "{p}");
+    assert_eq!(c["runtime_name"], "pm-oom", "{p}");
+    assert_eq!(c["image"], "localhost/bb:1", "{p}");
+    let text = text_of(&out, &p);
+    assert!(text.contains("[podman pm-oom]"), "{text}");
+    r.stop();
+}
+
+/// A tarball of a rootfs holding a static busybox and its applets.
+fn busybox_tar(root: &Path) -> PathBuf {
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy("/bin/busybox", root.join("bin/busybox")).expect("/bin/busybox (busybox-static)");
+    for applet in ["sh", "tail", "sleep", "cat", "dd", "rm"] {
+        symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let tar = root.with_extension("tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    tar
 }
 
 // ---- Fixtures in the runtimes' own formats -------------------------------

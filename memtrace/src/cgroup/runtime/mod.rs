@@ -47,9 +47,12 @@ use super::container::Container;
 
 /// How often a cached identity in use is checked against its file.
 pub const RECHECK: Duration = Duration::from_secs(10);
-/// How often a container whose files were not found is looked up again
-/// (its runtime may not have written them yet).
+/// How soon a container whose files were not found is looked up again (its
+/// runtime may not have written them yet); doubled after every miss up to
+/// MAX_RETRY, so an agent that cannot see the runtimes' files (no
+/// `--host-root`) does not read directories every few seconds for ever.
 const RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(120);
 /// How long an identity is kept after its container's files are gone and
 /// it was last looked up.
 pub const KEEP: Duration = Duration::from_secs(600);
@@ -138,6 +141,8 @@ struct Entry {
     used: Instant,
     /// When its file was first found missing.
     gone: Option<Instant>,
+    /// Lookups that found nothing, in a row.
+    misses: u32,
 }
 
 /// Cost counters, for `--log-level debug` and the measurements.
@@ -194,7 +199,11 @@ impl Names {
         let now = Instant::now();
         let fresh = match self.cache.get(&memcg) {
             Some(e) if e.id == c.id => {
-                let every = if e.ident.is_some() { RECHECK } else { RETRY };
+                let every = if e.ident.is_some() {
+                    RECHECK
+                } else {
+                    RETRY.saturating_mul(1 << e.misses.min(6)).min(MAX_RETRY)
+                };
                 now.duration_since(e.checked) < every
             }
             _ => false,
@@ -218,6 +227,11 @@ impl Names {
     fn refresh(&mut self, memcg: u64, c: &Container, now: Instant) {
         if let Some(e) = self.cache.get_mut(&memcg).filter(|e| e.id == c.id) {
             e.checked = now;
+            // Named by the kubelet's log layout: those names never change
+            // for a container id.
+            if e.ident.is_some() && e.source.is_none() {
+                return;
+            }
             if let Some((file, was)) = &e.source {
                 match mtime(file) {
                     None => {
@@ -240,6 +254,7 @@ impl Names {
             checked: now,
             used: now,
             gone: None,
+            misses: 0,
         });
         if e.id != c.id {
             *e = Entry {
@@ -249,6 +264,7 @@ impl Names {
                 checked: now,
                 used: now,
                 gone: None,
+                misses: 0,
             };
         }
         match found {
@@ -266,13 +282,14 @@ impl Names {
                 });
                 e.ident = Some(ident);
                 e.gone = None;
+                e.misses = 0;
             }
             // Never found, or found before and now gone everywhere: what
             // was known stays.
             None if e.ident.is_some() => {
                 e.gone.get_or_insert(now);
             }
-            None => {}
+            None => e.misses = e.misses.saturating_add(1),
         }
     }
 
@@ -439,6 +456,13 @@ mod tests {
             assert_eq!(c.runtime_name, None);
         }
         assert_eq!(n.cost.lookups, 0);
+        // A container whose files are nowhere: looked up once, then not
+        // again before the retry delay.
+        let docker = format!("/docker/{ID}");
+        for _ in 0..3 {
+            n.name(9, &mut attribute(&docker));
+        }
+        assert_eq!(n.cost.lookups, 1);
     }
 
     #[test]

@@ -211,6 +211,33 @@ fn docker_containers_are_named_in_post_mortems_stream_and_top() {
         "{text}"
     );
     eprintln!("{text}");
+    // `--rm`: Docker deletes the container's state as soon as it is
+    // killed; it was named when its memcg appeared.
+    let cid = scratch.join("web-rm.cid");
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--name",
+        "web-rm",
+        "--memory",
+        "32m",
+        "--network",
+        "none",
+        "--cidfile",
+        cid.to_str().unwrap(),
+        "memtrace-bb:1",
+        "tail",
+        "/dev/zero",
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{o:?}");
+    let id = fs::read_to_string(&cid).unwrap().trim().to_string();
+    let pm = postmortem_of(&r, &id, Duration::from_secs(20));
+    let c = &pm["kill"]["victim_memcg"]["container"];
+    assert_eq!(c["runtime_name"], "web-rm", "{pm}");
+    assert!(
+        !Path::new(&root).join("containers").join(&id).exists(),
+        "docker kept the state of a --rm container"
+    );
     r.stop();
 
     // While containers run: one named plainly, one whose labels are

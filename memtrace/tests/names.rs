@@ -411,6 +411,9 @@ impl Podman {
                 "--events-backend=file",
             ])
             .args(args)
+            // conmon writes an `oom` marker into its working directory
+            // when the container is OOM-killed: keep it in the scratch dir.
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .output()
             .expect("run podman")

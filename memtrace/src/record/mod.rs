@@ -4,7 +4,7 @@
 mod files;
 mod held;
 mod history;
-mod postmortem;
+pub(crate) mod postmortem;
 mod spike;
 
 use crate::output::fields::Unseen;
@@ -396,6 +396,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     let popts = PipelineOptions {
         interval: Some(args.interval),
         oom_snapshots: true,
+        roots: args.names.roots(),
     };
     let mut pipe = LivePipeline::start(&opts, popts)?;
     let header = pipe.header().clone();

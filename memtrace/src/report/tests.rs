@@ -987,3 +987,6 @@ fn text_report_matches_the_golden_copy() {
         );
     }
 }
+
+#[path = "html_tests.rs"]
+mod html;

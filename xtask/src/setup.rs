@@ -23,8 +23,9 @@ pub const LLVM_PACKAGE: &str = "llvm-22-dev";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// qemu guests for the kprobe/fentry tests (shared/notes/vm-testing.md).
 pub const VM_PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
-/// The interactive `top` test drives a real terminal.
-pub const TEST_PACKAGES: [&str; 1] = ["tmux"];
+/// The interactive `top` test drives a real terminal; the `report --html`
+/// test renders the page in a real (headless) browser.
+pub const TEST_PACKAGES: [&str; 2] = ["tmux", "chromium"];
 
 /// Checks everything, installs what is missing, and returns the toolchain
 /// as the eBPF build finds it (ebpf-build, which memtrace's build.rs uses

@@ -154,7 +154,7 @@ fn draw(c: &Chart) -> Result<String> {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
         let mut chart = ChartBuilder::on(&root)
             .margin_top(12)
-            .margin_right(24)
+            .margin_right(44)
             .margin_left(8)
             .x_label_area_size(44)
             .y_label_area_size(76)
@@ -212,7 +212,7 @@ fn draw(c: &Chart) -> Result<String> {
                 for (pts, col) in tops.into_iter().rev() {
                     chart
                         .draw_series(
-                            AreaSeries::new(pts, 0.0, col.mix(0.85).filled())
+                            AreaSeries::new(pts, 0.0, col.filled())
                                 .border_style(col.stroke_width(1)),
                         )
                         .map_err(perr)?;

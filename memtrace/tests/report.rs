@@ -469,3 +469,51 @@ fn html_report_of_a_real_capture_renders_in_a_real_browser() {
         .count();
     assert_eq!(drawn_right, 0, "something reaches the page's right edge");
 }
+
+/// `--html` writes the page 0640, refuses to follow a symlink planted at
+/// its path, and cannot be combined with `--json` (no root needed).
+#[test]
+fn html_output_file_mode_symlink_and_flags() {
+    let dir = scratch("report-html-file");
+    let input =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seeds/ndjson/stream-6.18.ndjson");
+    let run = |out: &Path, extra: &[&str]| {
+        Command::new(memtrace_bin())
+            .arg("report")
+            .arg(&input)
+            .args(extra)
+            .arg("--html")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let page = dir.join("page.html");
+    let out = run(&page, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let html = fs::read_to_string(&page).unwrap();
+    assert!(
+        html.starts_with("<!DOCTYPE html>") && html.contains("<svg"),
+        "{html}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&page).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+
+    let target = dir.join("victim");
+    fs::write(&target, "keep me").unwrap();
+    let link = dir.join("link.html");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = run(&link, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("it is a symlink"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(fs::read_to_string(&target).unwrap(), "keep me");
+
+    let out = run(&dir.join("x.html"), &["--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

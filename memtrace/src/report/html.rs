@@ -719,6 +719,15 @@ pub fn render(r: &Report, t: &Timeline) -> Result<String> {
             )
         );
     }
+    if t.kills_left_out > 0 {
+        let _ = writeln!(
+            o,
+            "<p class=\"note\">{} OOM kill{} of later runs (or of a file without intervals) \
+             not marked on the charts: see the tables below</p>",
+            t.kills_left_out,
+            if t.kills_left_out == 1 { "" } else { "s" }
+        );
+    }
     if t.later_runs > 0 {
         let _ = writeln!(
             o,

@@ -104,13 +104,13 @@ pub fn html(path: &Path) -> Result<String> {
 
 fn write_html(path: &Path, out: &Path) -> Result<()> {
     let page = html(path)?;
-    // 0644: a report is for sharing (it holds nothing the capture, 0600,
-    // does not). A symlink planted at `out` is refused, not followed.
+    // 0640 like memtrace's other outputs (it names cgroups and tasks); a
+    // symlink planted at `out` is refused, not followed.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o644)
+        .mode(0o640)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(out)
         .map_err(|e| {

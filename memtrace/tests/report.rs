@@ -281,6 +281,10 @@ fn report_of_a_real_stream_and_of_a_damaged_capture_of_it() {
             .iter()
             .any(|k| k["victim"]["pid"] == pid)
     );
+
+    // (3) The capture as an HTML page, in a real browser (sharing this
+    // test's recorded workload keeps CI short).
+    html_in_a_real_browser(&dir, &stream, pid);
     drop(memcg);
 }
 
@@ -389,14 +393,12 @@ fn count(
         .sum()
 }
 
-#[test]
-fn html_report_of_a_real_capture_renders_in_a_real_browser() {
-    let (_g, dir) = as_root("report-html");
-    let memcg = TestMemcg::new("report-html");
-    memcg.limit_no_swap(64 << 20);
-    let (stream, pid) = record_workload(&dir, &memcg);
+/// `report --html` of a capture of `stream` (whose workload's `tail` was
+/// killed as `pid`): a self-contained page that headless Chromium loads
+/// without a console error, with chart pixels where the charts are.
+fn html_in_a_real_browser(dir: &Path, stream: &str, pid: u32) {
     let cap = dir.join("capture.ndjson");
-    fs::write(&cap, capture_of(&stream)).unwrap();
+    fs::write(&cap, capture_of(stream)).unwrap();
     let html = dir.join("report.html");
     let out = Command::new(memtrace_bin())
         .arg("report")

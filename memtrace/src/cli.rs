@@ -63,7 +63,7 @@ pub enum Command {
     Record(RecordArgs),
     /// Explain a capture, a stream file or an OOM log (no root needed)
     #[command(
-        after_help = "Examples:\n  memtrace report /var/lib/memtrace/capture-20261122T030500Z.ndjson\n  memtrace report /var/lib/memtrace/oom.ndjson\n  memtrace report stream.ndjson --json | jq ."
+        after_help = "Examples:\n  memtrace report /var/lib/memtrace/capture-20261122T030500Z.ndjson\n  memtrace report /var/lib/memtrace/oom.ndjson\n  memtrace report stream.ndjson --json | jq .\n  memtrace report capture.ndjson --html incident.html   # charts, one file, opens offline"
     )]
     Report(ReportArgs),
     /// What this kernel supports and the attach plan memtrace would use
@@ -336,6 +336,10 @@ pub struct ReportArgs {
     /// One JSON object instead of text
     #[arg(long)]
     pub json: bool,
+    /// Write the report as one self-contained HTML page with timeline
+    /// charts (no script, nothing fetched) to this file instead
+    #[arg(long, value_name = "OUT.html", conflicts_with = "json")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -281,6 +281,10 @@ fn report_of_a_real_stream_and_of_a_damaged_capture_of_it() {
             .iter()
             .any(|k| k["victim"]["pid"] == pid)
     );
+
+    // (3) The capture as an HTML page, in a real browser (sharing this
+    // test's recorded workload keeps CI short).
+    html_in_a_real_browser(&dir, &stream, pid);
     drop(memcg);
 }
 
@@ -337,4 +341,181 @@ fn a_file_that_is_not_memtrace_is_a_clear_error() {
     let err = text(&out.stderr);
     assert!(err.contains("not a memtrace capture"), "{err}");
     assert_clean(&err);
+}
+
+/// The page as headless Chromium shows it at 1280 px: the PNG's RGB rows
+/// and the browser's log (its console messages included).
+fn screenshot(html: &Path, png: &Path) -> (Vec<Vec<[u8; 3]>>, String) {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1280,2400",
+        ])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium (installed by cargo xtask setup)");
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "chromium: {}\n{log}", out.status);
+    let file = std::io::BufReader::new(fs::File::open(png).expect("the screenshot"));
+    let mut reader = png::Decoder::new(file).read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("PNG size")];
+    let info = reader.next_frame(&mut buf).expect("PNG frame");
+    let ch = info.color_type.samples();
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    let rows = buf[..info.buffer_size()]
+        .chunks(info.line_size)
+        .map(|row| {
+            row.chunks(ch)
+                .take(info.width as usize)
+                .map(|p| [p[0], p[1], p[2]])
+                .collect()
+        })
+        .collect();
+    (rows, log)
+}
+
+/// Pixels of exactly `rgb` in rows `ys` and columns `xs`.
+fn count(
+    rows: &[Vec<[u8; 3]>],
+    ys: std::ops::Range<usize>,
+    xs: std::ops::Range<usize>,
+    rgb: [u8; 3],
+) -> usize {
+    rows[ys]
+        .iter()
+        .map(|r| r[xs.clone()].iter().filter(|p| **p == rgb).count())
+        .sum()
+}
+
+/// `report --html` of a capture of `stream` (whose workload's `tail` was
+/// killed as `pid`): a self-contained page that headless Chromium loads
+/// without a console error, with chart pixels where the charts are.
+fn html_in_a_real_browser(dir: &Path, stream: &str, pid: u32) {
+    let cap = dir.join("capture.ndjson");
+    fs::write(&cap, capture_of(stream)).unwrap();
+    let html = dir.join("report.html");
+    let out = Command::new(memtrace_bin())
+        .arg("report")
+        .arg(&cap)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = fs::read_to_string(&html).unwrap();
+    assert!(page.len() < 2 << 20, "{} bytes", page.len());
+    let lower = page.to_ascii_lowercase();
+    for bad in ["http:", "https:", "<script", "src=", "href=", "url("] {
+        assert!(!lower.contains(bad), "{bad} in the page");
+    }
+    // The kill is marked, with the victim's comm and pid.
+    assert!(
+        page.contains(&format!(": tail (pid {pid}) in ")),
+        "no marker for the kill of tail {pid}"
+    );
+
+    let png = dir.join("report.png");
+    let (rows, log) = screenshot(&html, &png);
+    if let Some(keep) = std::env::var_os("MEMTRACE_KEEP_SCREENSHOT") {
+        fs::copy(&png, keep).unwrap();
+    }
+    // Loaded without a console error (a blocked fetch, a CSP violation or
+    // a failed load would each log one).
+    for l in log.lines() {
+        assert!(
+            !l.contains(":CONSOLE") && !l.contains("net::ERR_"),
+            "browser: {l}"
+        );
+    }
+    assert!(
+        rows.len() >= 2400 && rows[0].len() == 1280,
+        "a 1280 px wide page"
+    );
+    // Light theme: white page. The host chart (the first, under the
+    // title and verdict) draws sys% in blue and the busiest CPU in
+    // vermilion; the kill's marker is in the kill colour; the stacked
+    // reclaim chart below it fills its top container in blue.
+    let white = [255, 255, 255];
+    assert_eq!(rows[5][5], white);
+    let plot = 90..1240;
+    let blue = [0x00, 0x72, 0xB2];
+    let vermilion = [0xD5, 0x5E, 0x00];
+    let kill = [0xB0, 0x00, 0x20];
+    let host = 100..900;
+    assert!(
+        count(&rows, host.clone(), plot.clone(), blue) > 50,
+        "no sys% line"
+    );
+    assert!(
+        count(&rows, host.clone(), plot.clone(), vermilion) > 20,
+        "no busiest-CPU line"
+    );
+    assert!(
+        count(&rows, host.clone(), plot.clone(), kill) > 20,
+        "no kill marker"
+    );
+    assert!(
+        count(&rows, 500..2400, plot.clone(), blue) > 500,
+        "no reclaim area"
+    );
+    // Nothing drawn past the right margin: not clipped at 1280 px.
+    let drawn_right = rows
+        .iter()
+        .filter(|r| r[1262..].iter().any(|p| *p != white))
+        .count();
+    assert_eq!(drawn_right, 0, "something reaches the page's right edge");
+}
+
+/// `--html` writes the page 0640, refuses to follow a symlink planted at
+/// its path, and cannot be combined with `--json` (no root needed).
+#[test]
+fn html_output_file_mode_symlink_and_flags() {
+    let dir = scratch("report-html-file");
+    let input =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seeds/ndjson/stream-6.18.ndjson");
+    let run = |out: &Path, extra: &[&str]| {
+        Command::new(memtrace_bin())
+            .arg("report")
+            .arg(&input)
+            .args(extra)
+            .arg("--html")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let page = dir.join("page.html");
+    let out = run(&page, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let html = fs::read_to_string(&page).unwrap();
+    assert!(
+        html.starts_with("<!DOCTYPE html>") && html.contains("<svg"),
+        "{html}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&page).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+
+    let target = dir.join("victim");
+    fs::write(&target, "keep me").unwrap();
+    let link = dir.join("link.html");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = run(&link, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("it is a symlink"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(fs::read_to_string(&target).unwrap(), "keep me");
+
+    let out = run(&dir.join("x.html"), &["--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }

@@ -417,6 +417,55 @@ fn interactive_top_in_a_real_terminal() {
     tmux(&["send-keys", "-t", &s.0, "Escape"]);
     // A key within tmux's escape-time after Escape would arrive as Alt-key.
     wait_gone(&s, "99th percentile reclaim latency");
+
+    // A memcg that reclaims for a few intervals: filter the table down to
+    // it, open its detail view and see its history graphed.
+    let memcg = TestMemcg::new("h");
+    let name = memcg
+        .dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let file = scratch.join("churn.data");
+    for _ in 0..3 {
+        churn(&memcg.dir, &file);
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    wait_for(&s, &name);
+    tmux(&["send-keys", "-t", &s.0, "/"]);
+    tmux(&["send-keys", "-t", &s.0, "-l", &name]);
+    tmux(&["send-keys", "-t", &s.0, "Enter"]);
+    wait_for(&s, &format!("filter: {name}"));
+    tmux(&["send-keys", "-t", &s.0, "Enter"]);
+    let detail = wait_for(&s, "history: the last");
+    for part in [
+        "reclaim ms/s: max",
+        "limit hits/s",
+        "usage",
+        "shrinker calls/s",
+        "zero share %",
+    ] {
+        assert!(
+            detail.contains(part),
+            "no {part:?} in the detail view:\n{detail}"
+        );
+    }
+    // Its reclaim was graphed: bars under the reclaim label.
+    let lines: Vec<&str> = detail.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("reclaim ms/s: max"))
+        .unwrap();
+    assert!(
+        lines[at + 1..at + 3]
+            .iter()
+            .any(|l| l.chars().any(|c| "▁▂▃▄▅▆▇█".contains(c))),
+        "no reclaim bars:\n{detail}"
+    );
+    println!("---- top detail view ----\n{detail}");
+    tmux(&["send-keys", "-t", &s.0, "Escape"]);
+    wait_gone(&s, "history: the last");
     tmux(&["send-keys", "-t", &s.0, "s"]);
     std::thread::sleep(Duration::from_millis(300));
     tmux(&["send-keys", "-t", &s.0, "q"]);

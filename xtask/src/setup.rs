@@ -25,8 +25,9 @@ pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 pub const VM_PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
 /// The interactive `top` test drives a real terminal; the container-name
 /// tests (memtrace/tests/names.rs) run a private dockerd and a Podman
-/// whose storage is a temp dir, on an image made from a static busybox.
-pub const TEST_PACKAGES: [&str; 4] = ["tmux", "docker.io", "podman", "busybox-static"];
+/// whose storage is a temp dir, on an image made from a static busybox;
+/// the `report --html` test renders the page in a real (headless) browser.
+pub const TEST_PACKAGES: &[&str] = &["tmux", "docker.io", "podman", "busybox-static", "chromium"];
 
 /// Checks everything, installs what is missing, and returns the toolchain
 /// as the eBPF build finds it (ebpf-build, which memtrace's build.rs uses
@@ -108,7 +109,7 @@ pub fn setup_vm() -> Result<()> {
 
 /// For the tests: tmux.
 pub fn setup_test() -> Result<()> {
-    ensure_installed(&TEST_PACKAGES)
+    ensure_installed(TEST_PACKAGES)
 }
 
 /// Installs whichever of `packages` is missing.

@@ -17,6 +17,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Top(args) => rt.block_on(crate::top::run(args)),
         Command::Record(args) => rt.block_on(crate::record::run(args)),
         Command::Doctor(args) => doctor::run(args),
-        Command::Report(args) => crate::report::run(&args.file, args.json),
+        Command::Report(args) => crate::report::run(&args.file, args.json, args.html.as_deref()),
     }
 }

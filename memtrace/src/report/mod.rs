@@ -4,10 +4,12 @@
 //! the rest is summarized: the span, a capture's trigger, who paid for
 //! reclaim, the top memcgs and containers, the shrinkers, the shrink_slab
 //! storm signature, and every OOM kill's story.
+mod html;
 mod oom;
 mod storm;
 mod summary;
 mod text;
+mod timeline;
 
 #[cfg(test)]
 mod tests;
@@ -15,6 +17,7 @@ mod tests;
 use std::{
     fs::File,
     io::{BufRead, BufReader, Write},
+    os::unix::fs::OpenOptionsExt,
     path::Path,
 };
 
@@ -35,7 +38,10 @@ const GIVE_UP_AFTER: u64 = 64;
 /// Bad lines listed on stderr with the text report.
 const MAX_BAD_LINES_TEXT: usize = 100;
 
-pub fn run(path: &Path, json: bool) -> Result<()> {
+pub fn run(path: &Path, json: bool, html: Option<&Path>) -> Result<()> {
+    if let Some(out) = html {
+        return write_html(path, out);
+    }
     let report = build(path)?;
     let out = if json {
         json::line(&report)
@@ -58,6 +64,11 @@ pub fn run(path: &Path, json: bool) -> Result<()> {
 /// Reads and summarizes the file at `path`; an error when nothing in it
 /// could be summarized.
 pub fn build(path: &Path) -> Result<Report> {
+    Ok(build_counted(path)?.0)
+}
+
+/// The report, the lines it read and whether the file can be read again.
+fn build_counted(path: &Path) -> Result<(Report, u64, bool)> {
     let file = ndjson::open(path)?;
     let meta = file
         .metadata()
@@ -72,7 +83,49 @@ pub fn build(path: &Path) -> Result<Report> {
         let file = File::open(path).with_context(|| format!("cannot reopen {}", path.display()))?;
         add_histories(&mut report, BufReader::new(file), lines)?;
     }
-    Ok(report)
+    Ok((report, lines, meta.is_file()))
+}
+
+/// The report with its charts as one HTML file: the summary first (it
+/// names the series worth charting), then one more pass for their series.
+pub fn html(path: &Path) -> Result<String> {
+    let (report, lines, rereadable) = build_counted(path)?;
+    if !rereadable {
+        bail!(
+            "{}: --html reads the file twice (summary, then the charts' series); save the \
+             stream to a file first",
+            path.display()
+        );
+    }
+    let file = File::open(path).with_context(|| format!("cannot reopen {}", path.display()))?;
+    let t = timeline::build(&report, BufReader::new(file), lines)?;
+    html::render(&report, &t)
+}
+
+fn write_html(path: &Path, out: &Path) -> Result<()> {
+    let page = html(path)?;
+    // 0640 like memtrace's other outputs (it names cgroups and tasks); a
+    // symlink planted at `out` is refused, not followed.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(out)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                anyhow::anyhow!(
+                    "refusing to write {}: it is a symlink; remove it or choose another path",
+                    out.display()
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("creating {}", out.display()))
+            }
+        })?;
+    f.write_all(page.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", out.display()))
 }
 
 /// Pass 1: every line into the aggregator. Returns it and the number of

@@ -1014,3 +1014,6 @@ fn text_report_matches_the_golden_copy() {
         );
     }
 }
+
+#[path = "html_tests.rs"]
+mod html;

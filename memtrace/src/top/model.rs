@@ -65,7 +65,57 @@ pub struct Row {
     /// When a record last named it (ns since boot), for [`ROW_GRACE_NS`].
     #[serde(skip)]
     pub last_seen_ns: u64,
+    /// The plan sees calls that freed nothing (else ZERO% reads `-`).
+    #[serde(skip)]
+    pub zero_visible: bool,
 }
+
+/// One interval of a row, for the detail view's graphs. NaN stands for
+/// "not seen" (the plan cannot see it; for usage, no snapshot): 28 bytes
+/// a sample keeps thousands of rows' history small.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    reclaim_ms_per_s: f32,
+    limit_hits_per_s: f32,
+    usage_bytes: f32,
+    limit_bytes: f32,
+    do_shrink_slab_per_s: f32,
+    zero_pct: f32,
+    /// OOM kills of its tasks in this interval.
+    pub oom_kills: u16,
+}
+
+fn pack(v: Option<f64>) -> f32 {
+    v.map_or(f32::NAN, |x| x as f32)
+}
+
+fn unpack(v: f32) -> Option<f64> {
+    (!v.is_nan()).then_some(f64::from(v))
+}
+
+impl Sample {
+    pub fn reclaim_ms_per_s(&self) -> Option<f64> {
+        unpack(self.reclaim_ms_per_s)
+    }
+    pub fn limit_hits_per_s(&self) -> Option<f64> {
+        unpack(self.limit_hits_per_s)
+    }
+    pub fn usage_bytes(&self) -> Option<f64> {
+        unpack(self.usage_bytes)
+    }
+    pub fn limit_bytes(&self) -> Option<f64> {
+        unpack(self.limit_bytes)
+    }
+    pub fn do_shrink_slab_per_s(&self) -> Option<f64> {
+        unpack(self.do_shrink_slab_per_s)
+    }
+    pub fn zero_pct(&self) -> Option<f64> {
+        unpack(self.zero_pct)
+    }
+}
+
+/// Intervals of history kept per row: 3 minutes at the default 1 s.
+pub const HISTORY: usize = 180;
 
 /// A row no record has named for this long leaves the table: its memcgs
 /// went idle or were removed (containers come and go; the table must not
@@ -101,6 +151,9 @@ pub struct Model {
     pub ooms: VecDeque<OomKill>,
     /// Intervals completed.
     pub intervals: u64,
+    /// Each row's last [`HISTORY`] intervals, oldest first, and its OOM
+    /// kill count at the last one.
+    history: BTreeMap<String, (VecDeque<Sample>, u64)>,
 }
 
 const RECENT_OOMS: usize = 100;
@@ -130,6 +183,7 @@ impl Model {
             summary: Summary::default(),
             ooms: VecDeque::new(),
             intervals: 0,
+            history: BTreeMap::new(),
         }
     }
 
@@ -258,6 +312,7 @@ impl Model {
         row.shrink_slab_per_s = z(Field::ShrinkSlabCalls);
         row.do_shrink_slab_per_s = z(Field::DoShrinkSlabCalls);
         row.zero_pct = None;
+        row.zero_visible = self.seen(Field::DoShrinkSlabZero);
         row.freed_per_s = z(Field::DoShrinkSlabFreed);
         row.shrinkers.clear();
     }
@@ -354,6 +409,24 @@ impl Model {
             row.shrinkers.truncate(10);
         }
         rows.retain(|_, r| s.ts_ns.saturating_sub(r.last_seen_ns) <= ROW_GRACE_NS);
+        self.history.retain(|k, _| rows.contains_key(k));
+        for (key, r) in &rows {
+            let (h, kills) = self.history.entry(key.clone()).or_default();
+            let bytes = |v: Option<u64>| pack(v.map(|b| b as f64));
+            h.push_back(Sample {
+                reclaim_ms_per_s: pack(r.reclaim_ms_per_s),
+                limit_hits_per_s: pack(r.limit_hits_per_s),
+                usage_bytes: bytes(r.usage_bytes),
+                limit_bytes: bytes(r.limit_bytes),
+                do_shrink_slab_per_s: pack(r.do_shrink_slab_per_s),
+                zero_pct: pack(r.zero_pct),
+                oom_kills: r.oom_kills.saturating_sub(*kills).min(u16::MAX.into()) as u16,
+            });
+            *kills = r.oom_kills;
+            while h.len() > HISTORY {
+                h.pop_front();
+            }
+        }
         self.rows = rows;
         self.summary.ts = s.ts.clone();
         self.summary.sys_pct = s.sys_pct;
@@ -392,6 +465,14 @@ impl Model {
             }),
         }
         rows
+    }
+
+    /// A row's recent intervals, oldest first.
+    pub fn history(&self, key: &str) -> impl Iterator<Item = &Sample> {
+        self.history
+            .get(key)
+            .into_iter()
+            .flat_map(|(h, _)| h.iter())
     }
 
     /// The row a memcg belongs to.

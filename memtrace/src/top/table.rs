@@ -103,7 +103,10 @@ pub fn cell(r: &Row, c: Column) -> String {
         Column::DoShrink => rate(r.do_shrink_slab_per_s),
         Column::Zero => match r.zero_pct {
             Some(p) => format!("{p:.0}"),
-            None if r.do_shrink_slab_per_s.is_some_and(|c| c == 0.0) => "0".into(),
+            // No call to share: 0, where the plan could have seen some.
+            None if r.zero_visible && r.do_shrink_slab_per_s.is_some_and(|c| c == 0.0) => {
+                "0".into()
+            }
             None => UNSEEN.into(),
         },
         Column::Freed => rate(r.freed_per_s),

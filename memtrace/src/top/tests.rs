@@ -194,7 +194,12 @@ fn zero_share_when_the_plan_sees_it() {
 }
 
 fn render(m: &Model, ui: &tui::Ui) -> String {
-    let mut t = Terminal::new(TestBackend::new(170, 24)).unwrap();
+    screen_at(m, ui, 170, 24).0
+}
+
+/// The screen of a `w`x`h` terminal, as text and as ratatui's buffer.
+fn screen_at(m: &Model, ui: &tui::Ui, w: u16, h: u16) -> (String, ratatui::buffer::Buffer) {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     t.draw(|f| tui::draw(f, m, ui)).unwrap();
     let buf = t.backend().buffer().clone();
     let mut s = String::new();
@@ -204,7 +209,7 @@ fn render(m: &Model, ui: &tui::Ui) -> String {
         }
         s.push('\n');
     }
-    s
+    (s, buf)
 }
 
 #[test]
@@ -355,6 +360,47 @@ fn k8s_memcg(pod_uid: &str, ctr_id: &str, ns: &str, pod: &str, ctr: &str, id: u6
     m
 }
 
+/// Twelve 1 s intervals of one container whose reclaim and usage climb,
+/// its tasks OOM-killed during the eighth, on the host's plan (calls that
+/// freed nothing invisible).
+fn history_model() -> Model {
+    let mut m = Model::new(By::Container);
+    m.apply(&header());
+    let root = format!("/system.slice/docker-{ID}.scope");
+    for sec in 1..=12u64 {
+        let mut rec = interval(
+            memcg(&root, 10),
+            10 * sec,
+            100 * sec,
+            Some((4 + 5 * sec) << 20),
+        );
+        if let Record::MemcgInterval(i) = &mut rec {
+            i.interval_ns = 1_000_000_000;
+            i.ts_ns = sec * 1_000_000_000;
+        }
+        m.apply(&rec);
+        if sec == 8 {
+            m.apply(&Record::from(OomKill {
+                ts_ns: sec * 1_000_000_000,
+                victim: Victim {
+                    pid: 7,
+                    comm: "java".into(),
+                    ..Default::default()
+                },
+                victim_memcg: Some(memcg(&root, 10)),
+                ..Default::default()
+            }));
+        }
+        m.apply(&Record::System(System {
+            ts: format!("2026-11-22T00:00:{sec:02}Z"),
+            ts_ns: sec * 1_000_000_000,
+            interval_ns: 1_000_000_000,
+            ..Default::default()
+        }));
+    }
+    m
+}
+
 #[test]
 fn rows_show_kubernetes_names_and_by_pod_groups_a_pods_containers() {
     let uid = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -404,4 +450,74 @@ fn rows_show_kubernetes_names_and_by_pod_groups_a_pods_containers() {
     // The `/` filter matches the names.
     assert_eq!(by_ctr.rows(Column::Name, "sidecar").len(), 1);
     assert_eq!(by_ctr.rows(Column::Name, "api-7f9c").len(), 2);
+}
+
+#[test]
+fn detail_view_graphs_the_rows_history_and_marks_its_kills() {
+    let m = history_model();
+    let mut ui = tui::Ui::new(Column::Reclaim);
+    ui.detail = true;
+    let (screen, buf) = screen_at(&m, &ui, 170, 50);
+    for part in [
+        "history: the last 12 intervals, oldest left",
+        "X / red bars: OOM kills (1)",
+        "reclaim ms/s: max 120",
+        "limit hits/s: max 40.0",
+        "usage: max 64.0M of limit 64.0M",
+        "shrinker calls/s: max 1200",
+        "zero share %: - (calls that freed nothing not visible on this plan)",
+    ] {
+        assert!(screen.contains(part), "no {part:?} in\n{screen}");
+    }
+    // The kill's mark sits under its interval (the 8th of 12), and that
+    // interval's bars are red.
+    let lines: Vec<&str> = screen.lines().collect();
+    let marks = lines
+        .iter()
+        .position(|l| l.contains('X') && l.trim_matches(|c| c == ' ' || c == '│') == "X")
+        .unwrap_or_else(|| panic!("no kill mark line in\n{screen}"));
+    let x_kill = lines[marks].chars().position(|c| c == 'X').unwrap();
+    let reclaim = lines
+        .iter()
+        .position(|l| l.contains("reclaim ms/s: max"))
+        .unwrap();
+    let first_bar = lines[reclaim + 2]
+        .chars()
+        .position(|c| "▁▂▃▄▅▆▇█".contains(c))
+        .unwrap_or_else(|| panic!("no reclaim bars in\n{screen}"));
+    assert_eq!(x_kill - first_bar, 7, "{screen}");
+    let cell = &buf[(x_kill as u16, reclaim as u16 + 2)];
+    assert_eq!(cell.fg, ratatui::style::Color::Red, "{cell:?}");
+    // The reclaim bars climb: the last is full, the first low.
+    let row = lines[reclaim + 2];
+    let bars: Vec<char> = row.chars().skip(first_bar).take(12).collect();
+    assert_eq!(bars[11], '█', "{row}");
+}
+
+#[test]
+fn wide_terminals_get_a_reclaim_history_column() {
+    let m = history_model();
+    let ui = tui::Ui::new(Column::Reclaim);
+    let (wide, _) = screen_at(&m, &ui, 170, 12);
+    assert!(wide.contains("RECLAIM HIST"), "{wide}");
+    let row = wide.lines().find(|l| l.contains(&ID[..12])).unwrap();
+    assert!(row.trim_end().ends_with("▁▂▂▃▄▄▅▆▆▇██"), "{row}");
+    let (narrow, _) = screen_at(&m, &ui, 150, 12);
+    assert!(!narrow.contains("RECLAIM HIST"), "{narrow}");
+}
+
+#[test]
+fn zero_share_reads_dash_where_the_plan_cannot_see_it() {
+    // docker_model's plan cannot see calls that freed nothing: nginx's
+    // row, which made no call, reads "-", not 0.
+    let m = docker_model();
+    let rows = m.rows(Column::Name, "");
+    let nginx = rows.iter().find(|r| r.name == "nginx.service").unwrap();
+    assert_eq!(table::cell(nginx, Column::Zero), "-");
+    // Where it can, no call is 0.
+    let mut m = Model::new(By::Memcg);
+    m.apply(&Record::Header(Header::default()));
+    m.apply(&interval(memcg("/a", 1), 1, 0, None));
+    m.apply(&system("t"));
+    assert_eq!(table::cell(m.rows(Column::Zero, "")[0], Column::Zero), "0");
 }

@@ -167,13 +167,22 @@ pub fn postmortems(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// The file of the text post-mortem of `pid` in `dir` (`…-PID.txt`), if
-/// written.
+/// The file of the text post-mortem of `pid` in `dir` (`…-PID.txt`), once
+/// written, waiting up to 10 s for it: `record` writes it after the JSON
+/// line a test usually waits for, created first and filled by one write.
 pub fn text_postmortem(dir: &Path, pid: u32) -> Option<PathBuf> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(&format!("-{pid}.txt")))
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(&format!("-{pid}.txt")))
+            .filter(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0));
+        if found.is_some() || Instant::now() > end {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Runs `tail /dev/zero` in the memcg at `dir` until the OOM killer kills

@@ -392,6 +392,7 @@ pub fn interval(
                 .collect()
         }),
         // Filled by the pipeline, which reads cgroupfs.
+        state_age_ns: None,
         state: None,
     }
 }

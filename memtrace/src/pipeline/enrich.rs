@@ -9,8 +9,10 @@ use std::{
 
 use memtrace_common::{OOM_HAS_OOM_MEMCG, OomEvent};
 
+use super::carry::{IntervalState, StateCarry};
+
 use crate::{
-    aggregate::chain,
+    aggregate::{chain, intervals::MemcgDelta},
     cgroup::{self, MemcgFs, Resolver, state::StateReader, tasks::tasks, watch::MemcgWatch},
     output::{
         build,
@@ -53,6 +55,8 @@ pub struct Enricher {
     pub fs: MemcgFs,
     pub resolver: Resolver,
     states: StateReader,
+    /// Which memcgs' state an interval reads again (`carry`).
+    pub carry: StateCarry,
     /// Last cgroupfs limit-hit counter per memcg, for deltas.
     limit_counts: HashMap<u64, u64>,
     live_memcgs: u64,
@@ -98,6 +102,7 @@ impl Enricher {
             .collect();
         Self {
             states: StateReader::new(&fs),
+            carry: StateCarry::new(),
             live_memcgs: live.len() as u64,
             last_rescan: Instant::now(),
             limit_counts,
@@ -117,26 +122,12 @@ impl Enricher {
         self.states.next_refresh();
     }
 
-    /// A memcg's cgroupfs state and its limit hits since the last interval.
-    /// Each file is read once: on v2 the hits are memory.events' `max`,
-    /// which the state read already has.
-    pub fn interval_state(&mut self, m: &Memcg) -> (Option<u64>, Option<MemcgState>) {
-        let Some(path) = m.path.as_deref().filter(|_| !m.deleted) else {
-            return (None, None);
-        };
-        let state = self.states.read(path);
-        let now = if self.fs.v2 {
-            state.events_max
-        } else {
-            self.states.limit_hits_v1(path)
-        };
-        // Memcgs that existed at start have a baseline; any other was
-        // created since, and its counter started at 0.
-        let hits = now.map(|now| {
-            let prev = self.limit_counts.insert(m.id, now).unwrap_or(0);
-            now.saturating_sub(prev)
-        });
-        (hits, Some(state))
+    /// A memcg's limit hits since the last interval and its cgroupfs
+    /// state, read now or carried (`carry`), for its record of `d` in the
+    /// interval ending at `ts_ns`.
+    pub fn interval_state(&mut self, m: &Memcg, d: &MemcgDelta, ts_ns: u64) -> IntervalState {
+        let (states, hits) = (&mut self.states, &mut self.limit_counts);
+        self.carry.interval(states, hits, self.fs.v2, m, d, ts_ns)
     }
 
     /// Whether the memcg was removed (for evicting its kernel map entries):
@@ -171,6 +162,7 @@ impl Enricher {
 
     pub fn forget(&mut self, id: u64) {
         self.limit_counts.remove(&id);
+        self.carry.forget(id);
     }
 
     /// Live memcgs (recounted every RESCAN_EVERY) and dying ones.
@@ -222,6 +214,8 @@ impl Enricher {
             if read.iter().any(|(x, _)| *x == id) {
                 continue;
             }
+            // A kill changes the state: its next record reads it again.
+            self.carry.forget(id);
             focus.get_or_insert_with(|| self.resolver.path_of(&n));
             let mut st = self.states.read(&n.path);
             // The page counter as the kernel read it at the kill: by the

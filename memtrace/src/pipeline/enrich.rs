@@ -187,6 +187,12 @@ impl Enricher {
     /// The kernel reported a kill: read its memcgs now, before the victim's
     /// memory is freed and before the memcg may be removed.
     pub fn on_kill_event(&mut self, o: &OomEvent, now_ns: u64) {
+        // A kill changes the state of the victim's memcg and its ancestors:
+        // their next records read it again.
+        let ids = chain::levels(&o.chain).iter().map(|l| l.id);
+        for id in ids.chain([o.victim_memcg_id, o.oom_memcg_id]) {
+            self.carry.forget(id);
+        }
         if self.early.is_none() {
             return;
         }
@@ -214,8 +220,6 @@ impl Enricher {
             if read.iter().any(|(x, _)| *x == id) {
                 continue;
             }
-            // A kill changes the state: its next record reads it again.
-            self.carry.forget(id);
             focus.get_or_insert_with(|| self.resolver.path_of(&n));
             let mut st = self.states.read(&n.path);
             // The page counter as the kernel read it at the kill: by the

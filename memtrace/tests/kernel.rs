@@ -746,3 +746,125 @@ fn short_lived_memcgs_get_their_path_and_are_evicted() {
         "memcg_entries drops after the grace: peak {peak}, last {last}"
     );
 }
+
+/// Negative dentries (slab objects charged to the memcg) made by a shell
+/// inside `memcg`, for `drop_caches` to shrink.
+fn make_dentries(memcg: &TestMemcg, dir: &Path, round: u32) {
+    let mut child = memcg.spawn(Command::new("sh").arg("-c").arg(format!(
+        "cd '{}' && for i in $(seq 3000); do [ -e {}-{round}-$i ]; done; true",
+        dir.display(),
+        memcg.inode()
+    )));
+    assert!(wait_timeout(&mut child, Duration::from_secs(60)).success());
+}
+
+/// The interval's state reads: a memcg only scanned by shrinkers carries
+/// the state its last record read (with its age, unchanged); one whose
+/// limit is hit is read in that interval, with the hits; and a carried
+/// state is read again once its refresh age (at most 10 s) passed.
+#[test]
+fn shrinker_only_intervals_carry_state_and_limit_hits_read_it_again() {
+    let (_g, dir) = as_root("carry");
+    let passive = TestMemcg::new("carry-passive");
+    let limited = TestMemcg::new("carry-limited");
+    limited.limit(32 << 20);
+    let stream = Stream::start(&dir, &["--interval", "500ms"]);
+    let drop_caches = || fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    // Shrinker work alone on both memcgs: populate (charges, which some
+    // plans see), let an interval close, then make the kernel shrink them.
+    let shrink_round = |round| {
+        make_dentries(&passive, &dir, round);
+        make_dentries(&limited, &dir, round);
+        std::thread::sleep(Duration::from_millis(700));
+        drop_caches();
+        std::thread::sleep(Duration::from_millis(700));
+    };
+    for round in 0..3 {
+        shrink_round(round);
+    }
+    let rounds_done = Instant::now();
+    // The limited memcg hits its limit: 128 MiB through a 32 MiB cache.
+    let file = dir.join("carry-churn");
+    write_through_cache(&limited, &file, 128, Duration::from_secs(120));
+    let _ = fs::remove_file(&file);
+    settle();
+    // Past any refresh age of the passive memcg's reads.
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(rounds_done.elapsed()));
+    shrink_round(3);
+    settle();
+    let records = stream.stop(libc::SIGINT);
+
+    let age = |r: &Value| r["state_age_ns"].as_u64();
+    let n = |r: &Value, f: &str| r[f].as_u64().unwrap_or(0);
+    for memcg in [&passive, &limited] {
+        let rows = for_memcg(&records, "memcg_interval", &memcg.rel);
+        eprintln!(
+            "{}: {:?}",
+            memcg.rel,
+            rows.iter()
+                .map(|r| (
+                    age(r),
+                    n(r, "do_shrink_slab_calls"),
+                    n(r, "reclaim_memcg_count"),
+                    r["limit_hits"].as_u64(),
+                    r["state"]["usage_bytes"].as_u64()
+                ))
+                .collect::<Vec<_>>()
+        );
+        assert!(rows.len() >= 4, "a record per shrink round: {rows:#?}");
+        assert_eq!(age(rows[0]), Some(0), "a first record reads its state");
+        let mut last_read: Option<&Value> = None;
+        for r in &rows {
+            let a = age(r).expect("state_age_ns with every state");
+            if a == 0 {
+                last_read = Some(r);
+                continue;
+            }
+            // Carried: only shrinker work, no hits, and exactly the state
+            // of the record that read it, as old as that record.
+            let read = last_read.expect("a carried state was read before");
+            assert!(a < 10_000_000_000, "carried at most 10 s: {r}");
+            assert_eq!(n(r, "ts_ns") - a, n(read, "ts_ns"), "{r}\nread in {read}");
+            assert_eq!(r["state"], read["state"], "carried unchanged");
+            for f in [
+                "charge_calls",
+                "charge_failures",
+                "reclaim_direct_count",
+                "reclaim_memcg_count",
+                "limit_hits",
+            ] {
+                assert_eq!(n(r, f), 0, "{f}: a carried state needs no activity: {r}");
+            }
+        }
+        // Shrink rounds 1 and 2 came within 5 s of round 0's read.
+        assert!(
+            rows.iter().any(|r| age(r).is_some_and(|a| a > 0)),
+            "shrinker-only records carry their state: {rows:#?}"
+        );
+    }
+    // Round 3 came more than 10 s after the passive memcg's last read: its
+    // state is read again.
+    let rows = for_memcg(&records, "memcg_interval", &passive.rel);
+    let last = rows.last().unwrap();
+    assert_eq!(age(last), Some(0), "read again after 10 s: {last}");
+    // Limit hits are read every interval for a limited memcg: the first
+    // record showing its limit reclaim or hits has the hits (the counter
+    // rises before the reclaim it causes), and every record with hits
+    // read its state then: the first one a state other than the one
+    // carried before (the cache it filled).
+    let rows = for_memcg(&records, "memcg_interval", &limited.rel);
+    let first_hit = rows
+        .iter()
+        .position(|r| n(r, "reclaim_memcg_count") > 0 || n(r, "limit_hits") > 0)
+        .expect("the limited memcg hit its limit");
+    assert!(n(rows[first_hit], "limit_hits") > 0, "{}", rows[first_hit]);
+    assert!(first_hit > 0, "shrink rounds came first: {rows:#?}");
+    assert_ne!(
+        rows[first_hit]["state"],
+        rows[first_hit - 1]["state"],
+        "read again, not carried"
+    );
+    for r in rows.iter().filter(|r| n(r, "limit_hits") > 0) {
+        assert_eq!(age(r), Some(0), "a limit hit reads the state: {r}");
+    }
+}

@@ -234,6 +234,27 @@ impl StateReader {
         )
     }
 
+    /// The memcg's own limit and own swap limit (None = unlimited), cached
+    /// like the limits a state read uses; None when `rel` is no memcg
+    /// path. A counter without a limit of its own cannot fail, so its
+    /// limit-hit counter cannot move: the caller skips reading it.
+    pub fn own_limits(&mut self, rel: &str) -> Option<(Option<u64>, Option<u64>)> {
+        let key = normalize(rel)?;
+        let key = key.as_ref();
+        Some((self.limit_of(key), self.swap_limit_of(key)))
+    }
+
+    /// The cumulative limit-hit counter of the memcg at `rel`: v2 memory.events
+    /// `max`, v1 as [`StateReader::limit_hits_v1`]; None when unreadable.
+    pub fn limit_hits(&mut self, rel: &str) -> Option<u64> {
+        if !self.v2 {
+            return self.limit_hits_v1(rel);
+        }
+        let key = normalize(rel)?;
+        let [max] = keyed(self.file(key.as_ref(), "memory.events")?, ["max"]);
+        max
+    }
+
     /// Reads file `name` of the memcg at `key` into `buf`, relative to the
     /// memcg's directory descriptor (opened now if not held). A held
     /// descriptor whose directory was removed (ENOENT, ENODEV) is dropped

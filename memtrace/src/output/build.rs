@@ -401,6 +401,7 @@ pub fn interval(
                 .collect()
         }),
         // Filled by the pipeline, which reads cgroupfs.
+        state_age_ns: None,
         state: None,
     }
 }

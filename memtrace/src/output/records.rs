@@ -301,8 +301,14 @@ pub struct MemcgInterval {
     pub limit_hits: Option<u64>,
     /// Busiest shrinkers for this memcg in the interval (top 10 by calls).
     pub shrinkers: Option<Vec<ShrinkerRow>>,
-    /// The memcg's cgroupfs state at the end of the interval; null when it
-    /// could not be read (deleted).
+    /// How long before `ts_ns` `state` was read: 0 when read as this
+    /// interval closed, else the age of a state carried from an earlier
+    /// interval (docs/events.md says when); null with `state` (and in
+    /// files written before this field).
+    #[serde(default)]
+    pub state_age_ns: Option<u64>,
+    /// The memcg's cgroupfs state, read `state_age_ns` before the end of
+    /// the interval; null when it could not be read (deleted).
     #[serde(default)]
     pub state: Option<MemcgState>,
 }

@@ -9,8 +9,10 @@ use std::{
 
 use memtrace_common::{OOM_HAS_OOM_MEMCG, OomEvent};
 
+use super::carry::{IntervalState, StateCarry};
+
 use crate::{
-    aggregate::chain,
+    aggregate::{chain, intervals::MemcgDelta},
     cgroup::{self, MemcgFs, Resolver, state::StateReader, tasks::tasks, watch::MemcgWatch},
     output::{
         build,
@@ -53,6 +55,8 @@ pub struct Enricher {
     pub fs: MemcgFs,
     pub resolver: Resolver,
     states: StateReader,
+    /// Which memcgs' state an interval reads again (`carry`).
+    pub carry: StateCarry,
     /// Last cgroupfs limit-hit counter per memcg, for deltas.
     limit_counts: HashMap<u64, u64>,
     live_memcgs: u64,
@@ -99,6 +103,7 @@ impl Enricher {
             .collect();
         Self {
             states: StateReader::new(&fs),
+            carry: StateCarry::new(),
             live_memcgs: live.len() as u64,
             last_rescan: Instant::now(),
             limit_counts,
@@ -118,26 +123,12 @@ impl Enricher {
         self.states.next_refresh();
     }
 
-    /// A memcg's cgroupfs state and its limit hits since the last interval.
-    /// Each file is read once: on v2 the hits are memory.events' `max`,
-    /// which the state read already has.
-    pub fn interval_state(&mut self, m: &Memcg) -> (Option<u64>, Option<MemcgState>) {
-        let Some(path) = m.path.as_deref().filter(|_| !m.deleted) else {
-            return (None, None);
-        };
-        let state = self.states.read(path);
-        let now = if self.fs.v2 {
-            state.events_max
-        } else {
-            self.states.limit_hits_v1(path)
-        };
-        // Memcgs that existed at start have a baseline; any other was
-        // created since, and its counter started at 0.
-        let hits = now.map(|now| {
-            let prev = self.limit_counts.insert(m.id, now).unwrap_or(0);
-            now.saturating_sub(prev)
-        });
-        (hits, Some(state))
+    /// A memcg's limit hits since the last interval and its cgroupfs
+    /// state, read now or carried (`carry`), for its record of `d` in the
+    /// interval ending at `ts_ns`.
+    pub fn interval_state(&mut self, m: &Memcg, d: &MemcgDelta, ts_ns: u64) -> IntervalState {
+        let (states, hits) = (&mut self.states, &mut self.limit_counts);
+        self.carry.interval(states, hits, self.fs.v2, m, d, ts_ns)
     }
 
     /// Whether the memcg was removed (for evicting its kernel map entries):
@@ -175,6 +166,7 @@ impl Enricher {
 
     pub fn forget(&mut self, id: u64) {
         self.limit_counts.remove(&id);
+        self.carry.forget(id);
     }
 
     /// Live memcgs (recounted every RESCAN_EVERY) and dying ones.
@@ -206,6 +198,12 @@ impl Enricher {
     /// The kernel reported a kill: read its memcgs now, before the victim's
     /// memory is freed and before the memcg may be removed.
     pub fn on_kill_event(&mut self, o: &OomEvent, now_ns: u64) {
+        // A kill changes the state of the victim's memcg and its ancestors:
+        // their next records read it again.
+        let ids = chain::levels(&o.chain).iter().map(|l| l.id);
+        for id in ids.chain([o.victim_memcg_id, o.oom_memcg_id]) {
+            self.carry.forget(id);
+        }
         if self.early.is_none() {
             return;
         }

@@ -7,6 +7,7 @@
 //! (`output::build`) → [`Output`]s for the sinks (`stream`, `top`,
 //! `record`). `replay` produces the same records from a file, so
 //! everything after the source is the same code.
+mod carry;
 mod enrich;
 
 use std::time::{Duration, Instant};
@@ -173,6 +174,13 @@ impl LivePipeline {
         })
     }
 
+    /// Reads every memcg's state every interval instead of carrying that of
+    /// memcgs only scanned by shrinkers (`carry`): for `top`, which shows
+    /// state without its age.
+    pub fn always_fresh_state(&mut self) {
+        self.enrich.carry.always_fresh = true;
+    }
+
     pub fn header(&self) -> &Header {
         &self.header
     }
@@ -306,6 +314,7 @@ impl LivePipeline {
         let deltas = self.agg.advance(&memcgs, &shrinkers);
         let shrinker_names = self.live.shrinker_names(&shrinkers);
         self.enrich.next_refresh();
+        self.enrich.carry.next_interval(ts_ns);
         // The shrinker rows name up to 10 callbacks per memcg.
         self.live.symbols.learn(
             deltas
@@ -329,9 +338,9 @@ impl LivePipeline {
         );
         for d in &deltas {
             let memcg = self.enrich.memcg(d.id);
-            let (hits, state) = self.enrich.interval_state(&memcg);
-            let mut rec = build::interval(d, memcg, hits, &cx);
-            rec.state = state;
+            let st = self.enrich.interval_state(&memcg, d, ts_ns);
+            let mut rec = build::interval(d, memcg, st.limit_hits, &cx);
+            (rec.state, rec.state_age_ns) = (st.state, st.state_age_ns);
             out.push(Record::from(rec).into());
         }
         let enrich = &mut self.enrich;

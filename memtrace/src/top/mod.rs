@@ -101,6 +101,7 @@ pub async fn run(args: TopArgs) -> Result<()> {
                 roots: args.names.roots(),
             };
             let mut p = LivePipeline::start(&opts, popts)?;
+            p.always_fresh_state();
             feed.apply(&[Record::Header(p.header().clone())])?;
             feed.apply(&records(p.backlog()))?;
             Source::Live(Box::new(p))

@@ -46,6 +46,9 @@ struct Tail {
     partial: Vec<u8>,
     systems: u64,
     memcg_intervals: u64,
+    /// `memcg_interval` records whose state was read as their interval
+    /// closed (`"state_age_ns":0`), not carried from an earlier one.
+    fresh_states: u64,
 }
 
 impl Tail {
@@ -56,6 +59,7 @@ impl Tail {
             partial: Vec::new(),
             systems: 0,
             memcg_intervals: 0,
+            fresh_states: 0,
         })
     }
 
@@ -74,6 +78,9 @@ impl Tail {
                 self.systems += 1;
             } else if line.starts_with(br#"{"type":"memcg_interval""#) {
                 self.memcg_intervals += 1;
+                if contains_bytes(line, br#""state_age_ns":0,"#) {
+                    self.fresh_states += 1;
+                }
             }
         }
         self.partial.drain(..=end);
@@ -135,20 +142,23 @@ pub fn intervals(env: &Env, w: &mut Workloads, passes: usize) -> Result<Value> {
         tail.wait_systems(n + 1, pid)?;
         let c0 = proc_cpu_exact_ns(pid).unwrap_or(0);
         let m0 = tail.memcg_intervals;
+        let f0 = tail.fresh_states;
         let t = Instant::now();
         sys::write_file(Path::new("/proc/sys/vm/drop_caches"), "2")?;
         let drop_s = t.elapsed().as_secs_f64();
         tail.wait_systems(n + 2, pid)?;
         let c1 = proc_cpu_exact_ns(pid).unwrap_or(0);
         let m1 = tail.memcg_intervals;
+        let f1 = tail.fresh_states;
         tail.wait_systems(n + 3, pid)?;
         let c2 = proc_cpu_exact_ns(pid).unwrap_or(0);
         let m2 = tail.memcg_intervals;
         eprintln!(
-            "bench: agent interval {}/{passes}: {} memcg records, {:.1} ms CPU; idle interval \
-             ({} records) {:.1} ms",
+            "bench: agent interval {}/{passes}: {} memcg records ({} states read, the rest \
+             carried), {:.1} ms CPU; idle interval ({} records) {:.1} ms",
             pass + 1,
             m1 - m0,
+            f1 - f0,
             c1.saturating_sub(c0) as f64 / 1e6,
             m2 - m1,
             c2.saturating_sub(c1) as f64 / 1e6,
@@ -157,6 +167,7 @@ pub fn intervals(env: &Env, w: &mut Workloads, passes: usize) -> Result<Value> {
             "pass": pass,
             "drop_s": drop_s,
             "storm_memcg_records": m1 - m0,
+            "storm_states_read": f1 - f0,
             "storm_cpu_s": c1.saturating_sub(c0) as f64 / 1e9,
             "idle_memcg_records": m2 - m1,
             "idle_cpu_s": c2.saturating_sub(c1) as f64 / 1e9,
@@ -180,6 +191,11 @@ pub fn intervals(env: &Env, w: &mut Workloads, passes: usize) -> Result<Value> {
         "cpu_s": (u.user_ns + u.sys_ns) as f64 / 1e9,
         "passes": rows,
     }))
+}
+
+/// Whether `needle` occurs in `hay`.
+fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Kills and reaps the child if the measurement fails part-way.

@@ -670,26 +670,43 @@ fn render_agent(r: &Value, o: &mut String) {
     );
     let _ = writeln!(
         o,
-        "| interval | memcg_interval records | agent CPU, median (min–max) |"
+        "| interval | memcg_interval records | states read (the rest carried), median | \
+         agent CPU, median (min–max) |"
     );
-    let _ = writeln!(o, "|---|---|---|");
-    for (what, first, rec, cpu) in [
+    let _ = writeln!(o, "|---|---|---|---|");
+    for (what, first, rec, read, cpu) in [
         (
             "storm, first after start",
             true,
             "storm_memcg_records",
+            "storm_states_read",
             "storm_cpu_s",
         ),
-        ("storm, later", false, "storm_memcg_records", "storm_cpu_s"),
+        (
+            "storm, later",
+            false,
+            "storm_memcg_records",
+            "storm_states_read",
+            "storm_cpu_s",
+        ),
         (
             "idle, after a storm",
             false,
             "idle_memcg_records",
+            "",
             "idle_cpu_s",
         ),
     ] {
         if let (Some(n), Some(c)) = (summarize(&col(rec, first)), summarize(&col(cpu, first))) {
-            let _ = writeln!(o, "| {what} | {:.0} | {} |", n.median, spread(&c, secs));
+            // Runs before the field existed read every state.
+            let read = summarize(&col(read, first))
+                .map_or_else(|| "-".to_string(), |r| format!("{:.0}", r.median));
+            let _ = writeln!(
+                o,
+                "| {what} | {:.0} | {read} | {} |",
+                n.median,
+                spread(&c, secs)
+            );
         }
     }
     let kib = |k: &str| a[k].as_f64().unwrap_or(f64::NAN) / 1024.0;

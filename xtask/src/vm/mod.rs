@@ -33,7 +33,7 @@ use scenarios::{BOOT_CHECKS, BootRun, MODE_CHECKS, ModeRun};
 /// Arguments of `cargo xtask vm-test`.
 #[derive(Debug, Clone)]
 pub struct VmTestArgs {
-    /// "6.1", "6.12", a comma list of them, or "all".
+    /// "5.10", "6.1", "6.12", a comma list of them, or "all".
     pub kernel: String,
     /// Wall-clock limit for one guest boot.
     pub timeout_secs: u64,

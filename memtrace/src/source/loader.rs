@@ -345,6 +345,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     }
 
     check_forced_mode(opts.mode, &plan_entries)?;
+    mark_started(&mut ebpf)?;
     drop(aya_btf);
     // aya's parsed BTF was just freed, in many small allocations the heap
     // keeps; give the memory back (~19 MiB measured) instead of carrying
@@ -359,6 +360,21 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         facts,
         kallsyms: planning,
     })
+}
+
+/// Tells the programs that every hook is attached (`STARTED`, in
+/// `bpf_ktime_get_ns()` time, i.e. CLOCK_MONOTONIC): entry records made
+/// before this, while a hook's entry program was attached and its return
+/// program not yet, are left behind without a lost return; only those made
+/// later count in `missed_returns` when found unreturned.
+fn mark_started(ebpf: &mut aya::Ebpf) -> Result<()> {
+    let now = crate::clock::Clock::new().now_ns();
+    let map = ebpf
+        .map_mut("STARTED")
+        .context("the eBPF object has no STARTED map")?;
+    let mut started: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map)?;
+    started.set(0, now, 0).context("writing STARTED")?;
+    Ok(())
 }
 
 /// The plan entry for a hook attached with `chosen` (None: nothing

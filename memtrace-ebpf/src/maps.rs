@@ -2,7 +2,7 @@
 //! overrides them at load time (`--memcg-entries`, ...).
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use memtrace_common::{
     Inflight, InflightKey, KernelOffsets, MemcgStats, ProbeConfig, ShrinkerInfo, ShrinkerKey,
@@ -41,6 +41,13 @@ pub struct PairSlot {
 /// Per-CPU entry slots, indexed by `HOOK_*`.
 #[map]
 pub static SLOTS: PerCpuArray<PairSlot> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
+
+/// `bpf_ktime_get_ns()` when the agent had attached every program (0
+/// before): an entry record left from before then is no lost return. While
+/// the programs are attached one by one, a call can enter through a hook
+/// whose return program is not attached yet; its record stays behind.
+#[map]
+pub static STARTED: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static SYSTEM_STATS: PerCpuArray<SystemStats> = PerCpuArray::with_max_entries(1, 0);

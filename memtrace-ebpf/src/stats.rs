@@ -24,7 +24,8 @@ use memtrace_common::{
 
 use crate::kernel::{self, config};
 use crate::maps::{
-    EVENTS, INFLIGHT, MEMCG_STATS, PairSlot, SHRINKER_STATS, SLOTS, SYSTEM_STATS, ZERO_MEMCG_STATS,
+    EVENTS, INFLIGHT, MEMCG_STATS, PairSlot, SHRINKER_STATS, SLOTS, STARTED, SYSTEM_STATS,
+    ZERO_MEMCG_STATS,
 };
 
 #[inline(always)]
@@ -93,10 +94,14 @@ pub fn begin(tid: u32, hook: u32, value: &Inflight) {
     }
     // Either the map is full, or this task's previous call never returned
     // to us: a kretprobe that ran out of instances, or a lost event.
+    // SAFETY: the value is copied out at once, before it is replaced.
+    let old = unsafe { INFLIGHT.get(key) }.map(|v| v.start_ns);
     let replaced = INFLIGHT.insert(key, value, BPF_EXIST as u64).is_ok();
     if let Some(s) = system() {
         if replaced {
-            s.missed_returns += 1;
+            if old.is_some_and(after_start) {
+                s.missed_returns += 1;
+            }
         } else {
             s.inflight_map_full += 1;
         }
@@ -119,6 +124,14 @@ pub fn take(tid: u32, hook: u32) -> Option<Inflight> {
         let _ = INFLIGHT.remove(key);
     }
     found
+}
+
+/// An entry record made at `start_ns` was made once every program was
+/// attached: if its return never came, that return was lost. (Off the hot
+/// path: only read when a record is found left behind.)
+#[inline(always)]
+fn after_start(start_ns: u64) -> bool {
+    STARTED.get(0).is_some_and(|&t| t != 0 && start_ns >= t)
 }
 
 /// `PairSlot.owner` of a thread: nonzero even for tid 0.
@@ -151,7 +164,9 @@ pub fn slot_begin(tid: u32, hook: u32, value: &Inflight) {
     if slot.owner == me {
         // This thread's previous call never returned on this CPU: a lost
         // return, or a migration that `unmatched_returns` already counted.
-        if let Some(s) = system() {
+        if after_start(slot.value.start_ns)
+            && let Some(s) = system()
+        {
             s.missed_returns += 1;
         }
     } else if slot.owner != 0 {

@@ -62,10 +62,10 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         cargo_test_args: Vec<String>,
     },
-    /// Run memtrace in qemu guests booting Debian's 6.1 and 6.12 kernels,
+    /// Run memtrace in qemu guests booting Debian's 5.10, 6.1 and 6.12 kernels,
     /// in every attach mode (fentry, kprobe, tracepoint).
     VmTest {
-        /// "6.1", "6.12", a comma-separated list, or "all".
+        /// "5.10", "6.1", "6.12", a comma-separated list, or "all".
         #[arg(long, default_value = "all")]
         kernel: String,
         /// Wall-clock limit for one guest boot, in seconds.

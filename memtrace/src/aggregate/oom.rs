@@ -11,8 +11,13 @@ use crate::source::kmsg::OomReport;
 
 /// How long a log report waits for its BPF event (and vice versa).
 pub const GRACE: Duration = Duration::from_millis(500);
-/// How long an `oom_kill_process` event waits for the log to confirm it.
+/// How long an `oom_kill_process` event waits for the log to confirm it,
+/// once the log reader has read everything the kernel printed.
 pub const CONFIRM: Duration = Duration::from_secs(2);
+/// How long it waits at most while the log reader is behind (a burst of
+/// OOM reports, each with its task dump, read on a busy machine: seen 2 s+
+/// late in qemu guests, which then split one kill into two records).
+pub const CONFIRM_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct JoinedOom {
@@ -91,8 +96,14 @@ impl OomJoiner {
         self.slot(pid, now).kmsg = Some(report);
     }
 
-    /// Kills that are complete, or waited long enough.
-    pub fn poll(&mut self, now: Instant) -> Vec<JoinedOom> {
+    /// Kills that are complete, or waited long enough. `kmsg_caught_up`
+    /// says whether the log reader has read every line printed so far
+    /// (asked only of events that have waited CONFIRM for their line).
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        kmsg_caught_up: &mut dyn FnMut() -> bool,
+    ) -> Vec<JoinedOom> {
         let mut out = Vec::new();
         let (kmsg_available, expects_bpf, expects_mark) =
             (self.kmsg_available, self.expects_bpf, self.expects_mark);
@@ -107,8 +118,14 @@ impl OomJoiner {
             } else if j.kmsg.is_some() {
                 age >= GRACE
             } else if j.bpf.is_some() {
-                // oom_kill_process ran; a missing log line loses details, not the kill.
-                age >= if kmsg_available { CONFIRM } else { GRACE }
+                // oom_kill_process ran; a missing log line loses details,
+                // not the kill. The line is printed within the call, so
+                // it is missing once the reader has caught up past CONFIRM.
+                if kmsg_available {
+                    age >= CONFIRM_MAX || (age >= CONFIRM && kmsg_caught_up())
+                } else {
+                    age >= GRACE
+                }
             } else {
                 // mark_victim alone: a kill only if nothing can say otherwise.
                 if age >= CONFIRM || (!kmsg_available && age >= GRACE) {
@@ -188,32 +205,38 @@ mod tests {
     fn bpf_then_log_is_one_kill() {
         let (t0, mut j) = joiner(true, true, false);
         j.on_bpf(ev(OOM_SRC_OOM_KILL_PROCESS, 42), t0);
-        assert!(j.poll(t0).is_empty(), "waits for the log");
+        assert!(j.poll(t0, &mut || true).is_empty(), "waits for the log");
         j.on_kmsg(report(42), t0 + Duration::from_millis(10));
-        let out = j.poll(t0 + Duration::from_millis(10));
+        let out = j.poll(t0 + Duration::from_millis(10), &mut || true);
         assert_eq!(out.len(), 1);
         assert!(out[0].bpf.is_some() && out[0].kmsg.is_some());
-        assert!(j.poll(t0 + CONFIRM * 2).is_empty(), "emitted once");
+        assert!(
+            j.poll(t0 + CONFIRM * 2, &mut || true).is_empty(),
+            "emitted once"
+        );
     }
 
     #[test]
     fn log_first_waits_for_bpf_within_grace() {
         let (t0, mut j) = joiner(true, true, false);
         j.on_kmsg(report(7), t0);
-        assert!(j.poll(t0).is_empty());
+        assert!(j.poll(t0, &mut || true).is_empty());
         j.on_bpf(
             ev(OOM_SRC_OOM_KILL_PROCESS, 7),
             t0 + Duration::from_millis(100),
         );
-        assert_eq!(j.poll(t0 + Duration::from_millis(100)).len(), 1);
+        assert_eq!(
+            j.poll(t0 + Duration::from_millis(100), &mut || true).len(),
+            1
+        );
     }
 
     #[test]
     fn log_alone_is_emitted_after_grace() {
         let (t0, mut j) = joiner(true, true, false);
         j.on_kmsg(report(7), t0);
-        assert!(j.poll(t0 + GRACE / 2).is_empty());
-        let out = j.poll(t0 + GRACE);
+        assert!(j.poll(t0 + GRACE / 2, &mut || true).is_empty());
+        let out = j.poll(t0 + GRACE, &mut || true);
         assert_eq!(out.len(), 1);
         assert!(out[0].bpf.is_none());
     }
@@ -222,7 +245,7 @@ mod tests {
     fn mark_victim_without_a_kill_line_is_not_a_kill() {
         let (t0, mut j) = joiner(true, false, true);
         j.on_bpf(ev(OOM_SRC_MARK_VICTIM, 9), t0);
-        assert!(j.poll(t0 + CONFIRM).is_empty());
+        assert!(j.poll(t0 + CONFIRM, &mut || true).is_empty());
         assert!(j.flush().is_empty(), "dropped, not kept pending");
     }
 
@@ -230,15 +253,32 @@ mod tests {
     fn mark_victim_counts_when_the_log_is_unreadable() {
         let (t0, mut j) = joiner(false, false, true);
         j.on_bpf(ev(OOM_SRC_MARK_VICTIM, 9), t0);
-        assert_eq!(j.poll(t0 + GRACE).len(), 1);
+        assert_eq!(j.poll(t0 + GRACE, &mut || true).len(), 1);
     }
 
     #[test]
     fn unconfirmed_oom_kill_process_is_kept() {
         let (t0, mut j) = joiner(true, true, false);
         j.on_bpf(ev(OOM_SRC_OOM_KILL_PROCESS, 3), t0);
-        assert!(j.poll(t0 + GRACE).is_empty());
-        assert_eq!(j.poll(t0 + CONFIRM).len(), 1);
+        assert!(j.poll(t0 + GRACE, &mut || true).is_empty());
+        assert_eq!(j.poll(t0 + CONFIRM, &mut || true).len(), 1);
+    }
+
+    #[test]
+    fn an_event_waits_for_a_log_reader_that_is_behind() {
+        let (t0, mut j) = joiner(true, true, false);
+        j.on_bpf(ev(OOM_SRC_OOM_KILL_PROCESS, 5), t0);
+        // The reader still has lines to read: the event keeps waiting...
+        assert!(j.poll(t0 + CONFIRM * 3, &mut || false).is_empty());
+        // ...and its line, read late, joins it into one kill.
+        j.on_kmsg(report(5), t0 + CONFIRM * 4);
+        let out = j.poll(t0 + CONFIRM * 4, &mut || false);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].bpf.is_some() && out[0].kmsg.is_some());
+        // A reader that never catches up: the kill is kept after CONFIRM_MAX.
+        j.on_bpf(ev(OOM_SRC_OOM_KILL_PROCESS, 6), t0);
+        assert!(j.poll(t0 + CONFIRM_MAX / 2, &mut || false).is_empty());
+        assert_eq!(j.poll(t0 + CONFIRM_MAX, &mut || false).len(), 1);
     }
 
     #[test]
@@ -248,7 +288,11 @@ mod tests {
         j.on_bpf(ev(OOM_SRC_OOM_KILL_PROCESS, 2), t0);
         j.on_kmsg(report(2), t0);
         j.on_kmsg(report(1), t0);
-        let mut pids: Vec<u32> = j.poll(t0).iter().map(JoinedOom::pid).collect();
+        let mut pids: Vec<u32> = j
+            .poll(t0, &mut || true)
+            .iter()
+            .map(JoinedOom::pid)
+            .collect();
         pids.sort();
         assert_eq!(pids, [1, 2]);
     }

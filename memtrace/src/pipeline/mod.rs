@@ -273,7 +273,9 @@ impl LivePipeline {
     }
 
     fn oom_ready(&mut self, now: Instant, out: &mut Vec<Output>) {
-        for j in self.joiner.poll(now) {
+        let kmsg = &self.kmsg;
+        let mut caught_up = || kmsg.as_ref().is_none_or(|k| k.caught_up());
+        for j in self.joiner.poll(now, &mut caught_up) {
             out.push(self.oom_output(&j));
         }
     }

@@ -75,6 +75,8 @@ pub struct Loaded {
     /// Only the hook targets and `super_cache_count` (planning's part of
     /// /proc/kallsyms); shrinker callbacks are named by a `Symbolizer`.
     pub kallsyms: Kallsyms,
+    /// The kretprobe events of the kprobe family (removed when dropped).
+    pub kretprobes: Vec<super::kretprobe::Event>,
 }
 
 impl Loaded {
@@ -283,6 +285,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     memory::note("aya's BTF parse for the attaches");
 
     let mut plan_entries = Vec::new();
+    let mut kretprobes = Vec::new();
     for (spec, cands) in HOOKS.iter().zip(&candidates) {
         let mut chosen = None;
         let mut outcomes: Vec<FamilyOutcome> = cands
@@ -315,6 +318,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
                     &attempt.target,
                     &aya_btf,
                     opts.floor,
+                    &mut kretprobes,
                 ),
             };
             match result {
@@ -345,6 +349,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     }
 
     check_forced_mode(opts.mode, &plan_entries)?;
+    mark_started(&mut ebpf)?;
     drop(aya_btf);
     // aya's parsed BTF was just freed, in many small allocations the heap
     // keeps; give the memory back (~19 MiB measured) instead of carrying
@@ -358,7 +363,23 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         plan: plan_entries,
         facts,
         kallsyms: planning,
+        kretprobes,
     })
+}
+
+/// Tells the programs that every hook is attached (`STARTED`, in
+/// `bpf_ktime_get_ns()` time, i.e. CLOCK_MONOTONIC): entry records made
+/// before this, while a hook's entry program was attached and its return
+/// program not yet, are left behind without a lost return; only those made
+/// later count in `missed_returns` when found unreturned.
+fn mark_started(ebpf: &mut aya::Ebpf) -> Result<()> {
+    let now = crate::clock::Clock::new().now_ns();
+    let map = ebpf
+        .map_mut("STARTED")
+        .context("the eBPF object has no STARTED map")?;
+    let mut started: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map)?;
+    started.set(0, now, 0).context("writing STARTED")?;
+    Ok(())
 }
 
 /// The plan entry for a hook attached with `chosen` (None: nothing
@@ -515,6 +536,7 @@ fn attach(
     target: &str,
     btf: &aya::Btf,
     floor: bool,
+    kretprobes: &mut Vec<super::kretprobe::Event>,
 ) -> Result<()> {
     let name = |n: &str| program_name(n, floor);
     match family {
@@ -553,9 +575,27 @@ fn attach(
                 .chain(progs.exit)
                 .map(name)
                 .collect();
-            attach_all(ebpf, &names, |p| {
+            let exit = progs.exit.map(name);
+            let tracefs = tracefs::ensure().ok();
+            attach_all(ebpf, &names, |p, prog_name| {
                 let k: &mut KProbe = p.try_into()?;
                 k.load()?;
+                // The return: through a tracefs event with room for
+                // kretprobe::MAXACTIVE calls at once where tracefs is
+                // there, else aya's (the kernel's default room).
+                if exit.as_deref() == Some(prog_name) {
+                    if let Some(t) = &tracefs {
+                        match super::kretprobe::attach(k, target, t) {
+                            Ok(ev) => {
+                                kretprobes.push(ev);
+                                return Ok(());
+                            }
+                            Err(e) => log::debug!(
+                                "kretprobe on {target} through tracefs: {e:#}; attaching through perf"
+                            ),
+                        }
+                    }
+                }
                 k.attach(target, 0)?;
                 Ok(())
             })
@@ -616,11 +656,11 @@ fn prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Pro
 fn attach_all(
     ebpf: &mut Ebpf,
     names: &[String],
-    mut f: impl FnMut(&mut aya::programs::Program) -> Result<()>,
+    mut f: impl FnMut(&mut aya::programs::Program, &str) -> Result<()>,
 ) -> Result<()> {
     let mut done: Vec<String> = Vec::new();
     for name in names {
-        if let Err(e) = f(prog(ebpf, name)?) {
+        if let Err(e) = f(prog(ebpf, name)?, name) {
             unload_all(ebpf, &done);
             let _ = unload(ebpf, name);
             return Err(e);

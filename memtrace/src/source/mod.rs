@@ -2,6 +2,7 @@
 //! the kernel log (`kmsg`).
 pub mod batch;
 pub mod kmsg;
+pub mod kretprobe;
 pub mod live;
 pub mod loader;
 pub mod map_memory;

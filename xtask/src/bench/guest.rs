@@ -1,5 +1,5 @@
-//! The storm and the churn in qemu guests booting Debian's 6.1 and 6.12,
-//! where memtrace attaches with fentry (plan auto) and kprobes: the
+//! The storm and the churn in qemu guests booting Debian's 5.10, 6.1 and
+//! 6.12, where memtrace attaches with fentry (plan auto) and kprobes: the
 //! guest side is the bench mode of the vm-test harness (xtask/src/vm/
 //! bench.rs and guest_init.sh `bench_main`). Guests run under TCG
 //! software emulation: their times compare only within one boot.
@@ -37,6 +37,9 @@ pub fn run(bin: &Path, quick: bool) -> Result<Value> {
         &[("6.1", &["auto", "floor-auto"])]
     } else {
         &[
+            // 5.10: fentry with the hash-alone pairing, kprobes with the
+            // tracefs kretprobes (no CONFIG_PREEMPTION: small default room).
+            ("5.10", &["auto", "kprobe", "floor-auto", "floor-kprobe"]),
             ("6.1", &["auto", "kprobe", "floor-auto", "floor-kprobe"]),
             ("6.12", &["auto", "floor-auto"]),
         ]

@@ -1,6 +1,9 @@
 //! Guest kernels: Debian's own linux-image packages, resolved through their
 //! meta packages, fetched with `apt-get download`, and unpacked (only the
-//! files the harness needs) under `target/vm/`.
+//! files the harness needs) under `target/vm/`. Kernels of another Debian
+//! release than the host's (5.10 from bullseye) are resolved and fetched
+//! through a private apt configuration under `target/vm/apt-<label>/`: the
+//! host's sources and package lists are never touched.
 
 use std::fs;
 use std::io::Read;
@@ -16,17 +19,44 @@ pub struct KernelSpec {
     pub label: &'static str,
     /// Debian meta package that depends on the current image package.
     pub meta: &'static str,
+    /// Appended to the package the meta package names (bullseye's meta
+    /// names the signed image; its `-unsigned` twin is the same kernel
+    /// without the Secure Boot wrapper and needs no shim).
+    pub suffix: &'static str,
+    /// Debian suites to read through a private apt configuration; empty:
+    /// the host's own (bookworm) sources.
+    pub suites: &'static [&'static str],
+    /// cgroup layouts to boot, of those the kernel supports (`cgroup_modes`).
+    pub cgroups: &'static [&'static str],
 }
 
-/// The matrix: bookworm's kernel and the bookworm-security 6.12 backport.
+/// The matrix: bookworm's kernel, the bookworm-security 6.12 backport, and
+/// bullseye's 5.10 (the oldest kernel of a supported Debian release: no
+/// try_charge_memcg, no shrinker names, superblock shrinkers embedded, no
+/// bpf_map_lookup_percpu_elem).
 pub const KERNELS: &[KernelSpec] = &[
+    KernelSpec {
+        label: "5.10",
+        meta: "linux-image-amd64",
+        suffix: "-unsigned",
+        suites: &["bullseye", "bullseye-security"],
+        // systemd's hybrid layout is covered on 6.1; 5.10 boots the two
+        // hierarchies themselves to keep the matrix within its time.
+        cgroups: &["v2", "v1"],
+    },
     KernelSpec {
         label: "6.1",
         meta: "linux-image-amd64",
+        suffix: "",
+        suites: &[],
+        cgroups: &["v2", "v1", "hybrid"],
     },
     KernelSpec {
         label: "6.12",
         meta: "linux-image-6.12-amd64",
+        suffix: "",
+        suites: &[],
+        cgroups: &["v2", "v1", "hybrid"],
     },
 ];
 
@@ -74,11 +104,12 @@ impl Kernel {
         } else {
             self.config_value("CONFIG_MEMCG").as_deref() == Some("y")
         };
-        if v1 {
-            vec!["v2", "v1", "hybrid"]
-        } else {
-            vec!["v2"]
-        }
+        self.spec
+            .cgroups
+            .iter()
+            .copied()
+            .filter(|&c| v1 || c == "v2")
+            .collect()
     }
 }
 
@@ -107,8 +138,9 @@ pub fn select(which: &str) -> Result<Vec<KernelSpec>> {
 pub fn prepare(vm_dir: &Path, spec: KernelSpec) -> Result<Kernel> {
     let debs = vm_dir.join("debs");
     fs::create_dir_all(&debs)?;
-    let package = resolve_package(vm_dir, spec)?;
-    let deb = download(&debs, &package)?;
+    let apt = PrivateApt::for_spec(vm_dir, spec)?;
+    let package = resolve_package(vm_dir, spec, apt.as_ref())?;
+    let deb = download(&debs, &package, apt.as_ref())?;
     let root = vm_dir.join("kernels").join(&package);
     unpack(&deb, &root)?;
 
@@ -136,24 +168,148 @@ pub fn prepare(vm_dir: &Path, spec: KernelSpec) -> Result<Kernel> {
     })
 }
 
-/// `apt-cache depends <meta>` -> the linux-image package it depends on.
-/// The answer is remembered so a later offline run can reuse the cache.
-fn resolve_package(vm_dir: &Path, spec: KernelSpec) -> Result<String> {
+/// An apt configuration of its own (sources, lists, cache, no dpkg status)
+/// for suites the host does not use, passed to apt through APT_CONFIG.
+struct PrivateApt {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl PrivateApt {
+    /// Lists older than this are fetched again (kernel security updates
+    /// replace the image package, and the old one leaves the archive).
+    const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    const KEYRING: &'static str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+    fn for_spec(vm_dir: &Path, spec: KernelSpec) -> Result<Option<PrivateApt>> {
+        if spec.suites.is_empty() {
+            return Ok(None);
+        }
+        let dir = vm_dir.join(format!("apt-{}", spec.label));
+        for d in ["lists/partial", "cache/archives/partial", "etc/apt.conf.d"] {
+            fs::create_dir_all(dir.join(d))?;
+        }
+        for d in ["etc/sources.list.d", "etc/preferences.d"] {
+            fs::create_dir_all(dir.join(d))?;
+        }
+        let sources: String = spec
+            .suites
+            .iter()
+            .map(|suite| {
+                // bullseye-security lives in the security archive.
+                let archive = if suite.ends_with("-security") {
+                    "debian-security"
+                } else {
+                    "debian"
+                };
+                format!(
+                    "deb [signed-by={}] http://deb.debian.org/{archive} {suite} main\n",
+                    Self::KEYRING
+                )
+            })
+            .collect();
+        fs::write(dir.join("etc/sources.list"), sources)?;
+        let d = dir.display();
+        let config = dir.join("apt.conf");
+        fs::write(
+            &config,
+            format!(
+                "Dir::State \"{d}\";\n\
+                 Dir::State::Lists \"{d}/lists\";\n\
+                 Dir::State::status \"/dev/null\";\n\
+                 Dir::Cache \"{d}/cache\";\n\
+                 Dir::Etc \"{d}/etc\";\n\
+                 Dir::Etc::SourceList \"{d}/etc/sources.list\";\n\
+                 Dir::Etc::SourceParts \"{d}/etc/sources.list.d\";\n\
+                 Dir::Etc::Parts \"{d}/etc/apt.conf.d\";\n\
+                 Dir::Etc::Preferences \"{d}/etc/preferences\";\n\
+                 Dir::Etc::PreferencesParts \"{d}/etc/preferences.d\";\n\
+                 APT::Architecture \"amd64\";\n\
+                 APT::Sandbox::User \"root\";\n\
+                 Acquire::Languages \"none\";\n"
+            ),
+        )?;
+        Ok(Some(PrivateApt { dir, config }))
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("APT_CONFIG", &self.config);
+        c
+    }
+
+    /// The lists are missing or older than MAX_AGE.
+    fn stale(&self) -> bool {
+        let newest = fs::read_dir(self.dir.join("lists"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+            .filter_map(|e| e.metadata().ok()?.modified().ok())
+            .max();
+        newest.is_none_or(|t| t.elapsed().unwrap_or_default() > Self::MAX_AGE)
+    }
+
+    /// `apt-get update` on the private lists; the error quotes apt's own
+    /// words (e.g. a suite that has left the archive: "does not have a
+    /// Release file").
+    fn update(&self) -> Result<()> {
+        let out = self
+            .command("apt-get")
+            .args(["-q", "update"])
+            .output()
+            .context("running apt-get update")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // apt-get update exits 0 with only a warning for some failures.
+        if !out.status.success() || stderr.contains("E: ") || stderr.contains("W: Failed") {
+            bail!(
+                "apt-get update with {} failed ({}): {}",
+                self.config.display(),
+                out.status,
+                stderr.trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `apt-cache depends <meta>` -> the linux-image package it depends on (plus
+/// the spec's suffix). The answer is remembered so a later offline run can
+/// reuse the cache.
+fn resolve_package(vm_dir: &Path, spec: KernelSpec, apt: Option<&PrivateApt>) -> Result<String> {
     let memo = vm_dir.join(format!("kernel-{}.package", spec.label));
     let ask = || -> Result<Option<String>> {
-        let out = Command::new("apt-cache")
+        let mut c = match apt {
+            Some(a) => a.command("apt-cache"),
+            None => Command::new("apt-cache"),
+        };
+        let out = c
             .args(["depends", spec.meta])
             .output()
             .context("running apt-cache")?;
-        Ok(parse_depends(&String::from_utf8_lossy(&out.stdout)))
+        Ok(parse_depends(&String::from_utf8_lossy(&out.stdout))
+            .map(|p| format!("{p}{}", spec.suffix)))
     };
+    let mut update_error = None;
+    if let Some(a) = apt.filter(|a| a.stale()) {
+        if let Err(e) = a.update() {
+            eprintln!("vm-test: {e:#} (trying the lists already there)");
+            update_error = Some(e);
+        }
+    }
     let mut found = ask()?;
     if found.is_none() {
         // Package lists may be absent on a fresh machine.
-        if crate::apt::update().is_ok() {
-            found = ask()?;
+        let updated = match apt {
+            Some(a) => a.update(),
+            None => crate::apt::update(),
+        };
+        match updated {
+            Ok(()) => found = ask()?,
+            Err(e) => update_error = Some(e),
         }
     }
+
     match found {
         Some(p) => {
             fs::write(&memo, &p)?;
@@ -168,10 +324,17 @@ fn resolve_package(vm_dir: &Path, spec: KernelSpec) -> Result<String> {
                 );
                 Ok(p.trim().to_owned())
             }
-            Err(_) => bail!(
-                "cannot resolve the kernel package behind {} (apt-cache depends found nothing)",
-                spec.meta
-            ),
+            Err(_) => match update_error {
+                Some(e) => Err(e.context(format!(
+                    "cannot resolve the kernel package behind {} ({})",
+                    spec.meta,
+                    spec.suites.join(", ")
+                ))),
+                None => bail!(
+                    "cannot resolve the kernel package behind {} (apt-cache depends found nothing)",
+                    spec.meta
+                ),
+            },
         },
     }
 }
@@ -195,12 +358,16 @@ fn find_deb(debs: &Path, package: &str) -> Option<PathBuf> {
         })
 }
 
-fn download(debs: &Path, package: &str) -> Result<PathBuf> {
+fn download(debs: &Path, package: &str, apt: Option<&PrivateApt>) -> Result<PathBuf> {
     if let Some(p) = find_deb(debs, package) {
         return Ok(p);
     }
     eprintln!("vm-test: downloading {package}");
-    let status = Command::new("apt-get")
+    let mut c = match apt {
+        Some(a) => a.command("apt-get"),
+        None => Command::new("apt-get"),
+    };
+    let status = c
         // Running as root in a root-owned dir: skip the _apt sandbox warning.
         .args(["download", "-q", "-o", "APT::Sandbox::User=root", package])
         .current_dir(debs)

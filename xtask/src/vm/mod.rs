@@ -11,7 +11,8 @@
 //! Environment knobs: `MEMTRACE_VM_VERBOSE=1` echoes guest consoles,
 //! `MEMTRACE_VM_MODES=fentry,kprobe` narrows the attach modes,
 //! `MEMTRACE_VM_CGROUPS=v1` narrows the cgroup layouts,
-//! `MEMTRACE_VM_ACCEL=tcg|kvm` forces the accelerator.
+//! `MEMTRACE_VM_ACCEL=tcg|kvm` forces the accelerator,
+//! `MEMTRACE_VM_JOBS=N` boots N guests at once (default 2).
 
 pub mod bench;
 mod host;
@@ -33,11 +34,14 @@ use scenarios::{BOOT_CHECKS, BootRun, MODE_CHECKS, ModeRun};
 /// Arguments of `cargo xtask vm-test`.
 #[derive(Debug, Clone)]
 pub struct VmTestArgs {
-    /// "6.1", "6.12", a comma list of them, or "all".
+    /// "5.10", "6.1", "6.12", a comma list of them, or "all".
     pub kernel: String,
     /// Wall-clock limit for one guest boot.
     pub timeout_secs: u64,
 }
+
+/// Guests booted at once (MEMTRACE_VM_JOBS overrides).
+const DEFAULT_JOBS: usize = 2;
 
 /// Attach modes exercised in every boot.
 const DEFAULT_MODES: &[&str] = &["fentry", "kprobe", "tracepoint"];
@@ -209,6 +213,8 @@ fn run_matrix(
     let disk = scratch_disk(&vm_dir)?;
 
     let mut tally = Tally::default();
+    // Every boot of the matrix, in report order.
+    let mut boots: Vec<(kernels::Kernel, &'static str, PathBuf)> = Vec::new();
     for spec in specs {
         let kernel = match kernels::prepare(&vm_dir, spec) {
             Ok(k) => k,
@@ -234,10 +240,37 @@ fn run_matrix(
             {
                 continue;
             }
-            boot_one(
-                &kernel, cg, &initrd, &disk, &logs, &modes, args, verbose, &mut tally,
-            )?;
+            boots.push((kernel.clone(), cg, initrd.clone()));
         }
+    }
+    // Guests boot `jobs` at a time (each is mostly one busy vCPU under
+    // TCG); results are reported in matrix order once all are done.
+    let jobs = std::env::var("MEMTRACE_VM_JOBS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(DEFAULT_JOBS);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: std::sync::Mutex<Vec<Option<Result<Booted>>>> =
+        std::sync::Mutex::new(boots.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(boots.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((kernel, cg, initrd)) = boots.get(i) else {
+                        break;
+                    };
+                    let r = boot_guest(kernel, cg, initrd, &disk, &logs, &modes, args, verbose);
+                    done.lock().unwrap()[i] = Some(r);
+                }
+            });
+        }
+    });
+    let done = done.into_inner().unwrap();
+    for ((kernel, cg, _), booted) in boots.iter().zip(done) {
+        let booted = booted.expect("every boot ran")?;
+        report_boot(kernel, cg, booted, &logs, &modes, args, &mut tally);
     }
     println!("\nvm-test timings:");
     for t in &tally.timings {
@@ -255,8 +288,14 @@ fn run_matrix(
     Ok((tally.passed, tally.failed))
 }
 
+/// One guest's run, with a note when its first boot never reached /init.
+struct Booted {
+    run: qemu::GuestRun,
+    retried: Option<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
-fn boot_one(
+fn boot_guest(
     kernel: &kernels::Kernel,
     cg: &str,
     initrd: &Path,
@@ -265,8 +304,7 @@ fn boot_one(
     modes: &[String],
     args: &VmTestArgs,
     verbose: bool,
-    tally: &mut Tally,
-) -> Result<()> {
+) -> Result<Booted> {
     let prefix = format!("{}/{cg}", kernel.spec.label);
     let stem = format!("{}-{cg}", kernel.spec.label);
     let console_log = logs.join(format!("{stem}.console.log"));
@@ -289,6 +327,7 @@ fn boot_one(
         })
     };
     let mut run = boot()?;
+    let mut retried = None;
     if run.time_of(protocol::INIT_MARKER).is_none() {
         // A guest that dies before /init ran no test: under software
         // emulation the kernel occasionally faults while booting (seen once
@@ -300,12 +339,30 @@ fn boot_one(
             "vm-test: {prefix}: the guest never reached /init (no test ran; console in {}); booting it once more",
             failed.display()
         );
-        tally.timings.push(format!(
+        retried = Some(format!(
             "{prefix}: first boot never reached /init ({}), retried",
             failed.display()
         ));
         run = boot()?;
     }
+    Ok(Booted { run, retried })
+}
+
+/// Records the checks of one finished boot.
+fn report_boot(
+    kernel: &kernels::Kernel,
+    cg: &str,
+    booted: Booted,
+    logs: &Path,
+    modes: &[String],
+    args: &VmTestArgs,
+    tally: &mut Tally,
+) {
+    let prefix = format!("{}/{cg}", kernel.spec.label);
+    let stem = format!("{}-{cg}", kernel.spec.label);
+    let console_log = logs.join(format!("{stem}.console.log"));
+    let Booted { run, retried } = booted;
+    tally.timings.extend(retried);
     let t = Transcript::parse(run.console.iter().map(|(_, l)| l.as_str()), &run.data);
 
     let boot_detail = format!(
@@ -359,7 +416,7 @@ fn boot_one(
         }
     }
     if modes.is_empty() {
-        return Ok(());
+        return;
     }
     for c in BOOT_CHECKS {
         tally.record(
@@ -405,7 +462,6 @@ fn boot_one(
             ));
         }
     }
-    Ok(())
 }
 
 fn fmt_t(t: Option<f64>) -> String {

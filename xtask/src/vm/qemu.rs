@@ -82,8 +82,10 @@ pub fn boot(cfg: &GuestConfig) -> Result<GuestRun> {
         cmd.args(["-bios", QBOOT]);
     }
     if let Some(disk) = cfg.disk {
+        // Read-only: the workloads only read it, and guests booted at once
+        // share it (qemu refuses a second writer of one image).
         cmd.arg("-drive").arg(format!(
-            "file={},format=raw,if=virtio,cache=unsafe",
+            "file={},format=raw,if=virtio,cache=unsafe,readonly=on",
             disk.display()
         ));
     }

@@ -80,6 +80,28 @@ impl KmsgReader {
         })
     }
 
+    /// Every line the kernel has printed so far has been handed out by
+    /// [`KmsgReader::next`]: nothing is queued and `/dev/kmsg` has no
+    /// record past our position (poll(2) without waiting). An unreadable
+    /// state counts as caught up: nothing more will come from it.
+    pub fn caught_up(&self) -> bool {
+        if !self.pending.is_empty() {
+            return false;
+        }
+        let Some(file) = self.file() else {
+            return true;
+        };
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(file),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a count of 1 and a zero timeout; poll
+        // only writes `revents`.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n <= 0 || pfd.revents & libc::POLLIN == 0
+    }
+
     fn file(&self) -> Option<&File> {
         self.async_fd
             .as_ref()

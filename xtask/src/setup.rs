@@ -23,8 +23,10 @@ pub const LLVM_PACKAGE: &str = "llvm-22-dev";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// qemu guests for the kprobe/fentry tests (shared/notes/vm-testing.md).
 pub const VM_PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
-/// The interactive `top` test drives a real terminal.
-pub const TEST_PACKAGES: [&str; 1] = ["tmux"];
+/// The interactive `top` test drives a real terminal; the metrics tests
+/// scrape with a real Prometheus (and check pages with its promtool) and
+/// run the container image under Docker (busybox for the test containers).
+pub const TEST_PACKAGES: [&str; 4] = ["tmux", "prometheus", "docker.io", "busybox-static"];
 
 /// Checks everything, installs what is missing, and returns the toolchain
 /// as the eBPF build finds it (ebpf-build, which memtrace's build.rs uses
@@ -104,7 +106,7 @@ pub fn setup_vm() -> Result<()> {
     ensure_installed(&VM_PACKAGES)
 }
 
-/// For the tests: tmux.
+/// For the tests: tmux, Prometheus, Docker, busybox.
 pub fn setup_test() -> Result<()> {
     ensure_installed(&TEST_PACKAGES)
 }

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 pub mod churn;
 pub mod kill;
+pub mod metrics;
 pub mod plan;
 pub mod probe;
 pub mod recorder;

@@ -189,12 +189,46 @@ impl FilterArgs {
     }
 }
 
+/// Where the container runtimes keep their state, to name containers.
+#[derive(Args, Debug, Clone)]
+pub struct NameArgs {
+    /// Where the host's filesystem is (an agent in a container with the
+    /// host mounted at /host): prefixes every runtime root below and the
+    /// kubelet's log dirs (/var/log/pods, /var/log/containers)
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// Docker's data-root on the host [default: /var/lib/docker]
+    #[arg(long, value_name = "DIR")]
+    pub docker_root: Option<PathBuf>,
+    /// containers/storage graphroot on the host (CRI-O, Podman)
+    /// [default: /var/lib/containers/storage]
+    #[arg(long, value_name = "DIR")]
+    pub containers_storage_root: Option<PathBuf>,
+    /// containerd's state dir on the host [default: /run/containerd and
+    /// k3s's /run/k3s/containerd]
+    #[arg(long, value_name = "DIR")]
+    pub containerd_state: Option<PathBuf>,
+}
+
+impl NameArgs {
+    pub fn roots(&self) -> crate::cgroup::runtime::Roots {
+        crate::cgroup::runtime::Roots::new(
+            &self.host_root,
+            self.docker_root.as_deref(),
+            self.containers_storage_root.as_deref(),
+            self.containerd_state.as_deref(),
+        )
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct StreamArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
+    #[command(flatten)]
+    pub names: NameArgs,
     /// Re-emit the records of FILE (written by `stream --output` or `top
     /// --save`) instead of reading the kernel; no root needed
     #[arg(long, value_name = "FILE", conflicts_with_all = ["interval", "duration"])]
@@ -216,6 +250,8 @@ pub struct TopArgs {
     pub probe: ProbeArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
+    #[command(flatten)]
+    pub names: NameArgs,
     /// Refresh every DURATION (a replay advances one interval per refresh)
     #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
     pub interval: Duration,
@@ -246,6 +282,8 @@ pub struct TopArgs {
 pub struct RecordArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub names: NameArgs,
     /// Directory for captures and text post-mortems (created 0750)
     #[arg(long, default_value = "/var/lib/memtrace")]
     pub dir: PathBuf,

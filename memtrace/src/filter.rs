@@ -126,8 +126,9 @@ impl Filter {
         self.cgroup.is_none() && self.container.is_none()
     }
 
-    /// A memcg matches when its path matches the glob and its container id
-    /// or name starts with the prefix.
+    /// A memcg matches when its path matches the glob and its container's
+    /// id, short name, runtime name, pod or display name
+    /// (`namespace/pod/container`) starts with the prefix.
     pub fn memcg(&self, m: &Memcg) -> bool {
         if let Some(glob) = &self.cgroup {
             if !m.path.as_deref().is_some_and(|p| glob.is_match(p)) {
@@ -136,7 +137,14 @@ impl Filter {
         }
         if let Some(prefix) = &self.container {
             let Some(c) = &m.container else { return false };
-            if !(c.id.starts_with(prefix.as_str()) || c.name.starts_with(prefix.as_str())) {
+            let p = prefix.as_str();
+            let named = |s: &Option<String>| s.as_deref().is_some_and(|s| s.starts_with(p));
+            if !(c.id.starts_with(p)
+                || c.name.starts_with(p)
+                || named(&c.runtime_name)
+                || named(&c.pod)
+                || c.display_name().starts_with(p))
+            {
                 return false;
             }
         }
@@ -284,5 +292,19 @@ mod tests {
         let f = Filter::new(CgroupGlob::parse("/system.slice/*").ok(), Some("nginx"));
         assert!(f.memcg(&svc));
         assert!(!f.memcg(&memcg("/user.slice/nginx.service")));
+    }
+
+    #[test]
+    fn container_prefix_matches_runtime_names() {
+        let id = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
+        let mut m = memcg(&format!("/kubepods/burstable/pod1234/{id}"));
+        let c = m.container.as_mut().unwrap();
+        c.runtime_name = Some("worker".into());
+        c.pod = Some("api-7f9c".into());
+        c.namespace = Some("payments".into());
+        for p in ["worker", "api-7f", "payments/api-7f9c/w", "4f3c"] {
+            assert!(Filter::new(None, Some(p)).memcg(&m), "{p}");
+        }
+        assert!(!Filter::new(None, Some("web")).memcg(&m));
     }
 }

@@ -11,6 +11,7 @@ pub mod container;
 pub mod mounts;
 pub mod path;
 pub mod resolver;
+pub mod runtime;
 pub mod state;
 pub mod stats;
 pub mod tasks;

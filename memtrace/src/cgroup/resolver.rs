@@ -71,6 +71,8 @@ pub struct Resolver {
     min_interval: Duration,
     /// DELETED_TTL (shorter in tests).
     deleted_ttl: Duration,
+    /// The runtimes' names for containers (None: the path alone).
+    names: Option<super::runtime::Names>,
 }
 
 impl Resolver {
@@ -86,7 +88,26 @@ impl Resolver {
             last_scan: None,
             min_interval: MIN_RESCAN_INTERVAL,
             deleted_ttl: DELETED_TTL,
+            names: None,
         }
+    }
+
+    /// Names containers from the runtimes' state files from now on.
+    pub fn set_names(&mut self, names: super::runtime::Names) {
+        self.names = Some(names);
+    }
+
+    /// Adds what the runtimes know to the path's identity of memcg `id`'s
+    /// container (nothing without `set_names`).
+    pub fn name_container(&mut self, id: u64, c: &mut super::container::Container) {
+        if let Some(n) = self.names.as_mut() {
+            n.name(id, c);
+        }
+    }
+
+    /// What naming has cost so far, and how many identities are cached.
+    pub fn names_cost(&self) -> Option<(super::runtime::Cost, usize)> {
+        self.names.as_ref().map(|n| (n.cost, n.len()))
     }
 
     /// Name of the memcg with this id. On a cache miss the hierarchy is

@@ -87,6 +87,7 @@ pub async fn run(args: StreamArgs) -> Result<()> {
     let popts = PipelineOptions {
         interval: args.interval,
         oom_snapshots: false,
+        roots: args.names.roots(),
     };
     let mut pipe = LivePipeline::start(&opts, popts)?;
     let header = Record::Header(pipe.header().clone());

@@ -35,12 +35,21 @@ pub(crate) fn named(id: u64, path: Option<String>, deleted: bool) -> Memcg {
     }
 }
 
+/// `named`, with what the runtimes' state files add to the container.
+fn identified(resolver: &mut Resolver, id: u64, path: Option<String>, deleted: bool) -> Memcg {
+    let mut m = named(id, path, deleted);
+    if let Some(c) = m.container.as_mut() {
+        resolver.name_container(id, c);
+    }
+    m
+}
+
 pub fn memcg(resolver: &mut Resolver, id: u64) -> Memcg {
     if id == 0 {
         return named(id, None, false);
     }
     match resolver.resolve(id) {
-        Some(n) => named(id, Some(n.path), n.deleted),
+        Some(n) => identified(resolver, id, Some(n.path), n.deleted),
         None => named(id, None, false),
     }
 }
@@ -65,8 +74,8 @@ fn memcg_by_path(resolver: &mut Resolver, escaped: &str, chain: Option<&OomChain
         return m;
     }
     match resolver.resolve_path(&path) {
-        Some(n) => named(n.id, Some(n.path), n.deleted),
-        None => named(0, Some(path), true),
+        Some(n) => identified(resolver, n.id, Some(n.path), n.deleted),
+        None => identified(resolver, 0, Some(path), true),
     }
 }
 
@@ -75,14 +84,14 @@ fn memcg_by_path(resolver: &mut Resolver, escaped: &str, chain: Option<&OomChain
 fn memcg_in_chain(resolver: &mut Resolver, c: &OomChain, i: usize) -> Option<Memcg> {
     let id = c.levels[i].id;
     let n = resolver.learn(id, &chain::path(c, i)?)?;
-    Some(named(id, Some(n.path), n.deleted))
+    Some(identified(resolver, id, Some(n.path), n.deleted))
 }
 
 /// A memcg an OOM kill names by id, looked up now whatever the rescan
 /// rate limit.
 fn memcg_now(resolver: &mut Resolver, id: u64) -> Memcg {
     match (id != 0).then(|| resolver.resolve_now(id)).flatten() {
-        Some(n) => named(id, Some(n.path), n.deleted),
+        Some(n) => identified(resolver, id, Some(n.path), n.deleted),
         None => named(id, None, false),
     }
 }

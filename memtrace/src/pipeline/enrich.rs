@@ -65,8 +65,9 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    pub fn new(fs: MemcgFs, snapshots: bool) -> Self {
+    pub fn new(fs: MemcgFs, snapshots: bool, roots: cgroup::runtime::Roots) -> Self {
         let mut resolver = Resolver::new(&fs);
+        resolver.set_names(cgroup::runtime::Names::new(roots));
         // Every memcg that exists now gets a baseline, so the first interval
         // a memcg shows up in has a true limit-hit delta.
         resolver.rescan();
@@ -157,6 +158,9 @@ impl Enricher {
             Ok(found) => {
                 for (id, rel) in found {
                     self.resolver.found(id, &rel);
+                    // Named now, while the runtime's state exists: a
+                    // container killed soon after is still named.
+                    let _ = build::memcg(&mut self.resolver, id);
                 }
             }
             Err(e) => {
@@ -222,6 +226,8 @@ impl Enricher {
             if read.iter().any(|(x, _)| *x == id) {
                 continue;
             }
+            // Its container named before the runtime removes its state.
+            let _ = build::memcg(&mut self.resolver, id);
             focus.get_or_insert_with(|| self.resolver.path_of(&n));
             let mut st = self.states.read(&n.path);
             // The page counter as the kernel read it at the kill: by the

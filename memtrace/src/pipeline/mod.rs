@@ -59,12 +59,14 @@ impl From<Record> for Output {
 }
 
 /// What the sinks want from the pipeline.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PipelineOptions {
     /// Emit `memcg_interval` and `system` records this often (none without).
     pub interval: Option<Duration>,
     /// Read each OOM-killed memcg's state and tasks at the kill.
     pub oom_snapshots: bool,
+    /// Where the runtimes' state files are, to name containers.
+    pub roots: cgroup::runtime::Roots,
 }
 
 pub struct LivePipeline {
@@ -110,7 +112,8 @@ impl LivePipeline {
     pub fn start(opts: &LoadOptions, popts: PipelineOptions) -> Result<Self> {
         let clock = Clock::new();
         let fs = cgroup::detect()?;
-        let enrich = Enricher::new(fs, popts.oom_snapshots);
+        log::debug!("container runtimes' state read below {:?}", popts.roots);
+        let enrich = Enricher::new(fs, popts.oom_snapshots, popts.roots.clone());
         let loaded = loader::load(opts, false)?;
         let unseen = loaded.unavailable_fields();
         let oom_family = loaded.family_of("oom_kill_process");

@@ -415,6 +415,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     let popts = PipelineOptions {
         interval: Some(args.interval),
         oom_snapshots: true,
+        roots: args.names.roots(),
     };
     let mut pipe = LivePipeline::start(&opts, popts)?;
     let header = pipe.header().clone();

@@ -113,9 +113,36 @@ fn memcg_line(m: &Memcg) -> String {
         .map(t)
         .unwrap_or_else(|| format!("(id {})", m.id));
     match &m.container {
-        Some(c) if c.runtime != "cgroup" => format!("{path}  [{} {}]", c.runtime, t(&c.name)),
+        Some(c) if c.runtime != "cgroup" || c.pod.is_some() => {
+            format!("{path}  [{} {}]", c.runtime, t(&c.display_name()))
+        }
         _ => path,
     }
+}
+
+/// Who the victim's container is, as the runtimes name it: None when only
+/// the path is known (the memcg line already shows that).
+fn container_line(m: &Memcg) -> Option<String> {
+    let t = escape::text;
+    let c = m.container.as_ref()?;
+    let mut parts = Vec::new();
+    if let Some(ns) = &c.namespace {
+        parts.push(format!("namespace {}", t(ns)));
+    }
+    if let Some(pod) = &c.pod {
+        parts.push(format!("pod {}", t(pod)));
+    }
+    if let Some(n) = &c.runtime_name {
+        parts.push(format!("container {}", t(n)));
+    }
+    if let Some(i) = &c.image {
+        parts.push(format!("image {}", t(i)));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    parts.push(format!("id {}", t(&c.name)));
+    Some(parts.join("  "))
 }
 
 /// The human-readable block (every system string escaped).
@@ -137,6 +164,9 @@ pub fn text(p: &OomPostmortem) -> String {
     ));
     if let Some(m) = &k.victim_memcg {
         out.push_str(&format!("memcg       {}\n", memcg_line(m)));
+        if let Some(line) = container_line(m) {
+            out.push_str(&format!("container   {line}\n"));
+        }
     }
     match (&p.limit_memcg, p.global) {
         (Some(l), _) => {

@@ -172,7 +172,7 @@ fn memcg_usage(m: &Memcg) -> Usage {
         runtime: m.container.as_ref().map(|c| c.runtime.to_string()),
         memcg_id: Some(m.id),
         cgroup: m.path.clone(),
-        container: m.container.as_ref().map(|c| c.name.clone()),
+        container: m.container.as_ref().map(|c| c.display_name()),
         memcgs: 1,
         ..Usage::default()
     }
@@ -181,7 +181,7 @@ fn memcg_usage(m: &Memcg) -> Usage {
 fn container_usage(m: &Memcg) -> Usage {
     match &m.container {
         Some(c) => Usage {
-            name: c.name.clone(),
+            name: c.display_name(),
             runtime: Some(c.runtime.to_string()),
             cgroup: Some(c.cgroup.clone()),
             ..Usage::default()

@@ -112,9 +112,13 @@ fn memcg_label(m: &Memcg) -> String {
         s.push_str(" (deleted)");
     }
     if let Some(c) = &m.container
-        && c.runtime != "cgroup"
+        && (c.runtime != "cgroup" || c.pod.is_some())
     {
-        let _ = write!(s, " [{} {}]", e(&c.runtime), e(&c.name));
+        let _ = write!(s, " [{} {}", e(&c.runtime), e(&c.display_name()));
+        if let Some(i) = &c.image {
+            let _ = write!(s, " image {}", e(i));
+        }
+        s.push(']');
     }
     s
 }

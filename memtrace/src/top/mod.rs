@@ -98,6 +98,7 @@ pub async fn run(args: TopArgs) -> Result<()> {
             let popts = PipelineOptions {
                 interval: Some(args.interval),
                 oom_snapshots: false,
+                roots: args.names.roots(),
             };
             let mut p = LivePipeline::start(&opts, popts)?;
             feed.apply(&[Record::Header(p.header().clone())])?;

@@ -12,6 +12,9 @@ use crate::output::records::{Header, Memcg, MemcgInterval, OomKill, Record, Shri
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum By {
     Container,
+    /// The containers of a Kubernetes pod together (by namespace/pod, else
+    /// pod uid); other containers one row each.
+    Pod,
     Memcg,
 }
 
@@ -20,7 +23,9 @@ pub enum By {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Row {
     pub key: String,
-    /// Short id (12 hex), unit name, or memcg path: what the table shows.
+    /// What the table shows: `namespace/pod/container` for Kubernetes, the
+    /// Docker/Podman name, else the short id (12 hex), unit name, or memcg
+    /// path (`Container::display_name`).
     pub name: String,
     pub runtime: String,
     /// Full container id, or the memcg path.
@@ -29,6 +34,11 @@ pub struct Row {
     pub cgroup: String,
     pub pod_uid: Option<String>,
     pub qos: Option<String>,
+    /// From the runtimes' state (see docs/events.md `container`).
+    pub runtime_name: Option<String>,
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
+    pub image: Option<String>,
     /// Memcgs that contributed in the last interval.
     pub memcgs: usize,
     pub usage_bytes: Option<u64>,
@@ -131,15 +141,50 @@ impl Model {
     fn identity(&self, m: &Memcg) -> (String, Row) {
         let path = m.path_or_id();
         match (self.by, &m.container) {
-            (By::Container, Some(c)) => (
+            (By::Pod, Some(c)) if c.pod.is_some() || c.pod_uid.is_some() => {
+                let (key, name) = match (&c.namespace, &c.pod, &c.pod_uid) {
+                    (Some(ns), Some(pod), _) => (format!("pod/{ns}/{pod}"), format!("{ns}/{pod}")),
+                    (_, _, Some(uid)) => (
+                        format!("pod/{uid}"),
+                        format!("pod/{}", uid.get(..8).unwrap_or(uid)),
+                    ),
+                    (_, Some(pod), None) => (format!("pod//{pod}"), pod.clone()),
+                    // Guarded above: a pod or a uid is known.
+                    (_, None, None) => (m.container_key(), c.display_name()),
+                };
+                let cgroup = match c.cgroup.rsplit_once('/') {
+                    // A container's cgroup is below its pod's.
+                    Some((parent, _)) if c.runtime != "cgroup" => parent.to_string(),
+                    _ => c.cgroup.clone(),
+                };
+                (
+                    key.clone(),
+                    Row {
+                        name,
+                        runtime: "pod".into(),
+                        id: key,
+                        cgroup,
+                        pod_uid: c.pod_uid.clone(),
+                        qos: c.qos.clone(),
+                        pod: c.pod.clone(),
+                        namespace: c.namespace.clone(),
+                        ..Row::default()
+                    },
+                )
+            }
+            (By::Container | By::Pod, Some(c)) => (
                 m.container_key(),
                 Row {
-                    name: c.name.to_string(),
+                    name: c.display_name(),
                     runtime: c.runtime.to_string(),
                     id: c.id.clone(),
                     cgroup: c.cgroup.clone(),
                     pod_uid: c.pod_uid.clone(),
                     qos: c.qos.clone(),
+                    runtime_name: c.runtime_name.clone(),
+                    pod: c.pod.clone(),
+                    namespace: c.namespace.clone(),
+                    image: c.image.clone(),
                     ..Row::default()
                 },
             ),
@@ -230,6 +275,13 @@ impl Model {
         let mut state_depth: BTreeMap<String, usize> = BTreeMap::new();
         for i in &pending {
             let (key, fresh) = self.identity(&i.memcg);
+            let names = (
+                fresh.name.clone(),
+                fresh.runtime_name.clone(),
+                fresh.pod.clone(),
+                fresh.namespace.clone(),
+                fresh.image.clone(),
+            );
             let row = rows.entry(key.clone()).or_insert_with(|| {
                 let mut r = Row {
                     key: key.clone(),
@@ -238,6 +290,11 @@ impl Model {
                 self.reset_rates(&mut r);
                 r
             });
+            // Names the runtimes' files gave after the row was made (they
+            // are never taken away: a removed container keeps its name).
+            if names.1.is_some() || names.2.is_some() {
+                (row.name, row.runtime_name, row.pod, row.namespace, row.image) = names;
+            }
             // A counter of the interval as a rate (null stays null).
             let rate = |v: Option<u64>| v.map(|v| per_s(v, i.interval_ns));
             row.memcgs += 1;

@@ -46,7 +46,7 @@ pub fn meaning(c: Column) -> &'static str {
 
 pub fn width(c: Column) -> usize {
     match c {
-        Column::Name => 24,
+        Column::Name => 32,
         Column::Runtime => 10,
         Column::Usage => 13,
         Column::WorkingSet => 6,

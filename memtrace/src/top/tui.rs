@@ -202,9 +202,22 @@ fn draw_detail(f: &mut Frame, m: &Model, r: &Row) {
         Line::from(format!("cgroup  {}", t(&r.cgroup))),
         Line::from(format!("runtime {}  memcgs {}", t(&r.runtime), r.memcgs)),
     ];
+    if let Some(n) = &r.runtime_name {
+        lines.push(Line::from(format!("name    {}", t(n))));
+    }
+    if let Some(pod) = &r.pod {
+        lines.push(Line::from(format!(
+            "pod     {}/{}",
+            r.namespace.as_deref().map(t).unwrap_or_default(),
+            t(pod)
+        )));
+    }
+    if let Some(image) = &r.image {
+        lines.push(Line::from(format!("image   {}", t(image))));
+    }
     if let Some(uid) = &r.pod_uid {
         lines.push(Line::from(format!(
-            "pod     {}  qos {}",
+            "pod uid {}  qos {}",
             t(uid),
             r.qos.as_deref().map(t).unwrap_or_default()
         )));
@@ -298,7 +311,7 @@ fn draw_help(f: &mut Frame) {
         Line::from("  q / ctrl-c   quit"),
         Line::from("  up/down j/k  select a row;  enter: its shrinkers and OOM kills"),
         Line::from("  s / S        sort by the next / previous column (highlighted)"),
-        Line::from("  /            filter rows by name, id prefix or cgroup path; esc clears"),
+        Line::from("  /            filter rows by name (container, pod, namespace), id prefix or cgroup path; esc clears"),
         Line::from("  p / space    pause the display"),
         Line::from("  ? / esc      this help"),
         Line::from(""),

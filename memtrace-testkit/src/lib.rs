@@ -18,6 +18,7 @@ use memtrace::cgroup::{self, MemcgFs};
 use serde_json::Value;
 
 pub mod churn;
+pub mod docker;
 pub mod kill;
 pub mod metrics;
 pub mod plan;

@@ -293,7 +293,13 @@ impl Model {
             // Names the runtimes' files gave after the row was made (they
             // are never taken away: a removed container keeps its name).
             if names.1.is_some() || names.2.is_some() {
-                (row.name, row.runtime_name, row.pod, row.namespace, row.image) = names;
+                (
+                    row.name,
+                    row.runtime_name,
+                    row.pod,
+                    row.namespace,
+                    row.image,
+                ) = names;
             }
             // A counter of the interval as a rate (null stays null).
             let rate = |v: Option<u64>| v.map(|v| per_s(v, i.interval_ns));

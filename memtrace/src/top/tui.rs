@@ -311,7 +311,9 @@ fn draw_help(f: &mut Frame) {
         Line::from("  q / ctrl-c   quit"),
         Line::from("  up/down j/k  select a row;  enter: its shrinkers and OOM kills"),
         Line::from("  s / S        sort by the next / previous column (highlighted)"),
-        Line::from("  /            filter rows by name (container, pod, namespace), id prefix or cgroup path; esc clears"),
+        Line::from(
+            "  /            filter rows by name (container, pod, namespace), id prefix or cgroup path; esc clears",
+        ),
         Line::from("  p / space    pause the display"),
         Line::from("  ? / esc      this help"),
         Line::from(""),

@@ -178,7 +178,12 @@ impl Names {
         if memcg == 0 {
             // A memcg known by path alone (the kernel log named it after
             // it was removed): whatever a memcg of that container cached.
-            if let Some(i) = self.cache.values().find(|e| e.id == c.id).and_then(|e| e.ident.as_ref()) {
+            if let Some(i) = self
+                .cache
+                .values()
+                .find(|e| e.id == c.id)
+                .and_then(|e| e.ident.as_ref())
+            {
                 i.apply(c);
             } else if let Some((i, _)) = self.lookup(c) {
                 i.apply(c);

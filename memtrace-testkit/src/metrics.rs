@@ -16,22 +16,30 @@ use serde_json::Value;
 
 /// One HTTP/1.1 request; (status line, headers, body).
 pub fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (String, String, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    try_http_get(addr, path, accept).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+/// [`http_get`], its failure returned (a scraper that must not stop).
+pub fn try_http_get(
+    addr: SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> std::io::Result<(String, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let accept = accept
         .map(|a| format!("Accept: {a}\r\n"))
         .unwrap_or_default();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{accept}\r\n"
-    )
-    .unwrap();
+    )?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8(buf).unwrap();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8(buf).map_err(std::io::Error::other)?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_string(), headers.to_string(), body.to_string())
+    Ok((status.to_string(), headers.to_string(), body.to_string()))
 }
 
 /// `/metrics` in the classic text format (no Accept header, as curl).

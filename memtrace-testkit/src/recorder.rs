@@ -32,8 +32,14 @@ impl Recorder {
     /// `memtrace record --dir DIR EXTRA..`, its stderr to `log`; returns
     /// once it watches and the kernel log's past kills were written.
     pub fn start_logged(dir: &Path, extra: &[&str], log: &Path) -> Self {
+        Self::start_env(dir, extra, log, &[])
+    }
+
+    /// `start_logged` with extra environment variables (`RUST_LOG`).
+    pub fn start_env(dir: &Path, extra: &[&str], log: &Path, env: &[(&str, &str)]) -> Self {
         let started = Instant::now();
         let child = Command::new(memtrace_bin())
+            .envs(env.iter().copied())
             .arg("record")
             .arg("--dir")
             .arg(dir)

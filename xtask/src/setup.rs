@@ -23,10 +23,18 @@ pub const LLVM_PACKAGE: &str = "llvm-22-dev";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// qemu guests for the kprobe/fentry tests (shared/notes/vm-testing.md).
 pub const VM_PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
-/// The interactive `top` test drives a real terminal; the metrics tests
-/// scrape with a real Prometheus (and check pages with its promtool) and
-/// run the container image under Docker (busybox for the test containers).
-pub const TEST_PACKAGES: [&str; 4] = ["tmux", "prometheus", "docker.io", "busybox-static"];
+/// The interactive `top` test drives a real terminal; the container-name
+/// tests (memtrace/tests/names.rs) run a private dockerd and a Podman
+/// whose storage is a temp dir, on an image made from a static busybox;
+/// the metrics tests scrape with a real Prometheus (and check pages with
+/// its promtool) and run the container image under Docker.
+pub const TEST_PACKAGES: [&str; 5] = [
+    "tmux",
+    "prometheus",
+    "docker.io",
+    "podman",
+    "busybox-static",
+];
 
 /// Checks everything, installs what is missing, and returns the toolchain
 /// as the eBPF build finds it (ebpf-build, which memtrace's build.rs uses

@@ -107,7 +107,7 @@ impl Resolver {
 
     /// What naming has cost so far, and how many identities are cached.
     pub fn names_cost(&self) -> Option<(super::runtime::Cost, usize)> {
-        self.names.as_ref().map(|n| (n.cost, n.len()))
+        self.names.as_ref().map(|n| (n.cost, n.cached()))
     }
 
     /// Name of the memcg with this id. On a cache miss the hierarchy is

@@ -191,6 +191,13 @@ impl Enricher {
                 );
             }
             self.last_rescan = Instant::now();
+            if let Some((cost, cached)) = self.resolver.names_cost() {
+                log::debug!(
+                    "container names: {} lookups in the runtimes' files, {:?} in all, {cached} cached",
+                    cost.lookups,
+                    cost.elapsed
+                );
+            }
         }
         let dying = cgroup::state::dying_memcgs(&self.fs, self.live_memcgs as usize);
         (self.live_memcgs, dying)

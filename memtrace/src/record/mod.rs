@@ -4,7 +4,7 @@
 mod files;
 mod held;
 mod history;
-mod postmortem;
+pub(crate) mod postmortem;
 mod spike;
 
 use crate::output::fields::Unseen;

@@ -539,6 +539,33 @@ fn oom_log_post_mortem_story() {
 }
 
 #[test]
+fn post_mortems_name_the_pod_namespace_container_and_image() {
+    let uid = "0a1b2c3d-1111-2222-3333-444455556666";
+    let mut m = memcg(&format!("/kubepods/burstable/pod{uid}/{DOCKER}"), 71);
+    let c = m.container.as_mut().unwrap();
+    c.namespace = Some("payments".into());
+    c.pod = Some("api-7f9c".into());
+    c.runtime_name = Some("worker\u{202e}".into());
+    c.image = Some("registry.example/api:1.4".into());
+    let pm = postmortem(kill(98, 10, m.clone(), Some(m.clone())), m);
+    let r = report(&[Record::OomPostmortem(Box::new(pm.clone()))]);
+    let t = render_saying(
+        &r,
+        &["[containerd payments/api-7f9c/worker\\u{202e} image registry.example/api:1.4]"],
+    );
+    assert!(!t.contains('\u{202e}'));
+    // And `record`'s own text form of it.
+    let text = crate::record::postmortem::text(&pm);
+    for part in [
+        "[containerd payments/api-7f9c/worker\\u{202e}]",
+        "container   namespace payments  pod api-7f9c  container worker\\u{202e}  image registry.example/api:1.4  id ",
+    ] {
+        assert!(text.contains(part), "no {part:?} in:\n{text}");
+    }
+    assert!(!text.contains('\u{202e}'));
+}
+
+#[test]
 fn bad_lines_are_counted_with_their_numbers_and_the_rest_summarized() {
     let good = ndjson(&[
         header(&[]),

@@ -343,3 +343,65 @@ fn empty_table_renders_before_the_first_interval() {
     ui.detail = true;
     render(&m, &ui);
 }
+
+/// A Kubernetes container's memcg as the pipeline names it: the path's
+/// identity plus what the runtime's state files gave.
+fn k8s_memcg(pod_uid: &str, ctr_id: &str, ns: &str, pod: &str, ctr: &str, id: u64) -> Memcg {
+    let mut m = memcg(&format!("/kubepods/burstable/pod{pod_uid}/{ctr_id}"), id);
+    let c = m.container.as_mut().unwrap();
+    c.namespace = Some(ns.into());
+    c.pod = Some(pod.into());
+    c.runtime_name = Some(ctr.into());
+    m
+}
+
+#[test]
+fn rows_show_kubernetes_names_and_by_pod_groups_a_pods_containers() {
+    let uid = "0a1b2c3d-1111-2222-3333-444455556666";
+    let (a, b) = ("a1".repeat(32), "b2".repeat(32));
+    let recs = [
+        header(),
+        interval(
+            k8s_memcg(uid, &a, "payments", "api-7f9c", "worker", 20),
+            100,
+            10,
+            Some(1 << 20),
+        ),
+        interval(
+            k8s_memcg(uid, &b, "payments", "api-7f9c", "sidecar", 21),
+            50,
+            10,
+            Some(1 << 20),
+        ),
+        interval(memcg(&format!("/docker/{ID}"), 22), 10, 0, None),
+        system("2026-11-22T00:00:02Z"),
+    ];
+    let mut by_ctr = Model::new(By::Container);
+    let mut by_pod = Model::new(By::Pod);
+    for r in &recs {
+        by_ctr.apply(r);
+        by_pod.apply(r);
+    }
+    let names = |m: &Model| -> Vec<String> {
+        m.rows(Column::Name, "")
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    assert_eq!(
+        names(&by_ctr),
+        [
+            &ID[..12],
+            "payments/api-7f9c/sidecar",
+            "payments/api-7f9c/worker"
+        ]
+    );
+    assert_eq!(names(&by_pod), [&ID[..12], "payments/api-7f9c"]);
+    let pod = by_pod.rows(Column::Name, "payments/")[0];
+    assert_eq!(pod.memcgs, 2);
+    assert_eq!(pod.reclaim_ms_per_s, Some(75.0));
+    assert_eq!(pod.cgroup, format!("/kubepods/burstable/pod{uid}"));
+    // The `/` filter matches the names.
+    assert_eq!(by_ctr.rows(Column::Name, "sidecar").len(), 1);
+    assert_eq!(by_ctr.rows(Column::Name, "api-7f9c").len(), 2);
+}

@@ -47,9 +47,12 @@ use super::container::Container;
 
 /// How often a cached identity in use is checked against its file.
 pub const RECHECK: Duration = Duration::from_secs(10);
-/// How often a container whose files were not found is looked up again
-/// (its runtime may not have written them yet).
+/// How soon a container whose files were not found is looked up again (its
+/// runtime may not have written them yet); doubled after every miss up to
+/// MAX_RETRY, so an agent that cannot see the runtimes' files (no
+/// `--host-root`) does not read directories every few seconds for ever.
 const RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(120);
 /// How long an identity is kept after its container's files are gone and
 /// it was last looked up.
 pub const KEEP: Duration = Duration::from_secs(600);
@@ -138,6 +141,8 @@ struct Entry {
     used: Instant,
     /// When its file was first found missing.
     gone: Option<Instant>,
+    /// Lookups that found nothing, in a row.
+    misses: u32,
 }
 
 /// Cost counters, for `--log-level debug` and the measurements.
@@ -165,7 +170,8 @@ impl Names {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// Identities cached (for the cost report).
+    pub fn cached(&self) -> usize {
         self.cache.len()
     }
 
@@ -193,7 +199,11 @@ impl Names {
         let now = Instant::now();
         let fresh = match self.cache.get(&memcg) {
             Some(e) if e.id == c.id => {
-                let every = if e.ident.is_some() { RECHECK } else { RETRY };
+                let every = if e.ident.is_some() {
+                    RECHECK
+                } else {
+                    RETRY.saturating_mul(1 << e.misses.min(6)).min(MAX_RETRY)
+                };
                 now.duration_since(e.checked) < every
             }
             _ => false,
@@ -217,6 +227,11 @@ impl Names {
     fn refresh(&mut self, memcg: u64, c: &Container, now: Instant) {
         if let Some(e) = self.cache.get_mut(&memcg).filter(|e| e.id == c.id) {
             e.checked = now;
+            // Named by the kubelet's log layout: those names never change
+            // for a container id.
+            if e.ident.is_some() && e.source.is_none() {
+                return;
+            }
             if let Some((file, was)) = &e.source {
                 match mtime(file) {
                     None => {
@@ -239,6 +254,7 @@ impl Names {
             checked: now,
             used: now,
             gone: None,
+            misses: 0,
         });
         if e.id != c.id {
             *e = Entry {
@@ -248,23 +264,32 @@ impl Names {
                 checked: now,
                 used: now,
                 gone: None,
+                misses: 0,
             };
         }
         match found {
             Some((ident, file)) => {
+                log::debug!(
+                    "memcg {memcg}: container {} named {} from {}",
+                    c.id,
+                    crate::output::escape::text(&format!("{ident:?}")),
+                    file.as_deref()
+                        .map_or("the kubelet's logs".into(), |f| f.display().to_string())
+                );
                 e.source = file.map(|f| {
                     let m = mtime(&f);
                     (f, m)
                 });
                 e.ident = Some(ident);
                 e.gone = None;
+                e.misses = 0;
             }
             // Never found, or found before and now gone everywhere: what
             // was known stays.
             None if e.ident.is_some() => {
                 e.gone.get_or_insert(now);
             }
-            None => {}
+            None => e.misses = e.misses.saturating_add(1),
         }
     }
 
@@ -345,5 +370,125 @@ fn nameable(c: &Container) -> bool {
     match c.runtime.as_str() {
         "docker" | "containerd" | "cri-o" | "podman" => !c.id.starts_with("conmon-"),
         _ => c.pod_uid.is_some() && c.id == c.cgroup,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{cgroup::container::attribute, testutil::TempDir};
+
+    const ID: &str = "4f3c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a";
+
+    fn docker_v2(name: &str, image: &str) -> String {
+        serde_json::json!({
+            "ID": ID, "Name": format!("/{name}"),
+            "Config": {"Image": image, "Labels": null, "Hostname": "x"},
+            "State": {"Running": true}
+        })
+        .to_string()
+    }
+
+    fn names(t: &TempDir) -> Names {
+        Names::new(Roots::new(t.path(), None, None, None))
+    }
+
+    #[test]
+    fn an_identity_outlives_its_state_file_and_follows_its_changes() {
+        let t = TempDir::new("names-cache");
+        let f = t.write(
+            format!("var/lib/docker/containers/{ID}/config.v2.json"),
+            docker_v2("web-1", "bb:1"),
+        );
+        let mut n = names(&t);
+        let path = format!("/docker/{ID}");
+        let mut c = attribute(&path);
+        n.name(7, &mut c);
+        assert_eq!(c.runtime_name.as_deref(), Some("web-1"));
+        assert_eq!(c.image.as_deref(), Some("bb:1"));
+        assert_eq!(c.display_name(), "web-1");
+        // Renamed (docker rename rewrites the file): seen at the next check.
+        std::fs::write(&f, docker_v2("web-renamed", "bb:1")).unwrap();
+        let later = Instant::now() + RECHECK;
+        n.refresh(7, &attribute(&path), later);
+        let mut c = attribute(&path);
+        n.name(7, &mut c);
+        assert_eq!(c.runtime_name.as_deref(), Some("web-renamed"));
+        // Removed (docker rm after the OOM kill): the name stays.
+        std::fs::remove_dir_all(t.join("var/lib/docker/containers")).unwrap();
+        n.refresh(7, &attribute(&path), later + RECHECK);
+        let mut c = attribute(&path);
+        n.name(7, &mut c);
+        assert_eq!(c.runtime_name.as_deref(), Some("web-renamed"));
+        // A memcg known by path alone (id 0) gets its container's name too.
+        let mut c = attribute(&path);
+        n.name(0, &mut c);
+        assert_eq!(c.runtime_name.as_deref(), Some("web-renamed"));
+        // Swept KEEP after it went and was last used; not before.
+        n.sweep(later + RECHECK + KEEP / 2);
+        assert_eq!(n.cached(), 1);
+        n.sweep(later + RECHECK + KEEP * 2);
+        assert_eq!(n.cached(), 0);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let t = TempDir::new("names-bound");
+        t.write(
+            format!("var/lib/docker/containers/{ID}/config.v2.json"),
+            docker_v2("web-1", "bb:1"),
+        );
+        let mut n = names(&t);
+        let path = format!("/docker/{ID}");
+        for id in 1..=(MAX_ENTRIES as u64 + 10) {
+            n.name(id, &mut attribute(&path));
+        }
+        assert!(n.cached() <= MAX_ENTRIES, "{}", n.cached());
+    }
+
+    #[test]
+    fn paths_without_a_runtime_id_are_not_looked_up() {
+        let t = TempDir::new("names-none");
+        let mut n = names(&t);
+        for p in ["/system.slice/nginx.service", "/user.slice", "/"] {
+            let mut c = attribute(p);
+            n.name(9, &mut c);
+            assert_eq!(c.runtime_name, None);
+        }
+        assert_eq!(n.cost.lookups, 0);
+        // A container whose files are nowhere: looked up once, then not
+        // again before the retry delay.
+        let docker = format!("/docker/{ID}");
+        for _ in 0..3 {
+            n.name(9, &mut attribute(&docker));
+        }
+        assert_eq!(n.cost.lookups, 1);
+    }
+
+    #[test]
+    fn hostile_labels_are_bounded_and_kept_verbatim_for_the_outputs_to_escape() {
+        let t = TempDir::new("names-hostile");
+        let evil = format!("evil\x1b]0;owned\x07\u{202e}\n{}", "x".repeat(2000));
+        let v2 = serde_json::json!({
+            "Name": "/k8s_c_p_ns_uid_0",
+            "Config": {"Image": "bb:1", "Labels": {
+                "io.kubernetes.pod.name": evil,
+                "io.kubernetes.pod.namespace": "ns",
+                "io.kubernetes.container.name": "c",
+            }}
+        });
+        t.write(
+            format!("var/lib/docker/containers/{ID}/config.v2.json"),
+            v2.to_string(),
+        );
+        let mut n = names(&t);
+        let mut c = attribute(&format!(
+            "/kubepods/besteffort/pod0a1b2c3d-1111-2222-3333-444455556666/{ID}"
+        ));
+        n.name(3, &mut c);
+        let pod = c.pod.unwrap();
+        assert!(pod.len() <= MAX_NAME);
+        assert!(pod.starts_with("evil\x1b"));
+        assert_eq!(c.runtime_name.as_deref(), Some("c"));
     }
 }

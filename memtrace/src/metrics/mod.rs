@@ -36,7 +36,7 @@ impl Bound {
         self.0.local_addr().ok()
     }
 
-    /// Starts serving on the current runtime.
+    /// Starts serving, on a thread of its own.
     pub fn serve(
         self,
         header: Header,
@@ -52,9 +52,49 @@ impl Bound {
             stale_after: (interval * 5).max(Duration::from_secs(10)),
             last_interval: Mutex::new(Instant::now()),
         });
-        tokio::spawn(server::serve(self.0, metrics.clone(), health.clone()));
+        // A thread of its own, with its own runtime: a scrape is then never
+        // queued behind the pipeline's work (an interval with thousands of
+        // active memcgs takes a few hundred ms of CPU), and rendering a
+        // large page never delays the pipeline beyond the lock. Started
+        // after the pipeline, so the process was single-threaded while it
+        // set up its private mount namespace.
+        let (m, h) = (metrics.clone(), health.clone());
+        match self.0.into_std() {
+            Ok(listener) => {
+                let spawned = std::thread::Builder::new()
+                    .name("metrics".into())
+                    .spawn(move || serve_on_own_runtime(listener, m, h));
+                if let Err(e) = spawned {
+                    log::error!("--listen: cannot start the metrics thread: {e}");
+                }
+            }
+            Err(e) => log::error!("--listen: {e}"),
+        }
         Sink { metrics, health }
     }
+}
+
+fn serve_on_own_runtime(
+    listener: std::net::TcpListener,
+    metrics: Arc<Mutex<Metrics>>,
+    health: Arc<server::Health>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("--listen: no runtime for the metrics thread: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => server::serve(l, metrics, health).await,
+            Err(e) => log::error!("--listen: {e}"),
+        }
+    });
 }
 
 impl Sink {

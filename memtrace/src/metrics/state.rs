@@ -14,11 +14,16 @@ use crate::output::records::{
 pub const GONE_KEEP_NS: u64 = 5 * 60 * 1_000_000_000;
 /// A memcg in no record for this long is dropped too: its series have not
 /// changed for that long (a memcg removed while idle never shows up
-/// removed; if it is alive and becomes active again, its counters start
-/// again from 0, which `rate`/`increase` take as a reset).
-pub const IDLE_KEEP_NS: u64 = 60 * 60 * 1_000_000_000;
+/// removed, and a host churning containers would otherwise pile them up;
+/// if it is alive and becomes active again, its counters start again from
+/// 0, which `rate`/`increase` take as a reset).
+pub const IDLE_KEEP_NS: u64 = 15 * 60 * 1_000_000_000;
+/// An OOM series is kept at least this long after its last kill.
+pub const OOM_KEEP_NS: u64 = 60 * 60 * 1_000_000_000;
 /// Shrinkers named per memcg; the rest add up under `shrinker="other"`.
 pub const TOP_SHRINKERS: usize = 5;
+/// The series written after the per-memcg ones (the page's own figures).
+const TRAILING: usize = 5;
 pub const OTHER: &str = "other";
 
 /// The identity labels of a memcg's series.
@@ -113,6 +118,8 @@ pub struct Metrics {
     ooms: BTreeMap<OomKey, (u64, u64)>,
     system: Option<System>,
     now_ns: u64,
+    /// Memcgs dropped by the tracked cap (see `expire`).
+    evicted: u64,
     pub recorder: RecorderCounts,
 }
 
@@ -156,6 +163,7 @@ impl Metrics {
             ooms: BTreeMap::new(),
             system: None,
             now_ns: 0,
+            evicted: 0,
             recorder: RecorderCounts::default(),
         }
     }
@@ -262,8 +270,28 @@ impl Metrics {
         let live: std::collections::HashSet<&str> =
             self.memcgs.values().map(|m| m.id.cgroup.as_str()).collect();
         self.ooms.retain(|k, (_, last)| {
-            live.contains(k.id.cgroup.as_str()) || now.saturating_sub(*last) < IDLE_KEEP_NS
+            live.contains(k.id.cgroup.as_str()) || now.saturating_sub(*last) < OOM_KEEP_NS
         });
+        // Memory stays bounded whatever the churn: beyond the memcgs a
+        // page could ever show (each has a series at least; a quarter of
+        // the cap, as most have four or more), the least recently active
+        // tenth goes, counted.
+        let cap = self.tracked_cap();
+        if self.memcgs.len() > cap {
+            let mut by_age: Vec<(u64, u64)> =
+                self.memcgs.iter().map(|(id, m)| (m.last_ns, *id)).collect();
+            by_age.sort_unstable();
+            let excess = self.memcgs.len() - cap + cap / 10;
+            for (_, id) in by_age.into_iter().take(excess) {
+                self.memcgs.remove(&id);
+                self.evicted += 1;
+            }
+        }
+    }
+
+    /// The most memcgs whose series are kept.
+    fn tracked_cap(&self) -> usize {
+        (self.max_series / 4).max(100)
     }
 
     /// Healthy: the pipeline closed an interval recently.
@@ -279,7 +307,7 @@ impl Metrics {
         // The cap: OOM series first (rare and the most wanted), then the
         // memcgs in order of first appearance, each whole or not at all, so
         // the same memcgs stay in from one scrape to the next.
-        let mut budget = self.max_series.saturating_sub(fixed + 4);
+        let mut budget = self.max_series.saturating_sub(fixed + TRAILING);
         let ooms: Vec<_> = self
             .ooms
             .iter()
@@ -304,11 +332,11 @@ impl Metrics {
         }
         self.render_ooms(&mut w, &ooms);
         self.render_memcgs(&mut w, &kept);
-        let samples = w.samples + 4;
+        let samples = w.samples + TRAILING;
         let mut f = w.family(
             "memtrace_metrics_series",
             Kind::Gauge,
-            "Series on this page, these four included.",
+            "Series on this page, this one included.",
         );
         f.sample(&[], Value::U(samples as u64));
         let mut f = w.family(
@@ -323,6 +351,12 @@ impl Metrics {
             "1 when the cap left series out of this page, else 0.",
         );
         f.sample(&[], Value::U(u64::from(left_out > 0)));
+        let mut f = w.family(
+            "memtrace_metrics_memcgs_evicted",
+            Kind::Counter,
+            "Memcgs whose series were dropped because more were tracked than the cap allows (the least recently active first).",
+        );
+        f.sample(&[], Value::U(self.evicted));
         let mut f = w.family(
             "memtrace_metrics_series_left_out",
             Kind::Gauge,

@@ -137,3 +137,32 @@ fn hostile_names_stay_inside_their_label() {
         "{p}"
     );
 }
+
+#[test]
+fn churned_memcgs_are_bounded_in_count() {
+    // A cap of 400 series tracks at most 100 memcgs.
+    let mut m = Metrics::new(header(&[]), 400, (16, 16));
+    for i in 0..1000u64 {
+        m.observe(&interval(memcg(i, &format!("/churn{i}"), false), i + 1));
+        m.observe(&system(i + 1));
+    }
+    assert!(m.memcgs() <= 100, "{}", m.memcgs());
+    let p = page(&m);
+    // The least recently active went, and each one is counted.
+    assert!(!p.contains(r#"cgroup="/churn0""#), "{p}");
+    let evicted = format!(
+        "memtrace_metrics_memcgs_evicted_total {}\n",
+        1000 - m.memcgs()
+    );
+    assert!(p.contains(&evicted), "{p}");
+}
+
+#[test]
+fn idle_memcgs_go_after_their_idle_time() {
+    let mut m = Metrics::new(header(&[]), 100_000, (16, 16));
+    m.observe(&interval(memcg(7, "/idle", false), 1));
+    m.observe(&system(IDLE_KEEP_NS));
+    assert_eq!(m.memcgs(), 1);
+    m.observe(&system(IDLE_KEEP_NS + 1));
+    assert_eq!(m.memcgs(), 0);
+}

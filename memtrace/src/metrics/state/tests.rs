@@ -1,5 +1,5 @@
 use super::*;
-use crate::output::records::{Container, MemcgState, PlanEntry, ShrinkerRow};
+use crate::output::records::{Container, MemcgState, OomKill, PlanEntry, ShrinkerRow};
 
 fn header(unseen: &[Field]) -> Header {
     Header {
@@ -165,4 +165,26 @@ fn idle_memcgs_go_after_their_idle_time() {
     assert_eq!(m.memcgs(), 1);
     m.observe(&system(IDLE_KEEP_NS + 1));
     assert_eq!(m.memcgs(), 0);
+}
+
+#[test]
+fn oom_kills_name_the_limit_when_it_is_not_the_victims() {
+    let mut m = Metrics::new(header(&[]), 100_000, (16, 16));
+    let kill = |victim: &str, limit: Option<&str>, constraint: &str| {
+        Record::from(OomKill {
+            ts_ns: 1,
+            constraint: Some(constraint.into()),
+            victim_memcg: Some(memcg(1, victim, false)),
+            oom_memcg: limit.map(|l| memcg(2, l, false)),
+            ..Default::default()
+        })
+    };
+    m.observe(&kill("/pod/ctr", Some("/pod"), "memcg"));
+    m.observe(&kill("/pod/ctr", Some("/pod"), "memcg"));
+    m.observe(&kill("/own", Some("/own"), "memcg"));
+    m.observe(&kill("/big", None, "global"));
+    let p = page(&m);
+    assert!(p.contains(r#"memtrace_oom_kills_total{scope="memcg",container_id="abc",runtime="docker",cgroup="/pod/ctr",limit_cgroup="/pod"} 2"#), "{p}");
+    assert!(p.contains(r#"memtrace_oom_kills_total{scope="memcg",container_id="abc",runtime="docker",cgroup="/own"} 1"#), "{p}");
+    assert!(p.contains(r#"memtrace_oom_kills_total{scope="global",container_id="abc",runtime="docker",cgroup="/big"} 1"#), "{p}");
 }

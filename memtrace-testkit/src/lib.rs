@@ -18,7 +18,9 @@ use memtrace::cgroup::{self, MemcgFs};
 use serde_json::Value;
 
 pub mod churn;
+pub mod docker;
 pub mod kill;
+pub mod metrics;
 pub mod plan;
 pub mod probe;
 pub mod recorder;

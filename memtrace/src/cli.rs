@@ -58,7 +58,7 @@ pub enum Command {
     Top(TopArgs),
     /// The incident agent: captures sys-time spikes and writes OOM post-mortems
     #[command(
-        after_help = "Examples:\n  memtrace record                                   # /var/lib/memtrace, sys > 50% for 2 s\n  memtrace record --dir /srv/memtrace --sys-threshold 30 --for 5s --pre 2m\n  memtrace report /var/lib/memtrace/oom.ndjson"
+        after_help = "Examples:\n  memtrace record                                   # /var/lib/memtrace, sys > 50% for 2 s\n  memtrace record --dir /srv/memtrace --sys-threshold 30 --for 5s --pre 2m\n  memtrace record --listen 127.0.0.1:9750         # also Prometheus metrics on /metrics\n  memtrace report /var/lib/memtrace/oom.ndjson"
     )]
     Record(RecordArgs),
     /// Explain a capture, a stream file or an OOM log (no root needed)
@@ -326,6 +326,22 @@ pub struct RecordArgs {
     /// Largest capture, in MiB (records beyond are left out and counted)
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_capture_mib: u64,
+    /// Serve Prometheus metrics on ADDR (IP:PORT, e.g. 127.0.0.1:9750 or
+    /// [::]:9750): /metrics and /healthz (docs/metrics.md)
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// With --listen: at most N series on /metrics (memcgs beyond are left
+    /// out whole, and memtrace_metrics_series_limit_reached says so)
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub metrics_max_series: u64,
+}
+
+/// `--listen`: an address and port, so a typo is a usage error (exit 2)
+/// and not a failure after the programs loaded.
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|e| {
+        format!("{e}: expected IP:PORT, e.g. 127.0.0.1:9750, 0.0.0.0:9750 or [::]:9750")
+    })
 }
 
 #[derive(Args, Debug)]

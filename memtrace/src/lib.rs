@@ -12,6 +12,7 @@ pub mod commands;
 pub mod filter;
 pub mod host;
 pub mod kernel;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod record;

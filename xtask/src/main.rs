@@ -10,6 +10,7 @@ mod cmd;
 mod debver;
 mod ebpf;
 mod fuzz;
+mod image;
 mod run;
 mod setup;
 mod soak;
@@ -43,6 +44,10 @@ enum Command {
         #[arg(long)]
         debug: bool,
     },
+    /// The container image: the static binary in a FROM scratch image,
+    /// built offline with a private Docker daemon and saved as a tarball
+    /// (target/image/memtrace-image.tar); prints its path.
+    Image,
     /// Build, then run memtrace with the given arguments.
     Run {
         /// Build memtrace with the dev profile.
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
             println!("{}", built.binary.display());
         }),
         Command::Run { debug, args } => run::run(debug, &args),
+        Command::Image => image::image(),
         Command::Test {
             no_vm,
             cargo_test_args,

@@ -26,8 +26,17 @@ pub const VM_PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
 /// The interactive `top` test drives a real terminal; the container-name
 /// tests (memtrace/tests/names.rs) run a private dockerd and a Podman
 /// whose storage is a temp dir, on an image made from a static busybox;
-/// the `report --html` test renders the page in a real (headless) browser.
-pub const TEST_PACKAGES: &[&str] = &["tmux", "docker.io", "podman", "busybox-static", "chromium"];
+/// the `report --html` test renders the page in a real (headless) browser;
+/// the metrics tests scrape with a real Prometheus (and check pages with
+/// its promtool) and run the container image under Docker.
+pub const TEST_PACKAGES: &[&str] = &[
+    "tmux",
+    "docker.io",
+    "podman",
+    "busybox-static",
+    "chromium",
+    "prometheus",
+];
 
 /// Checks everything, installs what is missing, and returns the toolchain
 /// as the eBPF build finds it (ebpf-build, which memtrace's build.rs uses
@@ -107,7 +116,7 @@ pub fn setup_vm() -> Result<()> {
     ensure_installed(&VM_PACKAGES)
 }
 
-/// For the tests: tmux.
+/// For the tests: tmux, Docker, Podman, busybox, Chromium, Prometheus.
 pub fn setup_test() -> Result<()> {
     ensure_installed(TEST_PACKAGES)
 }

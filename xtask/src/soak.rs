@@ -334,6 +334,9 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
                 "record",
                 "--history",
                 "1m",
+                // Metrics served and scraped every second all along.
+                "--listen",
+                "127.0.0.1:0",
                 "--dir",
                 &record_dir.to_string_lossy(),
             ],
@@ -381,6 +384,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
         tail.update();
     }
+    let scraper = Scraper::start(&scratch.join("record.err"))?;
     eprintln!(
         "soak: {} for {}, sampling every {}",
         memtrace.display(),
@@ -437,6 +441,15 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
         step += 1;
     }
     let ran = started.elapsed();
+    let scraped = scraper.stop();
+    if scraped.failed > 0 {
+        failures.push(format!(
+            "{} of {} scrapes of record's /metrics failed (last: {})",
+            scraped.failed,
+            scraped.ok + scraped.failed,
+            scraped.last_error
+        ));
+    }
     for p in &mut procs {
         if let Err(e) = p.stop() {
             failures.push(format!("memtrace {}: {e}", p.name));
@@ -446,7 +459,11 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     drop(work);
 
     failures.extend(judge(&samples, &procs, &tail));
-    let table = render(&samples, &procs, &tail, ran, steps, &failures);
+    let mut table = render(&samples, &procs, &tail, ran, steps, &failures);
+    table.push_str(&format!(
+        "\n`record --listen` scraped every second: {} scrapes served, {} failed, up to {} series per page.\n",
+        scraped.ok, scraped.failed, scraped.max_series
+    ));
     println!("{table}");
     let report = out_dir.join(format!("soak-{stamp}.md"));
     fs::write(&report, &table)?;
@@ -651,4 +668,63 @@ fn render(
         }
     );
     s
+}
+
+/// What the scraper of record's `/metrics` saw.
+#[derive(Default)]
+struct Scraped {
+    ok: u64,
+    failed: u64,
+    max_series: u64,
+    last_error: String,
+}
+
+/// Scrapes record's `/metrics` every second, as a Prometheus would, for
+/// the whole soak.
+struct Scraper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Scraped>,
+}
+
+impl Scraper {
+    fn start(record_log: &Path) -> Result<Self> {
+        let log = fs::read_to_string(record_log).unwrap_or_default();
+        let addr = memtrace_testkit::metrics::served_addr(&log)
+            .with_context(|| format!("record --listen said no address: {log}"))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut s = Scraped::default();
+            while !flag.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                match memtrace_testkit::metrics::try_http_get(addr, "/metrics", None) {
+                    Ok((status, _, body)) if status.contains(" 200 ") => {
+                        s.ok += 1;
+                        let n = body
+                            .lines()
+                            .find_map(|l| l.strip_prefix("memtrace_metrics_series "))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        s.max_series = s.max_series.max(n);
+                    }
+                    Ok((status, _, _)) => {
+                        s.failed += 1;
+                        s.last_error = status;
+                    }
+                    Err(e) => {
+                        s.failed += 1;
+                        s.last_error = e.to_string();
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
+            }
+            s
+        });
+        Ok(Scraper { stop, thread })
+    }
+
+    fn stop(self) -> Scraped {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
 }

@@ -20,6 +20,9 @@ pub fn test(cargo_test_args: &[String], with_vm: bool) -> Result<()> {
         ("fmt", Box::new(fmt)),
         ("clippy", Box::new(clippy)),
         ("clippy-ebpf", Box::new(clippy_ebpf)),
+        // The container image the deploy test runs (a static release
+        // build, shared with the VM tests).
+        ("image", Box::new(crate::image::image)),
         ("test", Box::new(cargo_test(cargo_test_args.to_vec()))),
     ];
     if with_vm {

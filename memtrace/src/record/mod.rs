@@ -62,6 +62,8 @@ struct Recorder {
     held: Hold,
     /// When the held ones were last tried (at most once a second).
     held_tried: Option<std::time::Instant>,
+    /// `--listen`: the metrics sink, fed the same records.
+    metrics: Option<crate::metrics::Sink>,
 }
 
 fn say(msg: &str) {
@@ -112,6 +114,18 @@ impl Recorder {
                 }
                 _ => {}
             }
+        }
+        if let Some(m) = &self.metrics {
+            let records: Vec<&Record> = outputs.iter().map(|o| &o.record).collect();
+            m.observe(
+                &records,
+                crate::metrics::RecorderCounts {
+                    postmortems: self.postmortems,
+                    postmortems_pending: self.held.len() as u64,
+                    postmortems_lost: self.held.lost,
+                    captures: self.captures,
+                },
+            );
         }
     }
 
@@ -392,6 +406,11 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         args.oom_log_max_mib << 20,
         args.max_captures as usize,
     )?;
+    // Bound before the programs load: a port in use fails at once.
+    let listener = match args.listen {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let opts = args.probe.load_options()?;
     let popts = PipelineOptions {
         interval: Some(args.interval),
@@ -401,6 +420,17 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     let mut pipe = LivePipeline::start(&opts, popts)?;
     let header = pipe.header().clone();
     let logged = already_logged(out.oom_log());
+    let metrics = listener.map(|l| {
+        if let Some(a) = l.local_addr() {
+            say(&format!("serving Prometheus metrics on http://{a}/metrics"));
+        }
+        l.serve(
+            header.clone(),
+            usize::try_from(args.metrics_max_series).unwrap_or(usize::MAX),
+            (args.probe.memcg_entries, args.probe.shrinker_entries),
+            args.interval,
+        )
+    });
     let mut rec = Recorder {
         history: History::new(
             args.history.as_nanos() as u64,
@@ -420,6 +450,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         postmortems: 0,
         held: Hold::default(),
         held_tried: None,
+        metrics,
         args,
     };
     say(&format!(

@@ -209,3 +209,140 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// One scrape of `/metrics`: when, how long, how big, how many series.
+struct Scrape {
+    at: Instant,
+    ms: f64,
+    bytes: usize,
+    series: u64,
+}
+
+/// `memtrace record --listen` with a scraper fetching `/metrics` every
+/// second (as a Prometheus with a 1 s interval would), through `passes`
+/// storm passes: the agent's CPU over a 3 s window holding the storm's
+/// interval and three scrapes, over the 3 s idle window after it, its
+/// memory, and the pages the scraper got (series, bytes, time). The
+/// record agent writes no stream to follow, so the windows are fixed: the
+/// storm's interval closes within one interval of the drop_caches.
+pub fn record_listen(env: &Env, w: &mut Workloads, passes: usize) -> Result<Value> {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    };
+    let dir = env.scratch.join("agent-record");
+    let _ = fs::remove_dir_all(&dir);
+    let log = env.scratch.join("agent-record.log");
+    let started = Instant::now();
+    let child = Command::new(&env.memtrace)
+        .args([
+            "record",
+            "--interval",
+            "1s",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log)?)
+        .spawn()
+        .context("starting memtrace record --listen")?;
+    let pid = child.id();
+    let mut guard = KillOnDrop(Some(child));
+    let addr = loop {
+        let l = fs::read_to_string(&log).unwrap_or_default();
+        if l.contains("watching")
+            && let Some(a) = memtrace_testkit::metrics::served_addr(&l)
+        {
+            break a;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("memtrace record did not start in 60 s: {l}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let scrapes = Arc::new(Mutex::new(Vec::<Scrape>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let (scrapes, stop) = (scrapes.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let (_, _, body) = memtrace_testkit::metrics::http_get(addr, "/metrics", None);
+                let series = body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("memtrace_metrics_series "))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                scrapes.lock().unwrap().push(Scrape {
+                    at: t,
+                    ms: t.elapsed().as_secs_f64() * 1e3,
+                    bytes: body.len(),
+                    series,
+                });
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
+            }
+        })
+    };
+    let window = Duration::from_secs(3);
+    let mut rows = Vec::new();
+    for pass in 0..passes {
+        w.populate()?;
+        std::thread::sleep(Duration::from_secs(2));
+        let c0 = proc_cpu_exact_ns(pid).unwrap_or(0);
+        let t0 = Instant::now();
+        sys::write_file(Path::new("/proc/sys/vm/drop_caches"), "2")?;
+        std::thread::sleep(window.saturating_sub(t0.elapsed()));
+        let c1 = proc_cpu_exact_ns(pid).unwrap_or(0);
+        let t1 = Instant::now();
+        std::thread::sleep(window);
+        let c2 = proc_cpu_exact_ns(pid).unwrap_or(0);
+        let s = scrapes.lock().unwrap();
+        let storm: Vec<&Scrape> = s.iter().filter(|x| x.at >= t0 && x.at < t1).collect();
+        let max_series = storm.iter().map(|x| x.series).max().unwrap_or(0);
+        let max_bytes = storm.iter().map(|x| x.bytes).max().unwrap_or(0);
+        let max_ms = s
+            .iter()
+            .filter(|x| x.at >= t0)
+            .map(|x| x.ms)
+            .fold(0.0, f64::max);
+        eprintln!(
+            "bench: record --listen pass {}/{passes}: storm window {:.1} ms CPU, idle window {:.1} ms; \
+             up to {max_series} series ({:.0} KiB) per scrape, slowest scrape {max_ms:.1} ms",
+            pass + 1,
+            c1.saturating_sub(c0) as f64 / 1e6,
+            c2.saturating_sub(c1) as f64 / 1e6,
+            max_bytes as f64 / 1024.0,
+        );
+        rows.push(json!({
+            "pass": pass,
+            "storm_window_cpu_s": c1.saturating_sub(c0) as f64 / 1e9,
+            "idle_window_cpu_s": c2.saturating_sub(c1) as f64 / 1e9,
+            "scrapes_in_storm_window": storm.len(),
+            "max_series": max_series,
+            "max_page_bytes": max_bytes,
+            "max_scrape_ms": max_ms,
+        }));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = scraper.join();
+    let steady_rss_kib = sys::proc_rss_kib(pid).unwrap_or(0);
+    let hwm_kib = sys::proc_hwm_kib(pid).unwrap_or(0);
+    let scrape_count = scrapes.lock().unwrap().len();
+    let child = guard.0.take().expect("still running");
+    sys::signal(pid, sys::SIGINT);
+    let u = sys::wait_usage(child, Duration::from_secs(30))?;
+    let _ = fs::remove_dir_all(&dir);
+    let _ = fs::remove_file(&log);
+    Ok(json!({
+        "command": "memtrace record --interval 1s --listen 127.0.0.1:0, scraped every 1 s",
+        "window_s": window.as_secs_f64(),
+        "scrapes": scrape_count,
+        "steady_rss_kib": steady_rss_kib,
+        "peak_rss_kib": hwm_kib,
+        "cpu_s": (u.user_ns + u.sys_ns) as f64 / 1e9,
+        "passes": rows,
+    }))
+}

@@ -211,6 +211,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     eprintln!("bench: agent interval measurement failed: {e:#}");
                     json!({"error": format!("{e:#}")})
                 });
+            results["agent_listen"] = agent::record_listen(&env, &mut w, if quick { 3 } else { 5 })
+                .unwrap_or_else(|e| {
+                    eprintln!("bench: record --listen measurement failed: {e:#}");
+                    json!({"error": format!("{e:#}")})
+                });
         }
         if args.runs(Part::Rounds) {
             let mut samples = Vec::new();

@@ -719,4 +719,49 @@ fn render_agent(r: &Value, o: &mut String) {
         secs(a["ready_s"].as_f64().unwrap_or(f64::NAN)),
         kib("steady_rss_kib"),
     );
+    render_agent_listen(r, o);
+}
+
+/// `record --listen` scraped every second through the same storm.
+fn render_agent_listen(r: &Value, o: &mut String) {
+    let a = &r["agent_listen"];
+    if let Some(e) = a["error"].as_str() {
+        let _ = writeln!(o, "record --listen measurement failed: {e}\n");
+        return;
+    }
+    let Some(passes) = a["passes"].as_array() else {
+        return;
+    };
+    let col = |k: &str| -> Vec<f64> { passes.iter().filter_map(|p| p[k].as_f64()).collect() };
+    let _ = writeln!(
+        o,
+        "#### Agent with metrics: `{}`\n",
+        a["command"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        o,
+        "| {} s window | agent CPU, median (min–max) |\n|---|---|",
+        a["window_s"].as_f64().unwrap_or(f64::NAN)
+    );
+    for (what, k) in [
+        ("storm interval + 3 scrapes", "storm_window_cpu_s"),
+        ("idle, after it (3 scrapes)", "idle_window_cpu_s"),
+    ] {
+        if let Some(c) = summarize(&col(k)) {
+            let _ = writeln!(o, "| {what} | {} |", spread(&c, secs));
+        }
+    }
+    let max = |k: &str| col(k).into_iter().fold(0.0, f64::max);
+    let kib = |k: &str| a[k].as_f64().unwrap_or(f64::NAN) / 1024.0;
+    let _ = writeln!(
+        o,
+        "\nPages: up to {:.0} series, {:.0} KiB; slowest scrape {:.1} ms ({} scrapes). \
+         Memory: peak RSS {:.1} MiB, steady {:.1} MiB.\n",
+        max("max_series"),
+        max("max_page_bytes") / 1024.0,
+        max("max_scrape_ms"),
+        a["scrapes"],
+        kib("peak_rss_kib"),
+        kib("steady_rss_kib"),
+    );
 }

@@ -295,29 +295,8 @@ fn the_image_runs_as_the_daemonset_declares_and_serves_an_oom_kill() {
         "docker load",
     );
     // A busybox image for the victim container, from a local file.
-    let rootfs = scratch.join("rootfs");
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for l in ["sh", "tail"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(l)).unwrap();
-    }
-    let rootfs_tar = scratch.join("rootfs.tar");
-    assert!(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .args(["-cf"])
-            .arg(&rootfs_tar)
-            .arg(".")
-            .status()
-            .unwrap()
-            .success()
-    );
-    ok(
-        docker.run(&["import", rootfs_tar.to_str().unwrap(), "busybox-test:1"]),
-        "docker import",
-    );
-    let data_root = docker.dir.join("data");
+    docker.import_busybox("busybox-test:1");
+    let data_root = docker.data_root();
     let state = scratch.join("state");
     let created = std::cell::RefCell::new(Vec::new());
     let knows = docker

@@ -12,115 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use memtrace_testkit::docker::{Dockerd, busybox_tar, remove_cgroup_trees, umount_below};
 use memtrace_testkit::recorder::{Recorder, oom_victim};
 use memtrace_testkit::root::as_root;
 use memtrace_testkit::*;
 use serde_json::{Value, json};
-
-/// A private dockerd: its own data-root, exec-root and socket under `dir`,
-/// cgroupfs driver, no networking, vfs storage (overlay needs a real fs
-/// below it). Stopped, and its memcgs removed, on drop (also when the test
-/// fails).
-struct Dockerd {
-    dir: PathBuf,
-    sock: String,
-    child: std::process::Child,
-}
-
-impl Dockerd {
-    fn start(dir: &Path) -> Self {
-        assert!(
-            Path::new("/usr/sbin/dockerd").exists(),
-            "dockerd is missing: `cargo xtask setup` installs docker.io"
-        );
-        fs::create_dir_all(dir).unwrap();
-        let sock = format!("unix://{}", dir.join("docker.sock").display());
-        let child = Command::new("/usr/sbin/dockerd")
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .args(["-H", &sock])
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
-            .args([
-                "--iptables=false",
-                "--ip6tables=false",
-                "--bridge=none",
-                "--storage-driver=vfs",
-                "--exec-opt",
-                "native.cgroupdriver=cgroupfs",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("dockerd.log")).unwrap())
-            .spawn()
-            .expect("start dockerd");
-        let d = Dockerd {
-            dir: dir.to_path_buf(),
-            sock,
-            child,
-        };
-        // Not a timing assumption: it is ready when it answers.
-        let end = Instant::now() + Duration::from_secs(60);
-        while !d.docker(&["info"]).status.success() {
-            assert!(
-                Instant::now() < end,
-                "dockerd not ready in 60 s: {}",
-                fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        d.import_busybox();
-        d
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .args(["-H", &self.sock])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the docker client")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.docker(args);
-        assert!(
-            o.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    }
-
-    /// `memtrace-bb:1`: a static busybox and its applets, no registry.
-    fn import_busybox(&self) {
-        let tar = busybox_tar(&self.dir.join("rootfs"));
-        self.ok(&["import", tar.to_str().unwrap(), "memtrace-bb:1"]);
-    }
-
-    fn data_root(&self) -> String {
-        self.dir.join("data").display().to_string()
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let ids = self.docker(&["ps", "-aq", "--no-trunc"]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = self.docker(&["rm", "-f", id]);
-        }
-        // SAFETY: kill(2) on the daemon this test started (not yet reaped:
-        // only waited for below), with a valid signal.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        // It stops its containerd first; killed if it takes longer than 30 s.
-        wait_timeout(&mut self.child, Duration::from_secs(30));
-        umount_below(&self.dir);
-        // The /docker cgroups the cgroupfs driver made in every controller.
-        remove_cgroup_trees("docker");
-    }
-}
 
 fn postmortem_of(r: &Recorder, container_id: &str, within: Duration) -> Value {
     let end = Instant::now() + within;
@@ -170,14 +66,15 @@ fn assert_inert(s: &str) {
 #[test]
 fn docker_containers_are_named_in_post_mortems_stream_and_top() {
     let (_g, scratch) = as_root("names-docker");
-    let d = Dockerd::start(&scratch.join("docker"));
-    let root = d.data_root();
+    let d = Dockerd::start(&scratch.join("docker")).unwrap();
+    d.import_busybox("memtrace-bb:1");
+    let root = d.data_root().display().to_string();
     let out = scratch.join("out");
     let r = Recorder::start(&out, &["--docker-root", &root]);
 
     // A named container allocating until its 32 MiB limit kills it.
     let cid = scratch.join("web-1.cid");
-    let o = d.docker(&[
+    let o = d.run(&[
         "run",
         "--name",
         "web-1",
@@ -214,7 +111,7 @@ fn docker_containers_are_named_in_post_mortems_stream_and_top() {
     // `--rm`: Docker deletes the container's state as soon as it is
     // killed; it was named when its memcg appeared.
     let cid = scratch.join("web-rm.cid");
-    let o = d.docker(&[
+    let o = d.run(&[
         "run",
         "--rm",
         "--name",
@@ -336,47 +233,6 @@ fn docker_containers_are_named_in_post_mortems_stream_and_top() {
     assert!(!last.contains("evil"), "{only}");
 }
 
-/// Unmounts what a runtime left mounted below `dir`, deepest first.
-fn umount_below(dir: &Path) {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut under: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(dir))
-        .collect();
-    under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    for m in under {
-        let _ = Command::new("umount").args(["-l", m]).status();
-    }
-}
-
-/// Removes `name` and what is below it in every v1 controller (or the
-/// unified hierarchy), deepest first; what is still in use stays.
-fn remove_cgroup_trees(name: &str) {
-    let root = Path::new("/sys/fs/cgroup");
-    let mut tops = vec![root.join(name)];
-    tops.extend(
-        fs::read_dir(root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|c| c.path().join(name)),
-    );
-    for top in tops {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        let mut stack = vec![top];
-        while let Some(d) = stack.pop() {
-            if let Ok(rd) = fs::read_dir(&d) {
-                stack.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-                dirs.push(d);
-            }
-        }
-        for d in dirs.iter().rev() {
-            let _ = fs::remove_dir(d);
-        }
-    }
-}
-
 /// Podman 4.3 (Debian's), rootful, its storage under `dir`: vfs driver,
 /// cgroupfs manager, runc. Its default rlimits (nofile 1048576, nproc
 /// 4194304) are above this sandbox's hard limits (20000, ~96k) and raising
@@ -473,26 +329,6 @@ fn podman_containers_are_named_in_post_mortems() {
     let text = text_of(&out, &p);
     assert!(text.contains("[podman pm-oom]"), "{text}");
     r.stop();
-}
-
-/// A tarball of a rootfs holding a static busybox and its applets.
-fn busybox_tar(root: &Path) -> PathBuf {
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::copy("/bin/busybox", root.join("bin/busybox")).expect("/bin/busybox (busybox-static)");
-    for applet in ["sh", "tail", "sleep", "cat", "dd", "rm"] {
-        symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let tar = root.with_extension("tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    tar
 }
 
 // ---- Fixtures in the runtimes' own formats -------------------------------

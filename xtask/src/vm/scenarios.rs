@@ -435,7 +435,10 @@ fn check_losses(m: &ModeRun) -> Outcome {
         .map(|f| format!("{f}={}", last[*f]))
         .collect();
     if lost.is_empty() {
-        Ok(format!("{} all 0", LOSS_COUNTERS.join(",")))
+        Ok(format!(
+            "{},prog_recursion_misses all 0",
+            LOSS_COUNTERS.join(",")
+        ))
     } else {
         Err(format!("final system record: {}", lost.join(" ")))
     }

@@ -35,7 +35,7 @@ pub fn static_binary(no_build: bool) -> Result<PathBuf> {
 pub fn run(bin: &Path, quick: bool) -> Result<Value> {
     // floor-MODE: empty programs on the same hooks, attached the same way.
     let plan: &[(&str, &[&str])] = if quick {
-        &[("6.1", &["auto", "floor-auto"])]
+        &[("6.1", &["auto", "kprobe", "floor-auto", "floor-kprobe"])]
     } else {
         &[
             ("6.1", &["auto", "kprobe", "floor-auto", "floor-kprobe"]),

@@ -382,6 +382,8 @@ bench_session() {
   if [ $BC != untraced ]; then
     for f in /proc/$BPID/fdinfo/*; do
       v=$(awk '/^run_time_ns:/ { t = $2 } /^run_cnt:/ { c = $2 } END { printf "%d %d", t, c }' $f 2>/dev/null)
+      # An fd the agent closed meanwhile (a cgroupfs read) has no fdinfo.
+      [ -n "$v" ] || continue
       PNS=$((PNS + ${v% *})); PRUNS=$((PRUNS + ${v#* }))
     done
     stop $BPID INT 300

@@ -743,8 +743,9 @@ const SHRINKER_ROWS: usize = 10;
 /// of a per-CPU value may catch a call half counted), no more zero-yield
 /// calls than calls and a non-zero `freed` only with some call that was
 /// not zero-yield, in its own counters and its rows'; and the rows add up to the memcg's
-/// own counters (the kernel counts both in the same call), up to
-/// `ROW_SLACK` calls per interval; rows cut at 10 never add up to more.
+/// own counters exactly (the kernel counts a call once, per (memcg,
+/// shrinker), and the agent sums a memcg's over its shrinkers); rows cut
+/// at 10 never add up to more.
 fn check_shrink_counts(m: &ModeRun) -> Outcome {
     if !m.kprobe_like() {
         return Ok(format!("zero-yield counts unseen under {}", m.mode));
@@ -811,16 +812,11 @@ fn check_shrink_counts(m: &ModeRun) -> Outcome {
                 ));
             }
         }
-        // calls and zero within the slack; freed (one call frees any
-        // number) only for the count of exact memcgs.
-        let slack = ROW_SLACK * s.intervals;
-        let off = rows.iter().zip(&own).take(2).any(|(r, o)| {
-            if s.cut {
-                *r > o + slack
-            } else {
-                r.abs_diff(*o) > slack
-            }
-        });
+        let off = if s.cut {
+            rows.iter().zip(&own).any(|(r, o)| r > o)
+        } else {
+            rows != own
+        };
         if off {
             return Err(format!(
                 "{path}: shrinker rows (calls, zero, freed) {rows:?} vs the memcg's own {own:?} \
@@ -828,7 +824,7 @@ fn check_shrink_counts(m: &ModeRun) -> Outcome {
                 s.intervals
             ));
         }
-        exact += (!s.cut && rows == own) as usize;
+        exact += !s.cut as usize;
     }
     if zero == 0 {
         return Err(format!("do_shrink_slab calls={calls}, zero-yield 0"));
@@ -838,13 +834,6 @@ fn check_shrink_counts(m: &ModeRun) -> Outcome {
         by_memcg.len()
     ))
 }
-
-/// The agent reads the memcg counters and the shrinker counters in two
-/// map reads: a call between them lands in one interval's memcg counts
-/// and the other's rows, and the rows of an interval where the memcg
-/// counted nothing are dropped with it. Each interval boundary can thus
-/// move one call (its zero and freed) out of the rows.
-const ROW_SLACK: u64 = 1;
 
 fn show(v: Option<u64>) -> String {
     v.map_or_else(|| "null".to_owned(), |v| v.to_string())
@@ -1136,8 +1125,8 @@ mod tests {
             ok.contains("calls=15 zero=14") && ok.contains("exactly for 1"),
             "{ok}"
         );
-        // One call moved between intervals' reads: within the slack.
-        assert!(check(stream([[10, 9, 3], [5, 5, 0]], [[9, 8, 3], [5, 5, 0]])).is_ok());
+        // One call missing from the rows.
+        assert!(check(stream([[10, 9, 3], [5, 5, 0]], [[9, 8, 3], [5, 5, 0]])).is_err());
         // Rows that never count zero-yield calls, more zero than calls, a
         // freed count without a call that freed, no zero-yield call at all,
         // a null count: failures.

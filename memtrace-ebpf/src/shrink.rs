@@ -114,19 +114,14 @@ fn shrinkctl_memcg_id_btf(shrinkctl: *const u8) -> u64 {
 }
 
 /// Counts one `do_shrink_slab` call of `shrinker` on a memcg: exact counts
-/// per memcg and per (memcg, shrinker), and its time (0 when unpaired).
+/// per (memcg, shrinker) and its time (0 when unpaired). One map update per
+/// call, the hottest path memtrace has: the memcg's own `do_shrink_*`
+/// (MemcgStats) stay 0 here and the agent sums them over its shrinkers
+/// (`aggregate/counters.rs` `fold_shrinkers`).
 #[inline(always)]
 fn do_account(memcg_id: u64, shrinker: u64, ret: u64, ns: u64) {
     let nothing = ret == 0 || ret == SHRINK_EMPTY;
     let freed = if ret == SHRINK_EMPTY { 0 } else { ret };
-    if let Some(s) = stats::memcg(memcg_id) {
-        s.do_shrink_calls += 1;
-        s.do_shrink_ns += ns;
-        s.do_shrink_freed += freed;
-        if nothing {
-            s.do_shrink_zero += 1;
-        }
-    }
     let key = ShrinkerKey { memcg_id, shrinker };
     let count_objects = || {
         let cb =

@@ -868,3 +868,62 @@ fn shrinker_only_intervals_carry_state_and_limit_hits_read_it_again() {
         assert_eq!(age(r), Some(0), "a limit hit reads the state: {r}");
     }
 }
+
+/// The kernel counts each `do_shrink_slab` call once, per (memcg,
+/// shrinker), and a memcg's own `do_shrink_slab_*` are the agent's sums over
+/// its shrinkers: in every record whose rows were not cut at 10, the rows
+/// add up to the memcg's counts, and the memcg has some.
+#[test]
+fn a_memcgs_shrinker_rows_add_up_to_its_counts() {
+    let (_g, dir) = as_root("shrinker-sums");
+    let memcg = TestMemcg::new("shrinker-sums");
+    let stream = Stream::start(&dir, &["--interval", "500ms"]);
+    // Negative dentries in the cgroup filesystem, made from inside the
+    // memcg: charged to it and kept on kernfs's LRU, so its superblock's
+    // shrinker has objects for this memcg.
+    let script = format!(
+        "i=0; while [ $i -lt 200 ]; do [ -e '{}/n'$i ]; i=$((i+1)); done",
+        memcg.dir.display()
+    );
+    let mut child = memcg.spawn(Command::new("sh").args(["-c", &script]));
+    assert!(wait_timeout(&mut child, Duration::from_secs(30)).success());
+    // Reclaim of this memcg alone walks its shrinkers priority by priority:
+    // proactive reclaim on v2 (with nothing else to reclaim the kernel gives
+    // up, EAGAIN); on v1 a limit below its usage (the kernel reclaims, then
+    // refuses the limit, EBUSY). Not drop_caches: that is the whole host's.
+    let reclaim = memcg.dir.join("memory.reclaim");
+    let _ = if reclaim.exists() {
+        fs::write(reclaim, "64M")
+    } else {
+        fs::write(memcg.dir.join("memory.limit_in_bytes"), "4096")
+    };
+    settle();
+    let records = stream.stop(libc::SIGINT);
+    let rows = for_memcg(&records, "memcg_interval", &memcg.rel);
+    let mut calls = 0;
+    for r in &rows {
+        let shrinkers = r["shrinkers"].as_array().expect("shrinker rows");
+        if shrinkers.len() >= 10 {
+            continue;
+        }
+        for (own, of_rows) in [
+            ("do_shrink_slab_calls", "calls"),
+            ("do_shrink_slab_zero", "zero"),
+            ("do_shrink_slab_freed", "freed"),
+        ] {
+            if r[own].is_null() {
+                // Unseen on this plan (zero on tracepoints): so are the rows'.
+                assert!(shrinkers.iter().all(|s| s[of_rows].is_null()), "{r}");
+                continue;
+            }
+            let sum: u64 = shrinkers.iter().filter_map(|s| s[of_rows].as_u64()).sum();
+            assert_eq!(r[own].as_u64(), Some(sum), "{own} vs its rows: {r}");
+        }
+        calls += r["do_shrink_slab_calls"].as_u64().unwrap_or(0);
+    }
+    assert!(
+        calls > 0,
+        "do_shrink_slab calls for {}: {rows:#?}",
+        memcg.rel
+    );
+}

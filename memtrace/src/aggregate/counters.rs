@@ -1,7 +1,11 @@
 //! Arithmetic on the kernel's counter structs: summing per-CPU slots,
 //! deltas between polls (wrapping, as the kernel's counters do), and
 //! percentiles from the log2 histograms.
-use memtrace_common::{HIST_BUCKETS, HIST_SHIFT, MemcgStats, ShrinkerStats, SystemStats};
+use std::collections::HashMap;
+
+use memtrace_common::{
+    HIST_BUCKETS, HIST_SHIFT, MemcgStats, ShrinkerKey, ShrinkerStats, SystemStats,
+};
 
 /// Applies `f` to every counter of two `MemcgStats`.
 fn zip_memcg(a: &mut MemcgStats, b: &MemcgStats, f: fn(u64, u64) -> u64) {
@@ -46,6 +50,28 @@ pub fn delta_memcg(cur: &MemcgStats, prev: &MemcgStats) -> MemcgStats {
 
 pub fn is_idle(d: &MemcgStats) -> bool {
     *d == MemcgStats::ZERO
+}
+
+/// Adds each (memcg, shrinker) pair's `do_shrink_slab` counts into its
+/// memcg's: the kernel counts a call once, per pair (one map update on the
+/// hottest path), and a memcg's own `do_shrink_*` are the sums over its
+/// shrinkers. A memcg seen only through its shrinkers gets an entry.
+pub fn fold_shrinkers(
+    memcgs: &mut HashMap<u64, MemcgStats>,
+    shrinkers: &HashMap<ShrinkerKey, ShrinkerStats>,
+) {
+    for (k, s) in shrinkers {
+        let m = memcgs.entry(k.memcg_id).or_insert(MemcgStats::ZERO);
+        shrinker_into_memcg(m, s, u64::wrapping_add);
+    }
+}
+
+/// `f` applied to a memcg's `do_shrink_*` counters and one shrinker's.
+pub fn shrinker_into_memcg(m: &mut MemcgStats, s: &ShrinkerStats, f: fn(u64, u64) -> u64) {
+    m.do_shrink_calls = f(m.do_shrink_calls, s.calls);
+    m.do_shrink_zero = f(m.do_shrink_zero, s.zero);
+    m.do_shrink_freed = f(m.do_shrink_freed, s.freed);
+    m.do_shrink_ns = f(m.do_shrink_ns, s.ns);
 }
 
 pub fn add_shrinker(a: &mut ShrinkerStats, b: &ShrinkerStats) {

@@ -36,6 +36,11 @@ impl IntervalAggregator {
         memcgs: &HashMap<u64, MemcgStats>,
         shrinkers: &HashMap<ShrinkerKey, ShrinkerStats>,
     ) -> Vec<MemcgDelta> {
+        // The kernel counts do_shrink_slab calls per (memcg, shrinker)
+        // only: the memcgs' own counts are their sums.
+        let mut folded = memcgs.clone();
+        counters::fold_shrinkers(&mut folded, shrinkers);
+        let memcgs = &folded;
         let mut by_memcg: HashMap<u64, Vec<(ShrinkerKey, ShrinkerStats)>> = HashMap::new();
         for (key, cur) in shrinkers {
             let d = match self.prev_shrinker.get(key) {
@@ -103,7 +108,14 @@ impl IntervalAggregator {
             }
         }
         for key in &ev.shrinkers {
-            self.prev_shrinker.remove(key);
+            // A memcg that stays keeps its baseline consistent with the
+            // sums it will be read as from now on, without this shrinker.
+            if let (Some(s), Some(m)) = (
+                self.prev_shrinker.remove(key),
+                self.prev_memcg.get_mut(&key.memcg_id),
+            ) {
+                counters::shrinker_into_memcg(m, &s, u64::wrapping_sub);
+            }
         }
         ev
     }
@@ -143,13 +155,8 @@ mod tests {
     #[test]
     fn shrinkers_are_grouped_and_sorted() {
         let mut agg = IntervalAggregator::default();
-        let m = HashMap::from([(
-            10,
-            MemcgStats {
-                do_shrink_calls: 30,
-                ..MemcgStats::ZERO
-            },
-        )]);
+        // No memcg entry: the kernel counted only per (memcg, shrinker).
+        let m = HashMap::new();
         let (k1, k2) = (key(10, 0x1), key(10, 0x2));
         let s = HashMap::from([
             (
@@ -174,6 +181,51 @@ mod tests {
             d[0].shrinkers.iter().map(|x| x.0).collect::<Vec<_>>(),
             [k2, k1]
         );
+        // The memcg's own counts are the sums over its shrinkers.
+        let st = &d[0].stats;
+        assert_eq!(
+            (st.do_shrink_calls, st.do_shrink_zero, st.do_shrink_freed),
+            (30, 10, 5)
+        );
+    }
+
+    #[test]
+    fn evicting_a_shrinker_keeps_its_memcg_baseline() {
+        let mut agg = IntervalAggregator::default();
+        let k = key(10, 1);
+        let m = HashMap::from([(10, stats(1))]);
+        let s = HashMap::from([(
+            k,
+            ShrinkerStats {
+                calls: 7,
+                zero: 7,
+                ..Default::default()
+            },
+        )]);
+        for _ in 0..3 {
+            agg.advance(&m, &s);
+        }
+        // The shrinker map is full: the idle memcg's shrinker goes, the
+        // memcg (its map has room) stays.
+        let ev = agg.evict(|_| false, 1000, 1);
+        assert_eq!(
+            ev,
+            Evictions {
+                memcgs: vec![],
+                shrinkers: vec![k]
+            }
+        );
+        // Read without that shrinker: no activity, not a wrapped delta.
+        assert!(agg.advance(&m, &HashMap::new()).is_empty());
+        let s2 = HashMap::from([(
+            k,
+            ShrinkerStats {
+                calls: 2,
+                ..Default::default()
+            },
+        )]);
+        let d = agg.advance(&m, &s2);
+        assert_eq!(d[0].stats.do_shrink_calls, 2);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The storm and the churn in qemu guests booting Debian's 5.10, 6.1 and
-//! 6.12, where memtrace attaches with fentry (plan auto) and kprobes: the
+//! The storm, the zero-yield storm (guest_init.sh `bench_zstorm`) and the
+//! churn in qemu guests booting Debian's 5.10, 6.1 and 6.12, where
+//! memtrace attaches with fentry (plan auto) and kprobes: the
 //! guest side is the bench mode of the vm-test harness (xtask/src/vm/
 //! bench.rs and guest_init.sh `bench_main`). Guests run under TCG
 //! software emulation: their times compare only within one boot.
@@ -34,7 +35,7 @@ pub fn static_binary(no_build: bool) -> Result<PathBuf> {
 pub fn run(bin: &Path, quick: bool) -> Result<Value> {
     // floor-MODE: empty programs on the same hooks, attached the same way.
     let plan: &[(&str, &[&str])] = if quick {
-        &[("6.1", &["auto", "floor-auto"])]
+        &[("6.1", &["auto", "kprobe", "floor-auto", "floor-kprobe"])]
     } else {
         &[
             // 5.10: fentry with the hash-alone pairing, kprobes with the
@@ -45,9 +46,11 @@ pub fn run(bin: &Path, quick: bool) -> Result<Value> {
         ]
     };
     let (rounds, memcgs, mib) = if quick { (2, 100, 64) } else { (5, 200, 128) };
+    // The zero-yield storm is the seed's shape only with >= 1000 memcgs.
+    let zmemcgs = 1000;
     let mut out = Vec::new();
     for (label, modes) in plan {
-        let timeout = Duration::from_secs(if quick { 300 } else { 1500 });
+        let timeout = Duration::from_secs(if quick { 600 } else { 3000 });
         let b = match vm::bench::boot(
             cmd::workspace_root(),
             bin,
@@ -55,6 +58,7 @@ pub fn run(bin: &Path, quick: bool) -> Result<Value> {
             modes,
             rounds,
             memcgs,
+            zmemcgs,
             mib,
             timeout,
         ) {
@@ -68,6 +72,9 @@ pub fn run(bin: &Path, quick: bool) -> Result<Value> {
             .sessions
             .iter()
             .filter(|s| !s.contains_key("error"))
+            // units=0: a workload the kernel cannot run (zstorm needs
+            // memory.reclaim, 5.19+).
+            .filter(|s| s.get("units").is_none_or(|u| u != "0"))
             .map(|s| {
                 let num = |k: &str| s.get(k).and_then(|v| v.parse::<f64>().ok());
                 let units = num("units").unwrap_or(1.0).max(1.0);
@@ -93,6 +100,11 @@ pub fn run(bin: &Path, quick: bool) -> Result<Value> {
                     // ns per pair = 2 x time / runs.
                     "prog_ns": num("prog_ns"),
                     "prog_runs": num("prog_runs"),
+                    // do_shrink_slab calls and zero-yield calls memtrace
+                    // counted, per pass.
+                    "dss": num("dss").map(|h| h / units),
+                    "dss_zero": num("dss_zero").map(|h| h / units),
+                    "unmatched": num("unmatched"),
                 })
             })
             .collect();
@@ -111,6 +123,7 @@ pub fn run(bin: &Path, quick: bool) -> Result<Value> {
             "modes": modes,
             "rounds": rounds,
             "storm_memcgs": memcgs,
+            "zstorm_memcgs": zmemcgs,
             "churn_mib": mib,
             "wall_s": b.wall.as_secs_f64(),
             "finished": b.done,

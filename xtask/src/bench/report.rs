@@ -392,6 +392,15 @@ pub fn render(r: &Value) -> String {
             o,
             "#### qemu guests (TCG software emulation: compare only within one boot)\n"
         );
+        let _ = writeln!(
+            o,
+            "The zstorm is the seed's shape (`../shared/notes/background.md`): 1000 memcgs under \
+             one parent, each holding a few negative dentries in the cgroup filesystem and sysfs \
+             (two superblock shrinkers with objects per memcg); a pass is `memory.reclaim` on \
+             the parent, whose every attempt walks every memcg from priority 12 down, so almost \
+             every `do_shrink_slab` call frees nothing (guest_init.sh `bench_zstorm`). Its kernel \
+             time is the writer's CPU time per pass.\n"
+        );
         for g in guests {
             if let Some(e) = g["error"].as_str() {
                 let _ = writeln!(o, "guest run failed: {e}\n");
@@ -399,11 +408,12 @@ pub fn render(r: &Value) -> String {
             }
             let _ = writeln!(
                 o,
-                "Kernel {} ({}), cgroup {}, {} memcgs in the storm, {} rounds, boot wall {}.\n",
+                "Kernel {} ({}), cgroup {}, {} memcgs in the storm, {} in the zstorm, {} rounds, boot wall {}.\n",
                 g["kernel"].as_str().unwrap_or("?"),
                 g["release"].as_str().unwrap_or("?"),
                 g["cgroup"].as_str().unwrap_or("?"),
                 g["storm_memcgs"],
+                g["zstorm_memcgs"],
                 g["rounds"],
                 secs(g["wall_s"].as_f64().unwrap_or(f64::NAN)),
             );
@@ -420,15 +430,16 @@ pub fn render(r: &Value) -> String {
             cfgs.sort();
             cfgs.dedup();
             cfgs.sort_by_key(|c| c != "untraced");
-            for kind in ["storm", "churn"] {
-                let of = |c: &str, f: &dyn Fn(&Value) -> Option<f64>| {
-                    let v: Vec<f64> = rows
-                        .iter()
-                        .filter(|s| s["workload_kind"] == kind && s["config"] == c)
-                        .filter_map(f)
-                        .collect();
-                    summarize(&v)
-                };
+            let of = |kind: &str, c: &str, f: &dyn Fn(&Value) -> Option<f64>| {
+                let v: Vec<f64> = rows
+                    .iter()
+                    .filter(|s| s["workload_kind"] == kind && s["config"] == c)
+                    .filter_map(f)
+                    .collect();
+                summarize(&v)
+            };
+            for kind in ["storm", "zstorm", "churn"] {
+                let of = |c: &str, f: &dyn Fn(&Value) -> Option<f64>| of(kind, c, f);
                 let base =
                     of("untraced", &|s| s["kernel_s"].as_f64()).map_or(f64::NAN, |s| s.median);
                 for c in &cfgs {
@@ -466,9 +477,60 @@ pub fn render(r: &Value) -> String {
                 }
             }
             o.push('\n');
+            zstorm_summary(&mut o, &rows);
         }
     }
     o
+}
+
+/// The zero-yield storm, per attach mode: kernel ns memtrace adds per
+/// `do_shrink_slab` call (medians: (traced - untraced) / calls it counted)
+/// against the empty programs' on the same calls, and the share of calls
+/// that freed nothing.
+fn zstorm_summary(o: &mut String, rows: &[Value]) {
+    let med = |c: &str, f: &dyn Fn(&Value) -> Option<f64>| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|s| s["workload_kind"] == "zstorm" && s["config"] == c)
+            .filter_map(f)
+            .collect();
+        summarize(&v).map(|s| s.median)
+    };
+    let Some(base) = med("untraced", &|s| s["kernel_s"].as_f64()) else {
+        return;
+    };
+    for (mode, twin, floor) in [
+        (
+            "fentry (auto)",
+            "memtrace-stream (auto)",
+            "empty programs (--attach auto)",
+        ),
+        (
+            "kprobe",
+            "memtrace-stream (--attach kprobe)",
+            "empty programs (--attach kprobe)",
+        ),
+    ] {
+        let (Some(k), Some(calls)) = (
+            med(twin, &|s| s["kernel_s"].as_f64()),
+            med(twin, &|s| s["dss"].as_f64().filter(|c| *c > 0.0)),
+        ) else {
+            continue;
+        };
+        let zero = med(twin, &|s| {
+            Some(s["dss_zero"].as_f64()? / s["dss"].as_f64().filter(|c| *c > 0.0)?)
+        });
+        let added = (k - base) * 1e9 / calls;
+        let floor_added = med(floor, &|s| s["kernel_s"].as_f64()).map(|f| (f - base) * 1e9 / calls);
+        let _ = writeln!(
+            o,
+            "zstorm, {mode}: {calls:.0} do_shrink_slab calls per pass ({} freed nothing); memtrace adds {added:.0} ns per call, the empty programs {}: {}.",
+            zero.map_or("?".into(), |z| format!("{:.1}%", z * 100.0)),
+            floor_added.map_or("-".into(), |f| format!("{f:.0} ns")),
+            floor_added.map_or("-".into(), |f| format!("{} of the floor", ratio(added, f))),
+        );
+    }
+    o.push('\n');
 }
 
 /// Median (min–max) of one number of the profile sessions of `config`.

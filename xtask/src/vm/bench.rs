@@ -39,6 +39,7 @@ pub fn boot(
     modes: &[&str],
     rounds: usize,
     memcgs: usize,
+    zmemcgs: usize,
     churn_mib: u64,
     timeout: Duration,
 ) -> Result<BenchBoot> {
@@ -73,7 +74,7 @@ pub fn boot(
         disk: Some(&disk),
         cmdline: format!(
             "vmtest.cg=v2 vmtest.modes={} vmtest.bench={rounds} vmtest.bench_memcgs={memcgs} \
-             vmtest.bench_mib={churn_mib}",
+             vmtest.bench_zmemcgs={zmemcgs} vmtest.bench_mib={churn_mib}",
             modes.join(",")
         ),
         mem_mib: GUEST_MEM_MIB,

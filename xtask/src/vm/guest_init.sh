@@ -34,7 +34,7 @@ up() { cut -d' ' -f1 /proc/uptime; }
 echo "VMTEST-INIT uptime=$(up) kernel=$(uname -r)"
 
 CG=v2; MODES=; WORKLOADS=oom,oomburst,reclaim,shrink; STREAM_SECS=120; SHRINK_MEMCGS=16
-BENCH=; BENCH_MEMCGS=200; BENCH_MIB=128
+BENCH=; BENCH_MEMCGS=200; BENCH_MIB=128; BENCH_ZMEMCGS=1000
 for a in $(cat /proc/cmdline); do
   case "$a" in
     vmtest.cg=*) CG=${a#*=} ;;
@@ -45,6 +45,7 @@ for a in $(cat /proc/cmdline); do
     vmtest.bench=*) BENCH=${a#*=} ;;
     vmtest.bench_memcgs=*) BENCH_MEMCGS=${a#*=} ;;
     vmtest.bench_mib=*) BENCH_MIB=${a#*=} ;;
+    vmtest.bench_zmemcgs=*) BENCH_ZMEMCGS=${a#*=} ;;
   esac
 done
 MODES=$(echo "$MODES" | tr , ' ')
@@ -280,16 +281,19 @@ stream_mode() {
 
 # ---------------------------------------------------------------- bench
 # vmtest.bench=R: `cargo xtask bench` (xtask/src/bench/guest.rs). Each round
-# runs the storm and the churn once untraced and once under memtrace per
+# runs the storm, the zero-yield storm and the churn once untraced and once under memtrace per
 # attach mode, in rotating order, and prints one line per session:
 #   INFO scenario=bench round= workload= config= kernel_ns= units= wall_cs=
-#        hits= losses= ready_ds= prog_ns= prog_runs=
+#        hits= losses= ready_ds= prog_ns= prog_runs= dss= dss_zero= unmatched=
+# (dss, dss_zero: do_shrink_slab calls and zero-yield calls memtrace
+# counted; unmatched: its unmatched_returns, not among the losses).
 # A config is an attach mode, or floor-MODE: the empty floor_* programs on
 # the same hooks (`stream --bench-floor`). kernel.bpf_stats_enabled is on
 # throughout, and prog_ns/prog_runs are the kernel's accounting of the
 # session's programs (run_time_ns/run_cnt of memtrace's program fds).
 # kernel_ns: storm = CPU of the drop_caches writer (this shell, PID 1, read
-# from a child while it waits, so it is up to date), churn = dd's system
+# from a child while it waits, so it is up to date), zstorm = that of the
+# memory.reclaim writer (the same shell), churn = dd's system
 # time (cstime of PID 1's reaped children, 10 ms ticks).
 cpu1() { read a b < /proc/$$/schedstat; echo $a; }
 cstime1() { cut -d' ' -f17 /proc/$$/stat; }
@@ -321,6 +325,38 @@ bench_storm() {
     KNS=$((KNS + b - a)); UNITS=$((UNITS + 1))
   done
 }
+# The zero-yield storm (zstorm), shaped like the seed's (background.md):
+# BENCH_ZMEMCGS memcgs under one parent, each holding a few negative
+# dentries in the cgroup filesystem and in sysfs (kernfs keeps negative
+# dentries; tmpfs does not), so every memcg has two superblock shrinkers
+# with objects. A pass is `memory.reclaim` on the parent: each reclaim
+# attempt walks every memcg at priority 12 down to 0, and do_shrink_slab
+# on a list of a few objects scans nothing until priority 1 (its share,
+# freeable >> priority, is below what it would scan), so almost every call
+# frees nothing; once freed, a memcg's shrinkers answer "empty" twice
+# more. Nothing reclaimable is left, so memory.reclaim gives up (EAGAIN)
+# after its retries, every retry walking every memcg again.
+ZNEG=4
+bench_zstorm_setup() {
+  [ $CG = v2 ] || return 0
+  mkcg bench_zstorm; i=0
+  while [ $i -lt $BENCH_ZMEMCGS ]; do mkcg bench_zstorm/z$i; i=$((i+1)); done
+}
+bench_zpopulate() {
+  sh -c 'i=0; while [ $i -lt $1 ]; do d=$2/z$i; echo $$ > $d/cgroup.procs; k=0;
+         while [ $k -lt $3 ]; do [ -e $d/n$k ]; [ -e /sys/zn$i.$k ]; k=$((k+1)); done; i=$((i+1)); done
+         echo $$ > "$4/cgroup.procs"' - $BENCH_ZMEMCGS $CGROOT/bench_zstorm $ZNEG $CGROOT
+}
+# Sets KNS UNITS; UNITS=0 where the kernel has no memory.reclaim (< 5.19).
+bench_zstorm() {
+  KNS=0; UNITS=0
+  [ -e $CGROOT/bench_zstorm/memory.reclaim ] || return 0
+  for d in 1 2; do
+    bench_zpopulate
+    a=$(cpu1); echo 1G > $CGROOT/bench_zstorm/memory.reclaim 2>/dev/null; b=$(cpu1)
+    KNS=$((KNS + b - a)); UNITS=$((UNITS + 1))
+  done
+}
 bench_churn() {
   echo 1 > /proc/sys/vm/drop_caches
   a=$(cstime1)
@@ -331,6 +367,7 @@ bench_churn() {
 bench_session() {
   # Own names: helpers (runin, stop, mkcg) set c, i and d globally.
   BR=$1; BW=$2; BC=$3; BOUT=/tmp/bench-$BW-$BC-$BR.ndjson; BI=0; H=0; L=0; PNS=0; PRUNS=0
+  DSS=0; DSSZ=0; UNM=0
   case $BC in
     floor-*) BATT=${BC#floor-}; BFLOOR=--bench-floor ;;
     *) BATT=$BC; BFLOOR= ;;
@@ -351,6 +388,8 @@ bench_session() {
   if [ $BC != untraced ]; then
     for f in /proc/$BPID/fdinfo/*; do
       v=$(awk '/^run_time_ns:/ { t = $2 } /^run_cnt:/ { c = $2 } END { printf "%d %d", t, c }' $f 2>/dev/null)
+      # An fd the agent closed meanwhile (a cgroupfs read) has no fdinfo.
+      [ -n "$v" ] || continue
       PNS=$((PNS + ${v% *})); PRUNS=$((PRUNS + ${v#* }))
     done
     stop $BPID INT 300
@@ -361,25 +400,28 @@ bench_session() {
     for k in ringbuf_drops memcg_map_full shrinker_map_full inflight_map_full missed_returns; do
       L=$((L + $(last_key $k $BOUT)))
     done
+    DSS=$(sum_key do_shrink_slab_calls $BOUT); DSSZ=$(sum_key do_shrink_slab_zero $BOUT)
+    UNM=$(last_key unmatched_returns $BOUT)
     rm -f $BOUT
   fi
-  echo "INFO scenario=bench round=$BR workload=$BW config=$BC kernel_ns=$KNS units=$UNITS wall_cs=$((t1 - t0)) hits=$H losses=$L ready_ds=$BI prog_ns=$PNS prog_runs=$PRUNS"
+  echo "INFO scenario=bench round=$BR workload=$BW config=$BC kernel_ns=$KNS units=$UNITS wall_cs=$((t1 - t0)) hits=$H losses=$L ready_ds=$BI prog_ns=$PNS prog_runs=$PRUNS dss=$DSS dss_zero=$DSSZ unmatched=$UNM"
 }
 bench_main() {
   echo "INFO scenario=bench_setup start=$(up)"
   echo 1 > /proc/sys/kernel/bpf_stats_enabled
   bench_storm_setup
+  bench_zstorm_setup
   mkcg bench_churn 32M
-  echo "INFO scenario=bench_setup end=$(up) memcgs=$BENCH_MEMCGS"
+  echo "INFO scenario=bench_setup end=$(up) memcgs=$BENCH_MEMCGS zmemcgs=$BENCH_ZMEMCGS"
   CONFIGS="untraced $MODES"
-  bench_storm; bench_churn   # warm-up, not reported
+  bench_storm; bench_zstorm; bench_churn   # warm-up, not reported
   r=1
   while [ $r -le $BENCH ]; do
     # rotate the configuration order by round
     set -- $CONFIGS; n=$#; k=$(( (r - 1) % n )); ORDER=
     while [ $k -gt 0 ]; do first=$1; shift; set -- "$@" $first; k=$((k-1)); done
     ORDER="$*"
-    for bw in storm churn; do
+    for bw in storm zstorm churn; do
       for bc in $ORDER; do bench_session $r $bw $bc; done
     done
     r=$((r+1))

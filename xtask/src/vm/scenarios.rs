@@ -157,6 +157,10 @@ pub const MODE_CHECKS: &[ModeCheck] = &[
         run: check_shrink,
     },
     ModeCheck {
+        name: "shrink_counts",
+        run: check_shrink_counts,
+    },
+    ModeCheck {
         name: "cgroupfs_state",
         run: check_cgroupfs_state,
     },
@@ -422,13 +426,19 @@ fn check_losses(m: &ModeRun) -> Outcome {
         .rev()
         .find(|r| r["type"] == "system")
         .ok_or("no system record")?;
+    // Programs the kernel skipped (a recursion into the same program)
+    // lose their counts too; null where the kernel does not report it.
     let lost: Vec<String> = LOSS_COUNTERS
         .iter()
-        .filter(|f| last[**f] != 0)
+        .chain(&["prog_recursion_misses"])
+        .filter(|f| !(last[**f] == 0 || (**f == "prog_recursion_misses" && last[**f].is_null())))
         .map(|f| format!("{f}={}", last[*f]))
         .collect();
     if lost.is_empty() {
-        Ok(format!("{} all 0", LOSS_COUNTERS.join(",")))
+        Ok(format!(
+            "{},prog_recursion_misses all 0",
+            LOSS_COUNTERS.join(",")
+        ))
     } else {
         Err(format!("final system record: {}", lost.join(" ")))
     }
@@ -722,6 +732,109 @@ fn check_shrink(m: &ModeRun) -> Outcome {
     Ok(detail)
 }
 
+/// A `memcg_interval` record's `shrinkers` list holds at most this many
+/// rows (the busiest; docs/events.md).
+const SHRINKER_ROWS: usize = 10;
+
+/// The zero-yield counts of the function hooks (fentry/kprobe; tracepoint
+/// mode cannot see them and `shrink` checks they are null there), over
+/// every workload of the mode: in every record and every shrinker row a
+/// count (never null); per memcg over the whole stream (an interval's read
+/// of a per-CPU value may catch a call half counted), no more zero-yield
+/// calls than calls and a non-zero `freed` only with some call that was
+/// not zero-yield, in its own counters and its rows'; and the rows add up to the memcg's
+/// own counters exactly (the kernel counts a call once, per (memcg,
+/// shrinker), and the agent sums a memcg's over its shrinkers); rows cut
+/// at 10 never add up to more.
+fn check_shrink_counts(m: &ModeRun) -> Outcome {
+    if !m.kprobe_like() {
+        return Ok(format!("zero-yield counts unseen under {}", m.mode));
+    }
+    #[derive(Default)]
+    struct Sums {
+        calls: u64,
+        zero: u64,
+        freed: u64,
+        row_calls: u64,
+        row_zero: u64,
+        row_freed: u64,
+        intervals: u64,
+        cut: bool,
+    }
+    let count = |v: &Value, what: &str| -> Result<u64, String> {
+        v.as_u64()
+            .ok_or_else(|| format!("{what} is {v}, want a count"))
+    };
+    let mut by_memcg: BTreeMap<u64, (String, Sums)> = BTreeMap::new();
+    for r in m
+        .records()?
+        .iter()
+        .filter(|r| r["type"] == "memcg_interval")
+    {
+        let path = r["memcg"]["path"].as_str().unwrap_or("?").to_owned();
+        let at = format!("{path} at ts_ns={}", r["ts_ns"]);
+        let calls = count(&r["do_shrink_slab_calls"], "do_shrink_slab_calls")?;
+        let zero = count(
+            &r["do_shrink_slab_zero"],
+            &format!("do_shrink_slab_zero of {at}"),
+        )?;
+        let freed = count(&r["do_shrink_slab_freed"], "do_shrink_slab_freed")?;
+        let rows = r["shrinkers"].as_array().map_or(&[][..], Vec::as_slice);
+        let id = count(&r["memcg"]["id"], "memcg.id")?;
+        let s = &mut by_memcg
+            .entry(id)
+            .or_insert_with(|| (path, Sums::default()))
+            .1;
+        s.calls += calls;
+        s.zero += zero;
+        s.freed += freed;
+        s.intervals += 1;
+        s.cut |= rows.len() >= SHRINKER_ROWS;
+        for row in rows {
+            let rc = count(&row["calls"], "shrinker calls")?;
+            let rz = count(&row["zero"], &format!("shrinker zero of {at}"))?;
+            let rf = count(&row["freed"], "shrinker freed")?;
+            s.row_calls += rc;
+            s.row_zero += rz;
+            s.row_freed += rf;
+        }
+    }
+    let (mut calls, mut zero, mut exact) = (0, 0, 0);
+    for (path, s) in by_memcg.values() {
+        calls += s.calls;
+        zero += s.zero;
+        let rows = [s.row_calls, s.row_zero, s.row_freed];
+        let own = [s.calls, s.zero, s.freed];
+        for [c, z, f] in [own, rows] {
+            if z > c || (f > 0 && z == c) {
+                return Err(format!(
+                    "{path}: do_shrink_slab (calls, zero, freed) {own:?}, its shrinker rows' {rows:?}"
+                ));
+            }
+        }
+        let off = if s.cut {
+            rows.iter().zip(&own).any(|(r, o)| r > o)
+        } else {
+            rows != own
+        };
+        if off {
+            return Err(format!(
+                "{path}: shrinker rows (calls, zero, freed) {rows:?} vs the memcg's own {own:?} \
+                 over {} intervals",
+                s.intervals
+            ));
+        }
+        exact += !s.cut as usize;
+    }
+    if zero == 0 {
+        return Err(format!("do_shrink_slab calls={calls}, zero-yield 0"));
+    }
+    Ok(format!(
+        "do_shrink_slab calls={calls} zero={zero} over {} memcgs; rows add up exactly for {exact}",
+        by_memcg.len()
+    ))
+}
+
 fn show(v: Option<u64>) -> String {
     v.map_or_else(|| "null".to_owned(), |v| v.to_string())
 }
@@ -970,10 +1083,67 @@ mod tests {
         assert!(e.contains("want some shrinker row"), "{e}");
         let e = check_shrink(&run(&|r| r[1]["shrinkers"][0]["device"] = Value::Null)).unwrap_err();
         assert!(e.contains("without fs_type/device"), "{e}");
+        // Tracepoint mode: no zero-yield counts to check.
+        assert!(check_shrink_counts(&m).is_ok());
         assert!(
             parse_ndjson("{\"a\":1}\nnot json\n")
                 .unwrap_err()
                 .starts_with("line 2")
+        );
+    }
+
+    #[test]
+    fn shrink_counts_check() {
+        let t = transcript(&[]);
+        // One memcg over two intervals, fentry mode: (calls, zero, freed)
+        // and its rows'.
+        let stream = |own: [[u64; 3]; 2], rows: [[u64; 3]; 2]| {
+            own.iter()
+                .zip(&rows)
+                .enumerate()
+                .map(|(i, (o, r))| {
+                    json!({
+                        "type": "memcg_interval", "ts_ns": i + 1,
+                        "memcg": {"id": 6, "path": "/p/m1"},
+                        "do_shrink_slab_calls": o[0], "do_shrink_slab_zero": o[1],
+                        "do_shrink_slab_freed": o[2],
+                        "shrinkers": [{"shrinker": "0x1", "calls": r[0], "zero": r[1], "freed": r[2]}],
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        let check = |records: Vec<Value>| {
+            check_shrink_counts(&ModeRun {
+                mode: "fentry",
+                cgroup: "v2",
+                transcript: &t,
+                records: Ok(records),
+            })
+        };
+        let ok = check(stream([[10, 9, 3], [5, 5, 0]], [[10, 9, 3], [5, 5, 0]])).unwrap();
+        assert!(
+            ok.contains("calls=15 zero=14") && ok.contains("exactly for 1"),
+            "{ok}"
+        );
+        // One call missing from the rows.
+        assert!(check(stream([[10, 9, 3], [5, 5, 0]], [[9, 8, 3], [5, 5, 0]])).is_err());
+        // Rows that never count zero-yield calls, more zero than calls, a
+        // freed count without a call that freed, no zero-yield call at all,
+        // a null count: failures.
+        for (own, rows) in [
+            ([[10, 9, 3], [5, 5, 0]], [[10, 0, 3], [5, 0, 0]]),
+            ([[10, 11, 3], [5, 5, 0]], [[10, 11, 3], [5, 5, 0]]),
+            ([[10, 10, 3], [5, 5, 0]], [[10, 10, 3], [5, 5, 0]]),
+            ([[10, 0, 3], [5, 0, 0]], [[10, 0, 3], [5, 0, 0]]),
+        ] {
+            assert!(check(stream(own, rows)).is_err(), "{own:?} {rows:?}");
+        }
+        let mut r = stream([[10, 9, 3], [5, 5, 0]], [[10, 9, 3], [5, 5, 0]]);
+        r[1]["do_shrink_slab_zero"] = Value::Null;
+        assert!(
+            check(r)
+                .unwrap_err()
+                .contains("do_shrink_slab_zero of /p/m1")
         );
     }
 }

@@ -18,7 +18,7 @@ use memtrace_testkit::{
     root::as_root,
     *,
 };
-use serde_yaml::Value;
+use serde_norway::Value;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -189,7 +189,7 @@ fn docker_args_from_manifest(
     host_path: impl Fn(&str) -> String,
 ) -> (Vec<String>, String, Vec<String>) {
     let text = fs::read_to_string(repo().join("deploy/kubernetes/daemonset.yaml")).unwrap();
-    let ds: Value = serde_yaml::from_str(&text).unwrap();
+    let ds: Value = serde_norway::from_str(&text).unwrap();
     let spec = &ds["spec"]["template"]["spec"];
     let c = &spec["containers"][0];
     let sc = &c["securityContext"];

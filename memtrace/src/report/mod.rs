@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 
 use self::{
     oom::HistoryAcc,
-    summary::{Aggregator, Report, starts_segment},
+    summary::{Aggregator, Kind, Report, starts_segment},
 };
 use crate::{
     output::{json, records::Record},
@@ -197,22 +197,9 @@ fn add_histories<R: BufRead>(report: &mut Report, reader: R, max_lines: u64) -> 
     let mut acc: Vec<HistoryAcc> = (0..report.oom_kills.len())
         .map(|_| HistoryAcc::default())
         .collect();
-    let mut lines = Lines::new(reader);
-    let mut segment = 0u64;
-    let mut seen_any = false;
-    while lines.line_no() < max_lines {
-        let Some(item) = lines.next_item().context("rereading the file")? else {
-            break;
-        };
-        let Item::Record(record) = item else {
-            continue;
-        };
-        if starts_segment(report.kind, &record) && seen_any {
-            segment += 1;
-        }
-        seen_any = true;
-        let Record::MemcgInterval(i) = &*record else {
-            continue;
+    reread(report.kind, reader, max_lines, |segment, record| {
+        let Record::MemcgInterval(i) = record else {
+            return;
         };
         // Kills this interval can precede: from its start to WINDOW after.
         let lo = (segment, i.ts_ns.saturating_sub(i.interval_ns), 0);
@@ -228,7 +215,7 @@ fn add_histories<R: BufRead>(report: &mut Report, reader: R, max_lines: u64) -> 
                 acc[idx].add(i);
             }
         }
-    }
+    })?;
     for (story, h) in report.oom_kills.iter_mut().zip(acc) {
         if needs_history(story)
             && let Some(h) = h.finish(story.ts_ns)
@@ -238,4 +225,33 @@ fn add_histories<R: BufRead>(report: &mut Report, reader: R, max_lines: u64) -> 
         }
     }
     Ok(())
+}
+
+/// Reads the file again up to `max_lines` (the first pass's extent),
+/// handing `f` each record with the index of the run it belongs to (a new
+/// header or capture starts a run; records before any of them are run 0).
+/// Bad lines were named by the first pass and are skipped here.
+pub(crate) fn reread<R: BufRead>(
+    kind: Kind,
+    reader: R,
+    max_lines: u64,
+    mut f: impl FnMut(u64, &Record),
+) -> Result<u64> {
+    let mut lines = Lines::new(reader);
+    let mut segment = 0u64;
+    let mut seen_any = false;
+    while lines.line_no() < max_lines {
+        let Some(item) = lines.next_item().context("rereading the file")? else {
+            break;
+        };
+        let Item::Record(record) = item else {
+            continue;
+        };
+        if starts_segment(kind, &record) && seen_any {
+            segment += 1;
+        }
+        seen_any = true;
+        f(segment, &record);
+    }
+    Ok(segment)
 }

@@ -10,16 +10,13 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::{
     oom::{OomStory, within},
-    summary::{Report, ShrinkerSummary, Usage, starts_segment},
+    summary::{Report, ShrinkerSummary, Usage},
 };
-use crate::{
-    output::records::{Field, Memcg, MemcgInterval, Record, System},
-    source::ndjson::{Item, Lines},
-};
+use crate::output::records::{Field, Memcg, MemcgInterval, Record, System};
 
 /// About one bucket per two pixels of a chart's plot width.
 pub const MAX_BUCKETS: usize = 600;
@@ -501,29 +498,16 @@ impl<'r> Builder<'r> {
 /// Pass 3: the charted series of the file's first run.
 pub fn build<R: BufRead>(report: &Report, reader: R, max_lines: u64) -> Result<Timeline> {
     let mut b = Builder::new(report);
-    let mut lines = Lines::new(reader);
-    let mut segment = 0u64;
-    let mut seen_any = false;
-    while lines.line_no() < max_lines {
-        let Some(item) = lines.next_item().context("rereading the file")? else {
-            break;
-        };
-        let Item::Record(record) = item else {
-            continue;
-        };
-        if starts_segment(report.kind, &record) && seen_any {
-            segment += 1;
-        }
-        seen_any = true;
+    let segment = super::reread(report.kind, reader, max_lines, |segment, record| {
         if segment > 0 {
-            continue;
+            return;
         }
-        match &*record {
+        match record {
             Record::System(s) => b.system(s),
             Record::MemcgInterval(i) => b.interval(i),
             _ => {}
         }
-    }
+    })?;
     b.t.later_runs = segment;
     Ok(b.finish())
 }

@@ -247,7 +247,7 @@ impl Names {
         let found = self.lookup(c);
         self.cost.lookups += 1;
         self.cost.elapsed += t.elapsed();
-        let e = self.cache.entry(memcg).or_insert_with(|| Entry {
+        let fresh = || Entry {
             id: c.id.clone(),
             ident: None,
             source: None,
@@ -255,17 +255,11 @@ impl Names {
             used: now,
             gone: None,
             misses: 0,
-        });
+        };
+        let e = self.cache.entry(memcg).or_insert_with(fresh);
+        // Another container's identity under this id: start over.
         if e.id != c.id {
-            *e = Entry {
-                id: c.id.clone(),
-                ident: None,
-                source: None,
-                checked: now,
-                used: now,
-                gone: None,
-                misses: 0,
-            };
+            *e = fresh();
         }
         match found {
             Some((ident, file)) => {

@@ -14,7 +14,7 @@ use super::{
     storm::Verdict,
     summary::Report,
     text,
-    timeline::{Bucket, KillMark, Timeline},
+    timeline::{Bucket, KillMark, Series, Timeline},
 };
 use crate::output::escape;
 
@@ -132,6 +132,38 @@ fn points(t: &Timeline, f: impl Fn(&Bucket) -> Option<f64>) -> Vec<(f64, f64)> {
         .enumerate()
         .filter_map(|(i, b)| f(b).map(|y| (t.x_of(i), y)))
         .collect()
+}
+
+/// One line per series of `top` (in the palette's order) and, with
+/// `rest`, one more in the rest colour for everything else (index
+/// `top.len()` in the buckets' vectors); `value` reads series `i` from a
+/// bucket.
+fn series_lines(
+    t: &Timeline,
+    top: &[Series],
+    rest: Option<String>,
+    value: impl Fn(&Bucket, usize) -> Option<f64>,
+) -> Vec<Line> {
+    let mut lines: Vec<Line> = top
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Line {
+            label: s.label.clone(),
+            color: color(i),
+            dashed: false,
+            points: points(t, |b| value(b, i)),
+        })
+        .collect();
+    if let Some(label) = rest {
+        let n = top.len();
+        lines.push(Line {
+            label,
+            color: REST,
+            dashed: false,
+            points: points(t, |b| value(b, n)),
+        });
+    }
+    lines
 }
 
 fn y_top(max: f64) -> f64 {
@@ -439,26 +471,9 @@ fn charts(out: &mut String, t: &Timeline) -> Result<()> {
 
     // Reclaim, stacked per container.
     let n = t.containers.len();
-    let mut layers: Vec<Line> = t
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Line {
-            label: s.label.clone(),
-            color: color(i),
-            dashed: false,
-            points: points(t, |b| Some(b.reclaim_ns[i] as f64 / 1e6 / ws)),
-        })
-        .collect();
-    layers.push(Line {
-        label: if n == 0 {
-            "all memcgs".into()
-        } else {
-            "rest".into()
-        },
-        color: REST,
-        dashed: false,
-        points: points(t, |b| Some(b.reclaim_ns[n] as f64 / 1e6 / ws)),
+    let rest = if n == 0 { "all memcgs" } else { "rest" };
+    let layers = series_lines(t, &t.containers, Some(rest.into()), |b, i| {
+        Some(b.reclaim_ns[i] as f64 / 1e6 / ws)
     });
     let total = t
         .buckets
@@ -486,26 +501,13 @@ fn charts(out: &mut String, t: &Timeline) -> Result<()> {
     // Shrinker calls and their zero share.
     if t.shrinker_calls_visible {
         let k = t.shrinkers.len();
-        let mut lines: Vec<Line> = t
-            .shrinkers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Line {
-                label: s.label.clone(),
-                color: color(i),
-                dashed: false,
-                points: points(t, |b| Some(b.calls[i] as f64 / ws)),
-            })
-            .collect();
-        lines.push(Line {
-            label: if k == 0 {
-                "all shrinkers".into()
-            } else {
-                "other shrinkers".into()
-            },
-            color: REST,
-            dashed: false,
-            points: points(t, |b| Some(b.calls[k] as f64 / ws)),
+        let rest = if k == 0 {
+            "all shrinkers"
+        } else {
+            "other shrinkers"
+        };
+        let lines = series_lines(t, &t.shrinkers, Some(rest.into()), |b, i| {
+            Some(b.calls[i] as f64 / ws)
         });
         let max = lines_max(&lines);
         section(
@@ -577,18 +579,7 @@ fn charts(out: &mut String, t: &Timeline) -> Result<()> {
         );
         return Ok(());
     }
-    let per = |f: &dyn Fn(&Bucket, usize) -> Option<f64>| -> Vec<Line> {
-        t.killed
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Line {
-                label: s.label.clone(),
-                color: color(i),
-                dashed: false,
-                points: points(t, |b| f(b, i)),
-            })
-            .collect()
-    };
+    let per = |f: &dyn Fn(&Bucket, usize) -> Option<f64>| series_lines(t, &t.killed, None, f);
     let hits = per(&|b, i| b.limit_hits[i].map(|h| h as f64 / ws));
     let max = lines_max(&hits);
     let hit_notes = if hits.iter().all(|l| l.points.is_empty()) {

@@ -111,6 +111,11 @@ impl Writer {
         }
     }
 
+    /// A family of one sample without labels.
+    pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: Value) {
+        self.family(name, kind, help).sample(&[], value);
+    }
+
     pub fn finish(mut self) -> String {
         if self.format == Format::OpenMetrics {
             self.out.push_str("# EOF\n");

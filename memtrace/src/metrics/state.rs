@@ -333,36 +333,36 @@ impl Metrics {
         self.render_ooms(&mut w, &ooms);
         self.render_memcgs(&mut w, &kept);
         let samples = w.samples + TRAILING;
-        let mut f = w.family(
+        w.single(
             "memtrace_metrics_series",
             Kind::Gauge,
             "Series on this page, this one included.",
+            Value::U(samples as u64),
         );
-        f.sample(&[], Value::U(samples as u64));
-        let mut f = w.family(
+        w.single(
             "memtrace_metrics_series_limit",
             Kind::Gauge,
             "The cap on series (--metrics-max-series).",
+            Value::U(self.max_series as u64),
         );
-        f.sample(&[], Value::U(self.max_series as u64));
-        let mut f = w.family(
+        w.single(
             "memtrace_metrics_series_limit_reached",
             Kind::Gauge,
             "1 when the cap left series out of this page, else 0.",
+            Value::U(u64::from(left_out > 0)),
         );
-        f.sample(&[], Value::U(u64::from(left_out > 0)));
-        let mut f = w.family(
+        w.single(
             "memtrace_metrics_memcgs_evicted",
             Kind::Counter,
             "Memcgs whose series were dropped because more were tracked than the cap allows (the least recently active first).",
+            Value::U(self.evicted),
         );
-        f.sample(&[], Value::U(self.evicted));
-        let mut f = w.family(
+        w.single(
             "memtrace_metrics_series_left_out",
             Kind::Gauge,
             "Series the cap left out of this page.",
+            Value::U(left_out as u64),
         );
-        f.sample(&[], Value::U(left_out as u64));
         w.finish()
     }
 
@@ -433,45 +433,45 @@ impl Metrics {
         for field in self.unseen.iter() {
             f.sample(&[("field", field.name())], Value::U(1));
         }
-        let mut f = w.family(
+        w.single(
             "memtrace_kmsg_readable",
             Kind::Gauge,
             "1 when the kernel log is read (limiting memcgs of OOM kills, kills before start).",
+            Value::U(u64::from(h.kmsg)),
         );
-        f.sample(&[], Value::U(u64::from(h.kmsg)));
         if let Some(u) = usage {
-            let mut f = w.family(
+            w.single(
                 "memtrace_agent_cpu_seconds",
                 Kind::Counter,
                 "CPU time the agent process used (user + system).",
+                Value::F(u.cpu_seconds),
             );
-            f.sample(&[], Value::F(u.cpu_seconds));
-            let mut f = w.family(
+            w.single(
                 "memtrace_agent_resident_memory_bytes",
                 Kind::Gauge,
                 "Resident memory of the agent process.",
+                Value::U(u.rss_bytes),
             );
-            f.sample(&[], Value::U(u.rss_bytes));
         }
         let r = &self.recorder;
-        let mut f = w.family(
+        w.single(
             "memtrace_postmortems_written",
             Kind::Counter,
             "OOM post-mortems written to disk.",
+            Value::U(r.postmortems),
         );
-        f.sample(&[], Value::U(r.postmortems));
-        let mut f = w.family(
+        w.single(
             "memtrace_postmortems_pending",
             Kind::Gauge,
             "OOM post-mortems held in memory because the disk refused them.",
+            Value::U(r.postmortems_pending),
         );
-        f.sample(&[], Value::U(r.postmortems_pending));
-        let mut f = w.family(
+        w.single(
             "memtrace_captures_written",
             Kind::Counter,
             "Incident captures written to disk.",
+            Value::U(r.captures),
         );
-        f.sample(&[], Value::U(r.captures));
         let Some(s) = &self.system else { return };
         let mut f = w.family(
             "memtrace_lost_events",
@@ -498,12 +498,12 @@ impl Metrics {
             f.sample(&[("reason", "prog_recursion_misses")], Value::U(n));
         }
         f.sample(&[("reason", "postmortems")], Value::U(r.postmortems_lost));
-        let mut f = w.family(
+        w.single(
             "memtrace_map_evictions",
             Kind::Counter,
             "Entries the agent removed from full kernel maps (idle or deleted memcgs).",
+            Value::U(s.map_evictions),
         );
-        f.sample(&[], Value::U(s.map_evictions));
         let mut f = w.family(
             "memtrace_map_entries",
             Kind::Gauge,
@@ -529,50 +529,50 @@ impl Metrics {
 
     fn render_host(&self, w: &mut Writer) {
         let Some(s) = &self.system else { return };
-        let mut f = w.family(
+        w.single(
             "memtrace_host_sys_ratio",
             Kind::Gauge,
             "Share of all CPU time spent in the kernel over the last interval (0-1).",
+            Value::F(s.sys_pct / 100.0),
         );
-        f.sample(&[], Value::F(s.sys_pct / 100.0));
-        let mut f = w.family(
+        w.single(
             "memtrace_host_max_cpu_sys_ratio",
             Kind::Gauge,
             "The busiest CPU's share of time in the kernel over the last interval (0-1).",
+            Value::F(s.max_cpu_sys_pct / 100.0),
         );
-        f.sample(&[], Value::F(s.max_cpu_sys_pct / 100.0));
-        let mut f = w.family(
+        w.single(
             "memtrace_kswapd_cpu_ratio",
             Kind::Gauge,
             "CPU used by the kswapd threads over the last interval, in CPUs (1 = one CPU busy).",
+            Value::F(s.kswapd_cpu_pct / 100.0),
         );
-        f.sample(&[], Value::F(s.kswapd_cpu_pct / 100.0));
         if let (true, Some(ns)) = (self.unseen.sees(Field::KswapdNs), s.kswapd_ns) {
-            let mut f = w.family(
+            w.single(
                 "memtrace_kswapd_seconds",
                 Kind::Counter,
                 "Time kswapd spent awake (wake to sleep), as the tracepoints see it.",
+                Value::F(ns as f64 / 1e9),
             );
-            f.sample(&[], Value::F(ns as f64 / 1e9));
         }
         if let (true, Some(n)) = (self.unseen.sees(Field::KswapdWakes), s.kswapd_wakes) {
             let mut f = w.family("memtrace_kswapd_wakes", Kind::Counter, "kswapd wake-ups.");
             f.sample(&[], Value::U(n));
         }
         if let Some(n) = s.dying_memcgs {
-            let mut f = w.family(
+            w.single(
                 "memtrace_dying_memcgs",
                 Kind::Gauge,
                 "Memcgs removed but still held by the kernel (they still cost shrinker work).",
+                Value::U(n),
             );
-            f.sample(&[], Value::U(n));
         }
-        let mut f = w.family(
+        w.single(
             "memtrace_live_memcgs",
             Kind::Gauge,
             "Memcgs in the hierarchy now.",
+            Value::U(s.live_memcgs),
         );
-        f.sample(&[], Value::U(s.live_memcgs));
     }
 
     fn render_ooms(&self, w: &mut Writer, ooms: &[(&OomKey, u64)]) {

@@ -113,7 +113,11 @@ pub struct Metrics {
     max_series: usize,
     map_max: (u32, u32),
     page_size: u64,
-    memcgs: HashMap<u64, MemcgSeries>,
+    /// By the `cgroup` label (the memcg's path): a memcg created at the
+    /// path of a removed one (a restarted container, a restarted unit)
+    /// continues its series; keyed by memcg id, the two would render the
+    /// same label set twice while the removed one is kept.
+    memcgs: HashMap<String, MemcgSeries>,
     next_seq: u64,
     ooms: BTreeMap<OomKey, (u64, u64)>,
     system: Option<System>,
@@ -188,7 +192,7 @@ impl Metrics {
 
     fn entry(&mut self, m: &Memcg, ts_ns: u64) -> &mut MemcgSeries {
         let seq = &mut self.next_seq;
-        let e = self.memcgs.entry(m.id).or_insert_with(|| {
+        let e = self.memcgs.entry(m.path_or_id()).or_insert_with(|| {
             *seq += 1;
             MemcgSeries {
                 seq: *seq,
@@ -202,7 +206,9 @@ impl Metrics {
             e.id = id;
         }
         e.last_ns = e.last_ns.max(ts_ns);
-        if m.deleted && e.gone_ns.is_none() {
+        if !m.deleted {
+            e.gone_ns = None;
+        } else if e.gone_ns.is_none() {
             e.gone_ns = Some(ts_ns);
         }
         e
@@ -278,12 +284,15 @@ impl Metrics {
         // tenth goes, counted.
         let cap = self.tracked_cap();
         if self.memcgs.len() > cap {
-            let mut by_age: Vec<(u64, u64)> =
-                self.memcgs.iter().map(|(id, m)| (m.last_ns, *id)).collect();
+            let mut by_age: Vec<(u64, String)> = self
+                .memcgs
+                .iter()
+                .map(|(path, m)| (m.last_ns, path.clone()))
+                .collect();
             by_age.sort_unstable();
             let excess = self.memcgs.len() - cap + cap / 10;
-            for (_, id) in by_age.into_iter().take(excess) {
-                self.memcgs.remove(&id);
+            for (_, path) in by_age.into_iter().take(excess) {
+                self.memcgs.remove(&path);
                 self.evicted += 1;
             }
         }

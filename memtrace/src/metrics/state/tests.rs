@@ -108,6 +108,28 @@ fn gone_memcgs_stay_five_minutes_then_go() {
 }
 
 #[test]
+fn a_memcg_created_at_a_removed_ones_path_continues_its_series() {
+    // A restarted container: the old memcg is removed (kept 5 minutes),
+    // a new one with another id appears at the same path.
+    let mut m = Metrics::new(header(&[]), 100_000, (16, 16));
+    let s = 1_000_000_000;
+    m.observe(&interval(memcg(7, "/docker/abc", false), s));
+    m.observe(&interval(memcg(7, "/docker/abc", true), 2 * s));
+    m.observe(&interval(memcg(8, "/docker/abc", false), 3 * s));
+    let p = page(&m);
+    let usage: Vec<&str> = p
+        .lines()
+        .filter(|l| l.starts_with("memtrace_reclaims_total{") && l.contains(r#"kind="memcg""#))
+        .collect();
+    assert_eq!(usage.len(), 1, "one series per label set: {p}");
+    assert!(usage[0].ends_with(" 9"), "the counts continue: {p}");
+    assert_eq!(m.memcgs(), 1);
+    // The new memcg is alive: the series outlives the old one's removal.
+    m.observe(&system(3 * s + GONE_KEEP_NS));
+    assert!(page(&m).contains(r#"cgroup="/docker/abc""#));
+}
+
+#[test]
 fn the_cap_leaves_whole_memcgs_out_and_says_so() {
     let mut m = Metrics::new(header(&[]), 150, (16, 16));
     for i in 0..20 {

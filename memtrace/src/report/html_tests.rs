@@ -171,6 +171,26 @@ fn zero_share_invisible_on_a_tracepoint_plan_is_said_not_drawn_as_zero() {
 }
 
 #[test]
+fn hostile_times_render_as_offsets_without_panicking() {
+    // An interval of 2^58 ms (its width in ns would wrap to 0) and times
+    // before 1970 (RFC 3339 cannot print them).
+    let mut h = header_of(header(&[]));
+    h.interval_ms = Some(1 << 58);
+    let mut recs = vec![Record::Header(h)];
+    for sec in 1..=3 {
+        recs.extend(shrinking(sec, 4, 50, Some(10)));
+        let mut s = system(sec, 85.0);
+        if let Record::System(s) = &mut s {
+            s.ts = "1969-12-31T23:59:59Z".into();
+            s.interval_ns = u64::MAX;
+        }
+        recs.push(s);
+    }
+    let page = html_of(&ndjson(&recs));
+    assert!(!charts(&page).is_empty());
+}
+
+#[test]
 fn an_oom_log_has_no_timeline_but_its_kills() {
     let page = html_of(&ndjson(&golden_oom_log()));
     no_fetch(&page);

@@ -18,6 +18,10 @@ use super::{
 };
 use crate::output::records::{Field, Memcg, MemcgInterval, Record, System};
 
+/// 10000-01-01T00:00:00Z in Unix seconds: the first time RFC 3339 cannot
+/// print.
+const LAST_RFC3339_S: u64 = 253_402_300_800;
+
 /// About one bucket per two pixels of a chart's plot width.
 pub const MAX_BUCKETS: usize = 600;
 /// Containers stacked in the reclaim chart; the others are summed as "rest".
@@ -150,7 +154,7 @@ pub struct Timeline {
 impl Timeline {
     /// Seconds from the start at the end of bucket `i`.
     pub fn x_of(&self, i: usize) -> f64 {
-        ((i as u64 + 1) * self.width_ns) as f64 / 1e9
+        ((i as u64 + 1).saturating_mul(self.width_ns)) as f64 / 1e9
     }
 
     pub fn width_s(&self) -> f64 {
@@ -178,13 +182,20 @@ impl Timeline {
     pub fn clock(&self, x_s: f64) -> String {
         let (lo, hi) = self.x_range();
         let tenths = hi - lo < 60.0;
-        match self.t0_wall {
-            Some(t0) => {
-                let t = if x_s >= 0.0 {
-                    t0 + Duration::from_secs_f64(x_s)
-                } else {
-                    t0 - Duration::from_secs_f64(-x_s)
-                };
+        // A file's times are whatever it says: anything outside what
+        // RFC 3339 can print (before 1970, after 9999) reads as an offset.
+        let wall = self.t0_wall.and_then(|t0| {
+            let d = Duration::try_from_secs_f64(x_s.abs()).ok()?;
+            let t = if x_s >= 0.0 {
+                t0.checked_add(d)?
+            } else {
+                t0.checked_sub(d)?
+            };
+            let secs = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+            (secs < LAST_RFC3339_S).then_some(t)
+        });
+        match wall {
+            Some(t) => {
                 let s = humantime::format_rfc3339_millis(t).to_string();
                 // "2026-12-04T13:14:15.678Z" -> "13:14:15" or "13:14:15.6".
                 s.get(11..if tenths { 21 } else { 19 })
@@ -349,12 +360,13 @@ impl<'r> Builder<'r> {
             .header
             .as_ref()
             .and_then(|h| h.interval_ms)
-            .unwrap_or((interval_ns + 500_000) / 1_000_000);
-        self.t.width_ns = width_ms.max(1) * 1_000_000;
+            .unwrap_or(interval_ns.saturating_add(500_000) / 1_000_000);
+        // Saturating: a hostile `interval_ms` must not wrap the width to 0.
+        self.t.width_ns = width_ms.max(1).saturating_mul(1_000_000);
         self.t.t0_ns = ts_ns.saturating_sub(interval_ns);
         self.t.t0_wall = humantime::parse_rfc3339_weak(ts)
             .ok()
-            .map(|w| w - Duration::from_nanos(interval_ns));
+            .and_then(|w| w.checked_sub(Duration::from_nanos(interval_ns)));
     }
 
     /// The bucket a record ending at `ts_ns` falls in.
@@ -376,7 +388,7 @@ impl<'r> Builder<'r> {
                 }
                 self.t.buckets.push(b);
             }
-            self.t.width_ns *= 2;
+            self.t.width_ns = self.t.width_ns.saturating_mul(2);
             idx = (ts_ns.saturating_sub(self.t.t0_ns).saturating_sub(1) / self.t.width_ns) as usize;
         }
         while self.t.buckets.len() <= idx {

@@ -104,6 +104,10 @@ const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
 pub fn attach(program: &KProbe, function: &str, tracefs: &Path) -> Result<Event> {
     remove_orphans(tracefs);
     let name = event_name(std::process::id(), function);
+    // One of that name left by an earlier process with our pid (PID 1 in a
+    // container, a reused pid after a SIGKILL) would make the create fail;
+    // the removal fails harmlessly (EBUSY) if something still uses it.
+    let _ = remove(tracefs, &name);
     OpenOptions::new()
         .append(true)
         .open(tracefs.join("kprobe_events"))

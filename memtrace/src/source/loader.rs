@@ -590,8 +590,11 @@ fn attach(
                                 kretprobes.push(ev);
                                 return Ok(());
                             }
-                            Err(e) => log::debug!(
-                                "kretprobe on {target} through tracefs: {e:#}; attaching through perf"
+                            // Visible: the kernel's default room may lose
+                            // returns (`missed_returns`) in a reclaim storm.
+                            Err(e) => log::warn!(
+                                "kretprobe on {target} through tracefs: {e:#}; attaching through \
+                                 perf with the kernel's default room for calls in flight"
                             ),
                         }
                     }

@@ -136,9 +136,10 @@ pub struct MemcgStats {
     pub shrink_slab_freed: u64,
     /// Part of `shrink_slab_ns` spent by kswapd shrinking this memcg.
     pub shrink_slab_kswapd_ns: u64,
-    /// `do_shrink_*`: 0 in the kernel's map (it counts each call once, in
-    /// `ShrinkerStats`); the agent fills them with the sums over the
-    /// memcg's shrinkers.
+    /// `do_shrink_*`: in the kernel's map only the calls the full
+    /// `ShrinkerStats` map refused (each call is counted once, in
+    /// `ShrinkerStats` when it has room); the agent adds the memcg's
+    /// shrinkers' rows to them.
     pub do_shrink_calls: u64,
     /// Calls whose result was 0 or `SHRINK_EMPTY` (only seen by
     /// fentry/kprobe plans; tracepoints never fire for them).

@@ -116,8 +116,9 @@ fn shrinkctl_memcg_id_btf(shrinkctl: *const u8) -> u64 {
 /// Counts one `do_shrink_slab` call of `shrinker` on a memcg: exact counts
 /// per (memcg, shrinker) and its time (0 when unpaired). One map update per
 /// call, the hottest path memtrace has: the memcg's own `do_shrink_*`
-/// (MemcgStats) stay 0 here and the agent sums them over its shrinkers
-/// (`aggregate/counters.rs` `fold_shrinkers`).
+/// (MemcgStats) get only the calls the full shrinker map refused, and the
+/// agent adds its shrinkers' rows to them (`aggregate/counters.rs`
+/// `fold_shrinkers`).
 #[inline(always)]
 fn do_account(memcg_id: u64, shrinker: u64, ret: u64, ns: u64) {
     let nothing = ret == 0 || ret == SHRINK_EMPTY;
@@ -135,6 +136,17 @@ fn do_account(memcg_id: u64, shrinker: u64, ret: u64, ns: u64) {
         s.freed += freed;
         if nothing {
             s.zero += 1;
+        }
+    } else if let Some(m) = stats::memcg(memcg_id) {
+        // The (memcg, shrinker) map is full (counted in shrinker_map_full):
+        // the call goes to the memcg's own totals, which the agent adds
+        // its shrinkers' rows to, so those stay exact in a storm that
+        // outgrows the map. Off the hot path: only when an insert failed.
+        m.do_shrink_calls += 1;
+        m.do_shrink_ns += ns;
+        m.do_shrink_freed += freed;
+        if nothing {
+            m.do_shrink_zero += 1;
         }
     }
 }

@@ -55,7 +55,9 @@ pub fn is_idle(d: &MemcgStats) -> bool {
 /// Adds each (memcg, shrinker) pair's `do_shrink_slab` counts into its
 /// memcg's: the kernel counts a call once, per pair (one map update on the
 /// hottest path), and a memcg's own `do_shrink_*` are the sums over its
-/// shrinkers. A memcg seen only through its shrinkers gets an entry.
+/// shrinkers, added to what the kernel put there itself (the calls a full
+/// shrinker map refused). A memcg seen only through its shrinkers gets an
+/// entry.
 pub fn fold_shrinkers(
     memcgs: &mut HashMap<u64, MemcgStats>,
     shrinkers: &HashMap<ShrinkerKey, ShrinkerStats>,

@@ -106,7 +106,11 @@ impl StateCarry {
                 Some(h) => (h.state.limit_bytes, h.state.swap_limit_bytes),
                 None => states.own_limits(path).unwrap_or_default(),
             };
-            let limited = own.is_some() || (!v2 && own_swap.is_some());
+            // v1's failcnt counts hits of this memcg's own limits: none
+            // without one. v2's memory.events `max` is hierarchical (a
+            // child's hits count in its ancestors, unless mounted with
+            // memory_localevents): always read there.
+            let limited = v2 || own.is_some() || own_swap.is_some();
             // Memcgs that existed at start have a baseline; any other was
             // created since, and its counter started at 0.
             let prev = last_hits.get(&m.id).copied().unwrap_or(0);

@@ -1,9 +1,9 @@
 //! The HTTP side of `--listen`: a minimal HTTP/1.1 server on the agent's
 //! tokio runtime for `GET /metrics` and `GET /healthz`. A scraper is not
 //! trusted: a request's head is read within a size and a time bound, a
-//! response must be taken within a time bound, and connections beyond a
-//! small number at once are closed at once, so no client can stall the
-//! agent or grow its memory. One request per connection (`Connection:
+//! response must be taken within a time bound, connections beyond a small
+//! number at once are closed at once, and at most a few metrics pages are
+//! in flight, so no client can stall the agent or grow its memory. One request per connection (`Connection:
 //! close`), which is all a scraper needs.
 use std::{
     net::SocketAddr,
@@ -30,6 +30,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed unanswered.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Metrics pages being written at once (each is a copy of a page of up to
+/// a few MiB held until a slow client takes it); more get 503.
+pub const MAX_PAGES: usize = 4;
 
 /// What /healthz checks: the pipeline closed an interval within this long.
 pub struct Health {
@@ -59,6 +62,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 
 pub async fn serve(listener: TcpListener, metrics: Arc<Mutex<Metrics>>, health: Arc<Health>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let pages = Arc::new(Semaphore::new(MAX_PAGES));
     loop {
         let (conn, _) = match listener.accept().await {
             Ok(c) => c,
@@ -75,8 +79,9 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Mutex<Metrics>>, health: 
         };
         let metrics = metrics.clone();
         let health = health.clone();
+        let pages = pages.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(conn, &metrics, &health).await {
+            if let Err(e) = handle(conn, &metrics, &health, &pages).await {
                 log::debug!("--listen: {e:#}");
             }
             drop(permit);
@@ -135,7 +140,12 @@ async fn read_head(conn: &mut TcpStream) -> Result<Option<Vec<u8>>> {
     }
 }
 
-async fn handle(mut conn: TcpStream, metrics: &Mutex<Metrics>, health: &Health) -> Result<()> {
+async fn handle(
+    mut conn: TcpStream,
+    metrics: &Mutex<Metrics>,
+    health: &Health,
+    pages: &Semaphore,
+) -> Result<()> {
     let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut conn))
         .await
         .context("request head not sent in time")??;
@@ -146,22 +156,53 @@ async fn handle(mut conn: TcpStream, metrics: &Mutex<Metrics>, health: &Health) 
             "request head too large\n".to_string(),
         ),
         Some(None) => ("400 Bad Request", "text/plain", "bad request\n".to_string()),
-        Some(Some(req)) => respond(&req, metrics, health),
+        Some(Some(req)) => {
+            // Held until the page is written: bounds the pages in memory.
+            let page = if req.path == "/metrics" {
+                match pages.try_acquire() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        return write_response(
+                            &mut conn,
+                            "503 Service Unavailable",
+                            "text/plain",
+                            "too many scrapes at once\n",
+                            false,
+                        )
+                        .await;
+                    }
+                }
+            } else {
+                None
+            };
+            let (status, ctype, body) = respond(&req, metrics, health);
+            let head_only = req.method == "HEAD";
+            let r = write_response(&mut conn, status, ctype, &body, head_only).await;
+            drop(page);
+            return r;
+        }
     };
-    let head_only = head
-        .as_deref()
-        .and_then(parse_head)
-        .is_some_and(|r| r.method == "HEAD");
-    let mut out = format!(
+    write_response(&mut conn, status, ctype, &body, false).await
+}
+
+/// Writes a response and closes; the body is written from where it is,
+/// not copied after the head.
+async fn write_response(
+    conn: &mut TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &str,
+    head_only: bool,
+) -> Result<()> {
+    let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(body.as_bytes());
-    }
+    );
     tokio::time::timeout(WRITE_TIMEOUT, async {
-        conn.write_all(&out).await?;
+        conn.write_all(head.as_bytes()).await?;
+        if !head_only {
+            conn.write_all(body.as_bytes()).await?;
+        }
         conn.shutdown().await
     })
     .await

@@ -63,6 +63,20 @@ fn assert_inert(s: &str) {
     }
 }
 
+/// Runs container `name` (with `extra` flags) allocating until its 32 MiB
+/// limit kills it; its full id.
+fn run_until_oom_killed(d: &Dockerd, scratch: &Path, name: &str, extra: &[&str]) -> String {
+    let cid = scratch.join(format!("{name}.cid"));
+    let mut args = vec!["run"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--name", name, "--memory", "32m", "--network", "none"]);
+    args.extend_from_slice(&["--cidfile", cid.to_str().unwrap()]);
+    args.extend_from_slice(&["memtrace-bb:1", "tail", "/dev/zero"]);
+    let o = d.run(&args);
+    assert_eq!(o.status.code(), Some(137), "{o:?}");
+    fs::read_to_string(&cid).unwrap().trim().to_string()
+}
+
 #[test]
 fn docker_containers_are_named_in_post_mortems_stream_and_top() {
     let (_g, scratch) = as_root("names-docker");
@@ -73,27 +87,11 @@ fn docker_containers_are_named_in_post_mortems_stream_and_top() {
     let r = Recorder::start(&out, &["--docker-root", &root]);
 
     // A named container allocating until its 32 MiB limit kills it.
-    let cid = scratch.join("web-1.cid");
-    let o = d.run(&[
-        "run",
-        "--name",
-        "web-1",
-        "--memory",
-        "32m",
-        "--network",
-        "none",
-        "--cidfile",
-        cid.to_str().unwrap(),
-        "memtrace-bb:1",
-        "tail",
-        "/dev/zero",
-    ]);
-    assert_eq!(o.status.code(), Some(137), "{o:?}");
+    let id = run_until_oom_killed(&d, &scratch, "web-1", &[]);
     assert_eq!(
         d.ok(&["inspect", "-f", "{{.State.OOMKilled}}", "web-1"]),
         "true"
     );
-    let id = fs::read_to_string(&cid).unwrap().trim().to_string();
     let pm = postmortem_of(&r, &id, Duration::from_secs(20));
     let c = &pm["kill"]["victim_memcg"]["container"];
     assert_eq!(c["runtime"], "docker", "{pm}");
@@ -110,24 +108,7 @@ fn docker_containers_are_named_in_post_mortems_stream_and_top() {
     eprintln!("{text}");
     // `--rm`: Docker deletes the container's state as soon as it is
     // killed; it was named when its memcg appeared.
-    let cid = scratch.join("web-rm.cid");
-    let o = d.run(&[
-        "run",
-        "--rm",
-        "--name",
-        "web-rm",
-        "--memory",
-        "32m",
-        "--network",
-        "none",
-        "--cidfile",
-        cid.to_str().unwrap(),
-        "memtrace-bb:1",
-        "tail",
-        "/dev/zero",
-    ]);
-    assert_eq!(o.status.code(), Some(137), "{o:?}");
-    let id = fs::read_to_string(&cid).unwrap().trim().to_string();
+    let id = run_until_oom_killed(&d, &scratch, "web-rm", &["--rm"]);
     let pm = postmortem_of(&r, &id, Duration::from_secs(20));
     let c = &pm["kill"]["victim_memcg"]["container"];
     assert_eq!(c["runtime_name"], "web-rm", "{pm}");

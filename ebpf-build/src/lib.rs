@@ -300,8 +300,8 @@ pub fn command(
         // rustc's BPF target runs `bpf-linker` from PATH.
         .env("PATH", path_with(linker_dir)?)
         .env("RUSTC", &toolchain.rustc)
-        // aya-ebpf uses #![feature(asm_experimental_arch)].
-        .env("RUSTC_BOOTSTRAP", "aya_ebpf")
+        // aya-ebpf and memtrace-ebpf use #![feature(asm_experimental_arch)].
+        .env("RUSTC_BOOTSTRAP", "aya_ebpf,memtrace_ebpf")
         .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS", rustflags(arch))
         .args(["build", "-p", PACKAGE, "--release", "--target", TARGET])
         .arg("--target-dir")

@@ -45,6 +45,9 @@ pub struct KernelOffsets {
     pub cgroup_kn: u32,
     pub kn_id: u32,
     pub memcg_css: u32,
+    /// `cgroup_subsys_state.serial_nr`: unique per css for the boot, never
+    /// reused (unlike a freed memcg's address); the shrinker counters' key.
+    pub css_serial_nr: u32,
     pub shrinkctl_memcg: u32,
     pub shrinker_count_objects: u32,
     pub oc_memcg: u32,
@@ -178,11 +181,25 @@ impl Default for MemcgStats {
     }
 }
 
+/// A (memcg, shrinker) pair as the agent names it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShrinkerKey {
     pub memcg_id: u64,
     /// The `struct shrinker *` (an identity, never dereferenced by userspace).
+    pub shrinker: u64,
+}
+
+/// A (memcg, shrinker) pair as the kernel's `SHRINKER_STATS` map keys it:
+/// by the memcg's css serial number, which the probe reads from the memcg
+/// it is handed (a line the kernel has just touched), instead of its id,
+/// three dependent loads away (memcg -> cgroup -> kernfs node). The id is
+/// read once, when the entry is made (`ShrinkerStats::memcg_id`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShrinkerMapKey {
+    /// `css.serial_nr` (0 = no memcg).
+    pub memcg_serial: u64,
     pub shrinker: u64,
 }
 
@@ -195,6 +212,8 @@ pub struct ShrinkerStats {
     pub ns: u64,
     /// `shrinker->count_objects`, symbolized by the agent via kallsyms.
     pub count_objects: u64,
+    /// The memcg's id, read when the kernel made the entry.
+    pub memcg_id: u64,
 }
 
 /// Names of one shrinker, read once when it is first seen; NUL-terminated
@@ -247,9 +266,14 @@ pub const HOOK_KSWAPD: u32 = 6;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflight {
     pub start_ns: u64,
-    pub memcg_id: u64,
+    /// The memcg as its counters are keyed: its id (`MEMCG_STATS`), or for
+    /// `HOOK_DO_SHRINK` its css serial number (`ShrinkerMapKey`).
+    pub memcg_key: u64,
     /// Hook-specific: the shrinker pointer, or the charge's nr_pages.
     pub arg: u64,
+    /// `HOOK_DO_SHRINK`: the `struct mem_cgroup *`, read for its id only
+    /// when its counter entry is new.
+    pub memcg: u64,
 }
 
 /// Ring-buffer record kinds (first `u32` of every record).
@@ -397,6 +421,7 @@ mod pod {
     unsafe impl aya::Pod for ProbeConfig {}
     unsafe impl aya::Pod for MemcgStats {}
     unsafe impl aya::Pod for ShrinkerKey {}
+    unsafe impl aya::Pod for ShrinkerMapKey {}
     unsafe impl aya::Pod for ShrinkerStats {}
     unsafe impl aya::Pod for ShrinkerInfo {}
     unsafe impl aya::Pod for SystemStats {}

@@ -38,7 +38,7 @@ fn account(memcg_id: u64, nr_pages: u64, ret: i32, ns: Option<u64>) {
 #[inline(always)]
 fn exit(ret: i32) {
     if let Some((v, ns)) = stats::exit(HOOK_CHARGE) {
-        account(v.memcg_id, v.arg, ret, Some(ns));
+        account(v.memcg_key, v.arg, ret, Some(ns));
     }
 }
 

@@ -66,6 +66,22 @@ pub fn memcg_id_btf(memcg: *const u8) -> u64 {
     btf_load::<u64>(kn, off!(kn_id))
 }
 
+/// A memcg's css serial number (0 for NULL) through a BTF-typed pointer:
+/// one load from the css, whose flags the kernel reads before every
+/// `do_shrink_slab` loop (`mem_cgroup_online`), so a line already cached.
+#[inline(always)]
+pub fn memcg_serial_btf(memcg: *const u8) -> u64 {
+    let css = memcg.wrapping_add(off!(memcg_css) as usize);
+    btf_load::<u64>(css, off!(css_serial_nr))
+}
+
+/// `memcg_serial_btf` for a pointer the verifier sees as a number (kprobe
+/// arguments).
+#[inline(always)]
+pub fn memcg_serial(memcg: *const u8) -> u64 {
+    read::<u64>(memcg, off!(memcg_css) + off!(css_serial_nr)).unwrap_or(0)
+}
+
 /// Copies the NUL-terminated string at `src` into `dest`, truncated and
 /// always NUL-terminated; `dest` is left zeroed when it cannot be read.
 #[inline(always)]

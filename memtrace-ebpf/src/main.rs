@@ -2,6 +2,8 @@
 //! loaded and attached (or not) by the agent's attach plan, so each hook has
 //! variants for fentry/fexit, kprobe/kretprobe and tracepoints.
 #![no_std]
+// BPF's atomic add (below `stats::atomic_add`) has no stable Rust spelling.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_main]
 
 mod charge;

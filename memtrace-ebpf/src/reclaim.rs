@@ -24,10 +24,14 @@ fn begin(hook: u32) {
     let memcg_id = kernel::task_memcg_id(kernel::current_task());
     let v = Inflight {
         start_ns: kernel::now_ns(),
-        memcg_id,
+        memcg_key: memcg_id,
         arg: 0,
+        memcg: 0,
     };
-    stats::begin(kernel::current_tid(), hook, &v);
+    // The per-CPU slot, like every other call: an episode that sleeps and
+    // meets another thread's on this CPU is moved into the hash by it, and
+    // one that wakes on another CPU is found there (stats.rs).
+    stats::slot_begin(kernel::current_tid(), hook, &v);
 }
 
 #[inline(always)]
@@ -35,7 +39,7 @@ fn end(hook: u32, ctx_index: usize, nr_reclaimed: u64) {
     let Some((v, ns)) = stats::exit(hook) else {
         return;
     };
-    if let Some(s) = stats::memcg(v.memcg_id) {
+    if let Some(s) = stats::memcg(v.memcg_key) {
         if let (Some(c), Some(t), Some(p)) = (
             s.reclaim_count.get_mut(ctx_index),
             s.reclaim_ns.get_mut(ctx_index),
@@ -54,7 +58,7 @@ fn end(hook: u32, ctx_index: usize, nr_reclaimed: u64) {
         } else {
             SLOW_RECLAIM_MEMCG
         };
-        stats::emit_slow(what, ns, v.memcg_id, nr_reclaimed, 0);
+        stats::emit_slow(what, ns, v.memcg_key, nr_reclaimed, 0);
     }
 }
 
@@ -75,8 +79,9 @@ fn kswapd_wake() {
             HOOK_KSWAPD,
             &Inflight {
                 start_ns: kernel::now_ns(),
-                memcg_id: 0,
+                memcg_key: 0,
                 arg: 0,
+                memcg: 0,
             },
         );
     }

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use memtrace_common::{
     HOOK_DO_SHRINK, HOOK_SHRINK_SLAB, SHRINK_EMPTY, SHRINKER_NAMES_FS_TYPE, SHRINKER_NAMES_NAME,
     SHRINKER_NAMES_SB_EMBEDDED, SHRINKER_NAMES_SB_ID, SHRINKER_NAMES_SB_PRIVATE, ShrinkerInfo,
-    ShrinkerKey,
+    ShrinkerMapKey, ShrinkerStats,
 };
 
 use crate::{
@@ -84,7 +84,7 @@ fn slab_account(memcg_id: u64, freed: u64, ns: u64) {
 #[inline(always)]
 fn slab_exit(freed: u64) {
     if let Some((v, ns)) = stats::exit(HOOK_SHRINK_SLAB) {
-        slab_account(v.memcg_id, freed, ns);
+        slab_account(v.memcg_key, freed, ns);
     }
 }
 
@@ -99,45 +99,53 @@ fn slab_fexit(memcg: *const u8, freed: u64) {
     slab_account(kernel::memcg_id_btf(memcg), freed, ns);
 }
 
-/// `shrinkctl->memcg`'s id, `shrinkctl` a kprobe argument.
+/// `shrinkctl->memcg`, `shrinkctl` a kprobe argument.
 #[inline(always)]
-fn shrinkctl_memcg_id(shrinkctl: *const u8) -> u64 {
-    kernel::memcg_id(
-        kernel::read::<*const u8>(shrinkctl, off!(shrinkctl_memcg)).unwrap_or(core::ptr::null()),
-    )
+fn shrinkctl_memcg(shrinkctl: *const u8) -> *const u8 {
+    kernel::read::<*const u8>(shrinkctl, off!(shrinkctl_memcg)).unwrap_or(core::ptr::null())
 }
 
-/// `shrinkctl->memcg`'s id, `shrinkctl` BTF-typed (tp_btf, fentry/fexit).
+/// `shrinkctl->memcg`, `shrinkctl` BTF-typed (tp_btf, fentry/fexit).
 #[inline(always)]
-fn shrinkctl_memcg_id_btf(shrinkctl: *const u8) -> u64 {
-    kernel::memcg_id_btf(kernel::btf_load::<u64>(shrinkctl, off!(shrinkctl_memcg)) as *const u8)
+fn shrinkctl_memcg_btf(shrinkctl: *const u8) -> *const u8 {
+    kernel::btf_load::<u64>(shrinkctl, off!(shrinkctl_memcg)) as *const u8
 }
 
-/// Counts one `do_shrink_slab` call of `shrinker` on a memcg: exact counts
-/// per (memcg, shrinker) and its time (0 when unpaired). One map update per
-/// call, the hottest path memtrace has: the memcg's own `do_shrink_*`
-/// (MemcgStats) get only the calls the full shrinker map refused, and the
-/// agent adds its shrinkers' rows to them (`aggregate/counters.rs`
-/// `fold_shrinkers`).
+/// Counts one `do_shrink_slab` call of `shrinker` on a memcg (its css
+/// `serial`): exact counts per (memcg, shrinker) and its time (0 when
+/// unpaired). One map lookup per call, the hottest path memtrace has; the
+/// memcg's id (`memcg_id`, three dependent loads) is read only for a new
+/// entry. The memcg's own `do_shrink_*` (MemcgStats) get only the calls the
+/// full shrinker map refused, and the agent adds its shrinkers' rows to
+/// them (`aggregate/counters.rs` `fold_shrinkers`).
 #[inline(always)]
-fn do_account(memcg_id: u64, shrinker: u64, ret: u64, ns: u64) {
+fn do_account(serial: u64, memcg_id: impl Fn() -> u64, shrinker: u64, ret: u64, ns: u64) {
     let nothing = ret == 0 || ret == SHRINK_EMPTY;
     let freed = if ret == SHRINK_EMPTY { 0 } else { ret };
-    let key = ShrinkerKey { memcg_id, shrinker };
-    let count_objects = || {
+    let key = ShrinkerMapKey {
+        memcg_serial: serial,
+        shrinker,
+    };
+    let fresh = || {
         let cb =
             kernel::read::<u64>(shrinker as *const u8, off!(shrinker_count_objects)).unwrap_or(0);
         record_names(shrinker, cb);
-        cb
-    };
-    if let Some(s) = stats::shrinker(&key, count_objects) {
-        s.calls += 1;
-        s.ns += ns;
-        s.freed += freed;
-        if nothing {
-            s.zero += 1;
+        ShrinkerStats {
+            count_objects: cb,
+            memcg_id: memcg_id(),
+            ..ShrinkerStats::default()
         }
-    } else if let Some(m) = stats::memcg(memcg_id) {
+    };
+    if let Some(s) = stats::shrinker(&key, fresh) {
+        stats::atomic_add(&mut s.calls, 1);
+        stats::atomic_add(&mut s.ns, ns);
+        if freed != 0 {
+            stats::atomic_add(&mut s.freed, freed);
+        }
+        if nothing {
+            stats::atomic_add(&mut s.zero, 1);
+        }
+    } else if let Some(m) = stats::memcg(memcg_id()) {
         // The (memcg, shrinker) map is full (counted in shrinker_map_full):
         // the call goes to the memcg's own totals, which the agent adds
         // its shrinkers' rows to, so those stay exact in a storm that
@@ -156,7 +164,8 @@ fn do_account(memcg_id: u64, shrinker: u64, ret: u64, ns: u64) {
 #[inline(always)]
 fn do_exit(shrinker: Option<u64>, ret: u64) {
     if let Some((v, ns)) = stats::exit_arg(HOOK_DO_SHRINK, shrinker) {
-        do_account(v.memcg_id, v.arg, ret, ns);
+        let memcg = v.memcg as *const u8;
+        do_account(v.memcg_key, || kernel::memcg_id(memcg), v.arg, ret, ns);
     }
 }
 
@@ -168,7 +177,14 @@ fn do_fexit(shrinkctl: *const u8, shrinker: u64, ret: u64) {
         return;
     }
     let ns = stats::exit_arg(HOOK_DO_SHRINK, Some(shrinker)).map_or(0, |(_, ns)| ns);
-    do_account(shrinkctl_memcg_id_btf(shrinkctl), shrinker, ret, ns);
+    let memcg = shrinkctl_memcg_btf(shrinkctl);
+    do_account(
+        kernel::memcg_serial_btf(memcg),
+        || kernel::memcg_id_btf(memcg),
+        shrinker,
+        ret,
+        ns,
+    );
 }
 
 #[fentry(function = "shrink_slab")]
@@ -215,7 +231,13 @@ pub fn do_shrink_fexit(ctx: FExitContext) -> u32 {
 pub fn do_shrink_kprobe(ctx: ProbeContext) -> u32 {
     let shrinker: u64 = ctx.arg(1).unwrap_or(0);
     let shrinkctl: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
-    stats::enter(HOOK_DO_SHRINK, || shrinkctl_memcg_id(shrinkctl), shrinker);
+    let memcg = shrinkctl_memcg(shrinkctl);
+    stats::enter_memcg(
+        HOOK_DO_SHRINK,
+        memcg,
+        || kernel::memcg_serial(memcg),
+        shrinker,
+    );
     0
 }
 
@@ -230,10 +252,11 @@ pub fn do_shrink_kretprobe(ctx: RetProbeContext) -> u32 {
 #[btf_tracepoint(function = "mm_shrink_slab_start")]
 pub fn shrink_slab_start_btf(ctx: BtfTracePointContext) -> u32 {
     let shrinker: u64 = ctx.arg(0);
-    let shrinkctl: *const u8 = ctx.arg(1);
-    stats::enter(
+    let memcg = shrinkctl_memcg_btf(ctx.arg(1));
+    stats::enter_memcg(
         HOOK_DO_SHRINK,
-        || shrinkctl_memcg_id_btf(shrinkctl),
+        memcg,
+        || kernel::memcg_serial_btf(memcg),
         shrinker,
     );
     0

@@ -18,7 +18,7 @@ use aya_ebpf::{
     },
 };
 use memtrace_common::{
-    EVENT_SLOW, Inflight, InflightKey, MAX_SCAN_CPUS, MemcgStats, ShrinkerKey, ShrinkerStats,
+    EVENT_SLOW, Inflight, InflightKey, MAX_SCAN_CPUS, MemcgStats, ShrinkerMapKey, ShrinkerStats,
     SlowEvent, SystemStats,
 };
 
@@ -58,20 +58,43 @@ pub fn memcg(id: u64) -> Option<&'static mut MemcgStats> {
     MEMCG_STATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
 }
 
+/// `*p += v`, atomically: a (memcg, shrinker) pair's counters are shared by
+/// the CPUs (one map value, not one per CPU: a lookup touches one line
+/// fewer). Compiles to BPF's atomic add without fetch (any kernel).
+#[inline(always)]
+pub fn atomic_add(p: &mut u64, v: u64) {
+    // core's atomics need compare-and-swap, which the BPF target lacks;
+    // the instruction itself (BPF_ATOMIC | BPF_ADD, once BPF_XADD) is in
+    // every kernel memtrace supports.
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: `p` is a valid, aligned u64 in a map value for the program
+    // run; every writer adds with this instruction.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {v}",
+            p = in(reg) p as *mut u64,
+            v = in(reg) v,
+        );
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        *p = p.wrapping_add(v);
+    }
+}
+
+/// The counters for a (memcg, shrinker) pair; `fresh` makes a new
+/// entry's value (its memcg id and callback: read only then).
 #[inline(always)]
 pub fn shrinker(
-    key: &ShrinkerKey,
-    count_objects: impl FnOnce() -> u64,
+    key: &ShrinkerMapKey,
+    fresh: impl FnOnce() -> ShrinkerStats,
 ) -> Option<&'static mut ShrinkerStats> {
     if let Some(p) = SHRINKER_STATS.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU map value, valid for the
         // program run and written by no other program meanwhile.
         return Some(unsafe { &mut *p });
     }
-    let fresh = ShrinkerStats {
-        count_objects: count_objects(),
-        ..ShrinkerStats::default()
-    };
+    let fresh = fresh();
     if SHRINKER_STATS
         .insert(key, fresh, BPF_NOEXIST as u64)
         .is_err()
@@ -273,8 +296,26 @@ pub fn enter(hook: u32, memcg_id: impl FnOnce() -> u64, arg: u64) {
     }
     let v = Inflight {
         start_ns: kernel::now_ns(),
-        memcg_id: memcg_id(),
+        memcg_key: memcg_id(),
         arg,
+        memcg: 0,
+    };
+    slot_begin(kernel::current_tid(), hook, &v);
+}
+
+/// Opens a `do_shrink_slab` call whose return cannot see the memcg
+/// (kretprobe, `mm_shrink_slab_end`): `memcg` and its css serial number
+/// (`serial`, called only when tracing is on) wait for it.
+#[inline(always)]
+pub fn enter_memcg(hook: u32, memcg: *const u8, serial: impl FnOnce() -> u64, arg: u64) {
+    if !kernel::enabled() {
+        return;
+    }
+    let v = Inflight {
+        start_ns: kernel::now_ns(),
+        memcg_key: serial(),
+        arg,
+        memcg: memcg as u64,
     };
     slot_begin(kernel::current_tid(), hook, &v);
 }
@@ -288,8 +329,9 @@ pub fn enter_time(hook: u32, arg: u64) {
     }
     let v = Inflight {
         start_ns: kernel::now_ns(),
-        memcg_id: 0,
+        memcg_key: 0,
         arg,
+        memcg: 0,
     };
     slot_begin(kernel::current_tid(), hook, &v);
 }

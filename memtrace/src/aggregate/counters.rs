@@ -81,9 +81,13 @@ pub fn add_shrinker(a: &mut ShrinkerStats, b: &ShrinkerStats) {
     a.zero = a.zero.wrapping_add(b.zero);
     a.freed = a.freed.wrapping_add(b.freed);
     a.ns = a.ns.wrapping_add(b.ns);
-    // The callback is the same on every CPU that saw the shrinker.
+    // The callback and memcg are the same on every CPU that saw the pair;
+    // only the CPU that made the entry has them.
     if a.count_objects == 0 {
         a.count_objects = b.count_objects;
+    }
+    if a.memcg_id == 0 {
+        a.memcg_id = b.memcg_id;
     }
 }
 
@@ -94,6 +98,7 @@ pub fn delta_shrinker(cur: &ShrinkerStats, prev: &ShrinkerStats) -> ShrinkerStat
         freed: cur.freed.wrapping_sub(prev.freed),
         ns: cur.ns.wrapping_sub(prev.ns),
         count_objects: cur.count_objects,
+        memcg_id: cur.memcg_id,
     }
 }
 

@@ -275,6 +275,7 @@ impl KernelBtf {
             cgroup_kn: self.offset_of("cgroup", "kn")?,
             kn_id,
             memcg_css: self.offset_of("mem_cgroup", "css")?,
+            css_serial_nr: self.offset_of("cgroup_subsys_state", "serial_nr")?,
             shrinkctl_memcg: self.offset_of("shrink_control", "memcg")?,
             shrinker_count_objects: self.offset_of("shrinker", "count_objects")?,
             oc_memcg: self.offset_of("oom_control", "memcg")?,

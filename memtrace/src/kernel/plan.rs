@@ -247,9 +247,11 @@ pub fn pairing(spec: &HookSpec, family: Family) -> Option<&'static str> {
         return None;
     }
     Some(match (family, spec.hook) {
-        // Reclaim episodes and kswapd sleep: a per-CPU slot would be taken
-        // over by the next thread on that CPU every time.
-        (_, "reclaim_direct" | "reclaim_memcg" | "kswapd") => "hash by thread id (episodes sleep)",
+        // kswapd's episode spans its sleep: the next thread on that CPU
+        // would take its slot over every time. Reclaim episodes sleep less
+        // often than they run through, and one displaced by another
+        // thread's goes into the hash (the slot rule below).
+        (_, "kswapd") => "hash by thread id (episodes sleep)",
         (Family::Fentry, _) => {
             "none for counts (fexit reads the arguments again); the time pairs the entry through a per-CPU slot tagged with the thread id (the hash if the thread was preempted mid-call, the other CPUs' slots if it changed CPU; before 5.19, without bpf_map_lookup_percpu_elem, the hash by thread id alone); a time not found is counted in unmatched_returns, the call still counted"
         }
@@ -565,7 +567,13 @@ mod tests {
             assert!(pairing(ds, f).unwrap().starts_with("per-CPU slot"), "{f:?}");
         }
         let rc = spec("reclaim_memcg").unwrap();
-        assert!(pairing(rc, Family::TpBtf).unwrap().starts_with("hash"));
+        assert!(
+            pairing(rc, Family::TpBtf)
+                .unwrap()
+                .starts_with("per-CPU slot")
+        );
+        let kswapd = spec("kswapd").unwrap();
+        assert!(pairing(kswapd, Family::TpBtf).unwrap().starts_with("hash"));
         // A single event has nothing to pair.
         let oom = spec("oom_kill_process").unwrap();
         assert_eq!(pairing(oom, Family::Fentry), None);

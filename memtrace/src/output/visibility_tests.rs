@@ -104,6 +104,7 @@ fn busy_memcg() -> MemcgDelta {
         freed: 2,
         ns: 90,
         count_objects: 0,
+        memcg_id: 42,
     };
     MemcgDelta {
         id: 42,

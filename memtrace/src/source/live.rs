@@ -10,8 +10,8 @@ use aya::maps::{
     HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
 };
 use memtrace_common::{
-    EVENT_OOM_KILL, EVENT_SLOW, MemcgStats, OomEvent, ShrinkerInfo, ShrinkerKey, ShrinkerStats,
-    SlowEvent, SystemStats,
+    EVENT_OOM_KILL, EVENT_SLOW, MemcgStats, OomEvent, ShrinkerInfo, ShrinkerKey, ShrinkerMapKey,
+    ShrinkerStats, SlowEvent, SystemStats,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -54,7 +54,10 @@ fn kernel_str(bytes: &[u8]) -> Option<String> {
 pub struct Live {
     pub loaded: Loaded,
     memcgs: PerCpuHashMap<MapData, u64, MemcgStats>,
-    shrinkers: PerCpuHashMap<MapData, ShrinkerKey, ShrinkerStats>,
+    shrinkers: BpfHashMap<MapData, ShrinkerMapKey, ShrinkerStats>,
+    /// The kernel's key (css serial number) of each (memcg id, shrinker)
+    /// pair at the last read, to remove its entry.
+    shrinker_map_keys: HashMap<ShrinkerKey, ShrinkerMapKey>,
     shrinker_info: BpfHashMap<MapData, u64, ShrinkerInfo>,
     /// SHRINKER_INFO entries already read (they never change while present).
     names: HashMap<u64, ShrinkerNames>,
@@ -117,6 +120,7 @@ impl Live {
             loaded,
             memcgs,
             shrinkers,
+            shrinker_map_keys: HashMap::new(),
             shrinker_info,
             names: HashMap::new(),
             unreferenced: HashSet::new(),
@@ -132,8 +136,30 @@ impl Live {
         totals(&mut self.batch, &self.memcgs, counters::add_memcg)
     }
 
+    /// Current totals per (memcg id, shrinker): one shared value per pair
+    /// (the programs add atomically). The kernel keys them by css serial
+    /// number and keeps the id in the value (`ShrinkerMapKey`); two entries
+    /// of one id (never seen: serials and ids are both unique per boot)
+    /// would be summed.
     pub fn shrinker_totals(&mut self) -> HashMap<ShrinkerKey, ShrinkerStats> {
-        totals(&mut self.batch, &self.shrinkers, counters::add_shrinker)
+        let fd = self.shrinkers.map().fd().as_fd();
+        let by_serial = self
+            .batch
+            .entries::<ShrinkerMapKey, ShrinkerStats>(fd)
+            .unwrap_or_else(|| self.shrinkers.iter().filter_map(Result::ok).collect());
+        let mut out = HashMap::with_capacity(by_serial.len());
+        self.shrinker_map_keys.clear();
+        for (k, s) in by_serial {
+            let key = ShrinkerKey {
+                memcg_id: s.memcg_id,
+                shrinker: k.shrinker,
+            };
+            self.shrinker_map_keys.insert(key, k);
+            out.entry(key)
+                .and_modify(|t| counters::add_shrinker(t, &s))
+                .or_insert(s);
+        }
+        out
     }
 
     /// (`bpf()` calls made by batched map reads, reads done key by key).
@@ -200,7 +226,9 @@ impl Live {
     }
 
     pub fn remove_shrinker(&mut self, key: &ShrinkerKey) {
-        let _ = self.shrinkers.remove(key);
+        if let Some(k) = self.shrinker_map_keys.remove(key) {
+            let _ = self.shrinkers.remove(&k);
+        }
     }
 
     /// Everything currently in the ring buffer.

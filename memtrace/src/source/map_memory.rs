@@ -10,7 +10,7 @@
 use std::mem::size_of;
 
 use memtrace_common::{
-    Inflight, InflightKey, MemcgStats, ShrinkerInfo, ShrinkerKey, ShrinkerStats,
+    Inflight, InflightKey, MemcgStats, ShrinkerInfo, ShrinkerMapKey, ShrinkerStats,
 };
 use serde::Serialize;
 
@@ -55,8 +55,8 @@ pub fn map_memory(sizes: &MapSizes, cpus: u64) -> Vec<MapMemory> {
         ),
         (
             "SHRINKER_STATS",
-            true,
-            size_of::<ShrinkerKey>(),
+            false,
+            size_of::<ShrinkerMapKey>(),
             size_of::<ShrinkerStats>(),
             sizes.shrinker_entries,
         ),

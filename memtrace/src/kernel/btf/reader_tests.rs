@@ -167,6 +167,7 @@ fn kernel_offsets_match_btf_rs() {
         (o.cgroup_kn, r("cgroup", "kn")),
         (o.kn_id, r("kernfs_node", "id")),
         (o.memcg_css, r("mem_cgroup", "css")),
+        (o.css_serial_nr, r("cgroup_subsys_state", "serial_nr")),
         (o.shrinkctl_memcg, r("shrink_control", "memcg")),
         (o.shrinker_count_objects, r("shrinker", "count_objects")),
         (o.oc_memcg, r("oom_control", "memcg")),

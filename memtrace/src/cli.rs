@@ -242,6 +242,12 @@ pub struct StreamArgs {
     /// Stop after DURATION (default: until SIGINT/SIGTERM)
     #[arg(long, value_parser = parse_positive_duration)]
     pub duration: Option<Duration>,
+    /// How old a carried cgroupfs state may get: a memcg only scanned by
+    /// shrinkers keeps its last read state (with its age, state_age_ns)
+    /// until then, each memcg falling due between half of this and all of
+    /// it; 0 reads every state every interval (docs/events.md)
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub state_max_age: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -299,6 +305,12 @@ pub struct RecordArgs {
     /// Sampling interval
     #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
     pub interval: Duration,
+    /// How old a carried cgroupfs state may get: a memcg only scanned by
+    /// shrinkers keeps its last read state (with its age, state_age_ns)
+    /// until then, each memcg falling due between half of this and all of
+    /// it; 0 reads every state every interval (docs/events.md)
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub state_max_age: Duration,
     /// How much history to keep in memory
     #[arg(long, default_value = "5m", value_parser = parse_positive_duration)]
     pub history: Duration,

@@ -768,7 +768,8 @@ fn shrinker_only_intervals_carry_state_and_limit_hits_read_it_again() {
     let passive = TestMemcg::new("carry-passive");
     let limited = TestMemcg::new("carry-limited");
     limited.limit(32 << 20);
-    let stream = Stream::start(&dir, &["--interval", "500ms"]);
+    // A 10 s max age (refresh ages 5-10 s), so that the test waits past it.
+    let stream = Stream::start(&dir, &["--interval", "500ms", "--state-max-age", "10s"]);
     let drop_caches = || fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
     // Shrinker work alone on both memcgs: populate (charges, which some
     // plans see), let an interval close, then make the kernel shrink them.

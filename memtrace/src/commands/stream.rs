@@ -88,6 +88,7 @@ pub async fn run(args: StreamArgs) -> Result<()> {
         interval: args.interval,
         oom_snapshots: false,
         roots: args.names.roots(),
+        state_max_age: args.state_max_age,
     };
     let mut pipe = LivePipeline::start(&opts, popts)?;
     let header = Record::Header(pipe.header().clone());

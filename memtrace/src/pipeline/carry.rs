@@ -9,10 +9,13 @@
 //! its own tasks charging or reclaiming, its limit being hit, an OOM kill
 //! in it, or usage close to its limit are what the state is wanted for. So a
 //! memcg's state is read again when one of those happened, and otherwise
-//! at most every 5-10 s (spread by memcg id so that a storm's memcgs, all
-//! read in one interval, do not all fall due in the same later one). A
-//! carried state is the earlier read unchanged, with its age: never
-//! presented as read now.
+//! once it is older than its refresh age: between half of
+//! `--state-max-age` (default 30 s) and all of it, spread by memcg id so
+//! that a storm's memcgs, all read in one interval, do not all fall due in
+//! the same later one. A storm's intervals then read about
+//! memcgs x interval / (0.75 x max age) states each, instead of every
+//! memcg's (2000 memcgs, 1 s apart, 30 s: ~90). A carried state is the
+//! earlier read unchanged, with its age: never presented as read now.
 //!
 //! Limit hits are not carried: the counter of every memcg with a limit of
 //! its own is read every interval it has a record, and a hit makes its
@@ -26,11 +29,6 @@ use crate::{
     cgroup::state::StateReader,
     output::records::{Memcg, MemcgState},
 };
-
-/// A carried state is read again after at most this long...
-const REFRESH_MAX_NS: u64 = 10_000_000_000;
-/// ...and at least this long, the memcg's place in between set by its id.
-const REFRESH_MIN_NS: u64 = 5_000_000_000;
 
 /// What an interval record gets from cgroupfs.
 #[derive(Debug, Default, PartialEq)]
@@ -52,16 +50,19 @@ struct Held {
 
 pub struct StateCarry {
     held: HashMap<u64, Held>,
-    /// Read every state every interval (`top`, which shows state without
-    /// its age).
-    pub always_fresh: bool,
+    /// How old a carried state may get (`--state-max-age`); 0 reads every
+    /// state every interval (`top`, which shows state without its age).
+    pub max_age_ns: u64,
 }
+
+/// `--state-max-age`'s default.
+pub const DEFAULT_MAX_AGE_NS: u64 = 30_000_000_000;
 
 impl StateCarry {
     pub fn new() -> Self {
         StateCarry {
             held: HashMap::new(),
-            always_fresh: false,
+            max_age_ns: DEFAULT_MAX_AGE_NS,
         }
     }
 
@@ -74,8 +75,9 @@ impl StateCarry {
     /// Starts an interval ending at `ts_ns`: states too old to be carried
     /// any more are let go (they would be read again anyway).
     pub fn next_interval(&mut self, ts_ns: u64) {
+        let max = self.max_age_ns;
         self.held
-            .retain(|_, h| ts_ns.saturating_sub(h.read_ns) < REFRESH_MAX_NS);
+            .retain(|_, h| ts_ns.saturating_sub(h.read_ns) < max);
     }
 
     /// The limit hits and state for the record of `d`'s memcg `m` in the
@@ -128,12 +130,11 @@ impl StateCarry {
             || s.charge_failures != 0
             || s.reclaim_count.iter().any(|&c| c != 0);
         let carried = self.held.get(&m.id).filter(|h| {
-            !self.always_fresh
-                && *h.path == *path
+            *h.path == *path
                 && !own_activity
                 && hits.is_none_or(|h| h == 0)
                 && !near_limit(&h.state)
-                && ts_ns.saturating_sub(h.read_ns) < refresh_after(m.id)
+                && ts_ns.saturating_sub(h.read_ns) < refresh_after(m.id, self.max_age_ns)
         });
         if let Some(h) = carried {
             return IntervalState {
@@ -174,14 +175,15 @@ fn near_limit(s: &MemcgState) -> bool {
     close || s.under_oom == Some(true)
 }
 
-/// How old memcg `id`'s carried state may get: between REFRESH_MIN_NS and
-/// REFRESH_MAX_NS, spread by a hash of the id.
-fn refresh_after(id: u64) -> u64 {
-    let spread = REFRESH_MAX_NS - REFRESH_MIN_NS;
+/// How old memcg `id`'s carried state may get: between half of `max_ns`
+/// and `max_ns`, spread by a hash of the id (0: not at all).
+fn refresh_after(id: u64, max_ns: u64) -> u64 {
+    let min = max_ns / 2;
+    let spread = max_ns - min;
     // Fibonacci hashing, scaled onto the spread (a modulo of a 32-bit hash
-    // would never reach the end of a 5-s spread).
+    // would never reach the end of a long spread).
     let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    REFRESH_MIN_NS + ((u128::from(h) * u128::from(spread)) >> 64) as u64
+    min + ((u128::from(h) * u128::from(spread)) >> 64) as u64
 }
 
 #[cfg(test)]
@@ -190,18 +192,18 @@ mod tests {
 
     #[test]
     fn refresh_ages_are_spread_within_bounds() {
-        let ages: Vec<u64> = (0..1000).map(refresh_after).collect();
-        assert!(
-            ages.iter()
-                .all(|&a| (REFRESH_MIN_NS..REFRESH_MAX_NS).contains(&a))
-        );
-        // Consecutive ids (as a storm's memcgs get) fall due in every second
+        let max = DEFAULT_MAX_AGE_NS;
+        let ages: Vec<u64> = (0..1000).map(|id| refresh_after(id, max)).collect();
+        assert!(ages.iter().all(|&a| (max / 2..max).contains(&a)));
+        // Consecutive ids (as a storm's memcgs get) fall due in every part
         // of the window, not in one.
-        let mut per_s = [0; 5];
+        let mut per_part = [0; 5];
         for a in ages {
-            per_s[((a - REFRESH_MIN_NS) / 1_000_000_000) as usize] += 1;
+            per_part[((a - max / 2) * 5 / (max - max / 2)) as usize] += 1;
         }
-        assert!(per_s.iter().all(|&n| n > 100), "{per_s:?}");
+        assert!(per_part.iter().all(|&n| n > 100), "{per_part:?}");
+        // 0: never carried.
+        assert_eq!(refresh_after(7, 0), 0);
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub struct PipelineOptions {
     pub oom_snapshots: bool,
     /// Where the runtimes' state files are, to name containers.
     pub roots: cgroup::runtime::Roots,
+    /// How old the carried state of a memcg only scanned by shrinkers may
+    /// get (`carry`, `--state-max-age`); zero reads every state every
+    /// interval (`top`, which shows state without its age).
+    pub state_max_age: Duration,
 }
 
 pub struct LivePipeline {
@@ -114,7 +118,8 @@ impl LivePipeline {
         let clock = Clock::new();
         let fs = cgroup::detect()?;
         log::debug!("container runtimes' state read below {:?}", popts.roots);
-        let enrich = Enricher::new(fs, popts.oom_snapshots, popts.roots.clone());
+        let mut enrich = Enricher::new(fs, popts.oom_snapshots, popts.roots.clone());
+        enrich.carry.max_age_ns = u64::try_from(popts.state_max_age.as_nanos()).unwrap_or(u64::MAX);
         let loaded = loader::load(opts, false)?;
         let unseen = loaded.unavailable_fields();
         let oom_family = loaded.family_of("oom_kill_process");
@@ -172,13 +177,6 @@ impl LivePipeline {
             unseen,
             clock,
         })
-    }
-
-    /// Reads every memcg's state every interval instead of carrying that of
-    /// memcgs only scanned by shrinkers (`carry`): for `top`, which shows
-    /// state without its age.
-    pub fn always_fresh_state(&mut self) {
-        self.enrich.carry.always_fresh = true;
     }
 
     pub fn header(&self) -> &Header {

@@ -416,6 +416,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         interval: Some(args.interval),
         oom_snapshots: true,
         roots: args.names.roots(),
+        state_max_age: args.state_max_age,
     };
     let mut pipe = LivePipeline::start(&opts, popts)?;
     let header = pipe.header().clone();

@@ -99,9 +99,9 @@ pub async fn run(args: TopArgs) -> Result<()> {
                 interval: Some(args.interval),
                 oom_snapshots: false,
                 roots: args.names.roots(),
+                state_max_age: Duration::ZERO,
             };
             let mut p = LivePipeline::start(&opts, popts)?;
-            p.always_fresh_state();
             feed.apply(&[Record::Header(p.header().clone())])?;
             feed.apply(&records(p.backlog()))?;
             Source::Live(Box::new(p))

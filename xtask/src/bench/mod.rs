@@ -206,7 +206,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             w.run(kind)?;
         }
         if args.runs(Part::Agent) {
-            results["agent"] = agent::intervals(&env, &mut w, if quick { 3 } else { 5 })
+            results["agent"] = agent::intervals(&env, &mut w, if quick { 3 } else { 16 })
                 .unwrap_or_else(|e| {
                     eprintln!("bench: agent interval measurement failed: {e:#}");
                     json!({"error": format!("{e:#}")})

@@ -406,7 +406,15 @@ impl Running {
         s.traced_s = self.ready_at.elapsed().as_secs_f64();
         let hwm = sys::proc_hwm_kib(pid).unwrap_or(0);
         sys::signal(pid, sys::SIGINT);
-        let u = sys::wait_usage(child, Duration::from_secs(20))?;
+        // memtrace must flush and exit within 20 s of SIGINT (its own
+        // contract, RELIABILITY.md). bpftrace prints its maps at exit and
+        // once took longer than that in a storm session (a full run was
+        // lost to it): it gets a minute.
+        let grace = match self.config {
+            Config::Bpftrace => Duration::from_secs(60),
+            _ => Duration::from_secs(20),
+        };
+        let u = sys::wait_usage(child, grace)?;
         s.cpu_s = (u.user_ns + u.sys_ns) as f64 / 1e9;
         s.startup_cpu_s = self.cpu_at_ready_ns as f64 / 1e9;
         s.maxrss_kib = u.maxrss_kib.max(hwm);

@@ -49,7 +49,12 @@ pub fn run(bin: &Path, quick: bool) -> Result<Value> {
     // The zero-yield storm is the seed's shape only with >= 1000 memcgs.
     let zmemcgs = 1000;
     let mut out = Vec::new();
+    // MEMTRACE_BENCH_GUESTS=5.10,6.1 boots only those (a rerun of one).
+    let only = std::env::var("MEMTRACE_BENCH_GUESTS").ok();
     for (label, modes) in plan {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|k| k == *label)) {
+            continue;
+        }
         let timeout = Duration::from_secs(if quick { 600 } else { 3000 });
         let b = match vm::bench::boot(
             cmd::workspace_root(),

@@ -52,7 +52,10 @@ pub fn run(bin: &Path, quick: bool) -> Result<Value> {
     // MEMTRACE_BENCH_GUESTS=5.10,6.1 boots only those (a rerun of one).
     let only = std::env::var("MEMTRACE_BENCH_GUESTS").ok();
     for (label, modes) in plan {
-        if only.as_deref().is_some_and(|o| !o.split(',').any(|k| k == *label)) {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|k| k == *label))
+        {
             continue;
         }
         let timeout = Duration::from_secs(if quick { 600 } else { 3000 });

@@ -461,7 +461,11 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<SlowEvent>(), 8 * 6 + 8 + 16);
         assert_eq!(core::mem::size_of::<ProbeConfig>(), 40);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 35 * 4);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 36 * 4);
+        // Map keys and values: hashed and copied as bytes by the kernel.
+        assert_eq!(core::mem::size_of::<ShrinkerMapKey>(), 2 * 8);
+        assert_eq!(core::mem::size_of::<ShrinkerStats>(), 6 * 8);
+        assert_eq!(core::mem::size_of::<Inflight>(), 4 * 8);
         assert_eq!(core::mem::size_of::<ShrinkerInfo>(), 32 + 16 + 32);
     }
 }

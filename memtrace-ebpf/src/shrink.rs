@@ -137,13 +137,17 @@ fn do_account(serial: u64, memcg_id: impl Fn() -> u64, shrinker: u64, ret: u64, 
         }
     };
     if let Some(s) = stats::shrinker(&key, fresh) {
-        stats::atomic_add(&mut s.calls, 1);
-        stats::atomic_add(&mut s.ns, ns);
-        if freed != 0 {
-            stats::atomic_add(&mut s.freed, freed);
-        }
-        if nothing {
-            stats::atomic_add(&mut s.zero, 1);
+        // SAFETY: `s` is the pair's map value, live for the program run;
+        // its counters are written only through `atomic_add`.
+        unsafe {
+            stats::atomic_add(&raw mut (*s).calls, 1);
+            stats::atomic_add(&raw mut (*s).ns, ns);
+            if freed != 0 {
+                stats::atomic_add(&raw mut (*s).freed, freed);
+            }
+            if nothing {
+                stats::atomic_add(&raw mut (*s).zero, 1);
+            }
         }
     } else if let Some(m) = stats::memcg(memcg_id()) {
         // The (memcg, shrinker) map is full (counted in shrinker_map_full):

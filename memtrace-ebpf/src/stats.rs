@@ -58,41 +58,45 @@ pub fn memcg(id: u64) -> Option<&'static mut MemcgStats> {
     MEMCG_STATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
 }
 
-/// `*p += v`, atomically: a (memcg, shrinker) pair's counters are shared by
-/// the CPUs (one map value, not one per CPU: a lookup touches one line
-/// fewer). Compiles to BPF's atomic add without fetch (any kernel).
+/// `*p += v`, atomically: a (memcg, shrinker) pair's counters are one
+/// value shared by the CPUs (not one per CPU: a lookup touches one line
+/// fewer). BPF's atomic add without fetch, in every kernel memtrace
+/// supports.
+///
+/// # Safety
+/// `p` must point to a live, aligned u64 in a map value that every writer
+/// updates only through this function.
 #[inline(always)]
-pub fn atomic_add(p: &mut u64, v: u64) {
-    // core's atomics need compare-and-swap, which the BPF target lacks;
-    // the instruction itself (BPF_ATOMIC | BPF_ADD, once BPF_XADD) is in
-    // every kernel memtrace supports.
+pub unsafe fn atomic_add(p: *mut u64, v: u64) {
+    // core's atomics need compare-and-swap, which the BPF target lacks.
     #[cfg(target_arch = "bpf")]
-    // SAFETY: `p` is a valid, aligned u64 in a map value for the program
-    // run; every writer adds with this instruction.
+    // SAFETY: the caller's promise; the instruction (BPF_ATOMIC | BPF_ADD,
+    // once BPF_XADD) reads and writes only `*p`.
     unsafe {
         core::arch::asm!(
             "lock *(u64 *)({p} + 0) += {v}",
-            p = in(reg) p as *mut u64,
+            p = in(reg) p,
             v = in(reg) v,
         );
     }
     #[cfg(not(target_arch = "bpf"))]
-    {
-        *p = p.wrapping_add(v);
+    // SAFETY: the caller's promise (host builds only type-check this).
+    unsafe {
+        *p = (*p).wrapping_add(v);
     }
 }
 
-/// The counters for a (memcg, shrinker) pair; `fresh` makes a new
-/// entry's value (its memcg id and callback: read only then).
+/// The shared counters of a (memcg, shrinker) pair, made on first use from
+/// `fresh` (its memcg id and callback are read only then); None when the map
+/// is full (counted). A raw pointer: other CPUs add to the same value at the
+/// same time, through `atomic_add` only.
 #[inline(always)]
 pub fn shrinker(
     key: &ShrinkerMapKey,
     fresh: impl FnOnce() -> ShrinkerStats,
-) -> Option<&'static mut ShrinkerStats> {
+) -> Option<*mut ShrinkerStats> {
     if let Some(p) = SHRINKER_STATS.get_ptr_mut(key) {
-        // SAFETY: this CPU's slot of a per-CPU map value, valid for the
-        // program run and written by no other program meanwhile.
-        return Some(unsafe { &mut *p });
+        return Some(p);
     }
     let fresh = fresh();
     if SHRINKER_STATS
@@ -105,8 +109,7 @@ pub fn shrinker(
         }
         return None;
     }
-    // SAFETY: as above: this CPU's slot, valid for the program run.
-    SHRINKER_STATS.get_ptr_mut(key).map(|p| unsafe { &mut *p })
+    SHRINKER_STATS.get_ptr_mut(key)
 }
 
 #[inline(always)]

@@ -115,11 +115,14 @@ fn shrinkctl_memcg_btf(shrinkctl: *const u8) -> *const u8 {
 /// `serial`): exact counts per (memcg, shrinker) and its time (0 when
 /// unpaired). One map lookup per call, the hottest path memtrace has; the
 /// memcg's id (`memcg_id`, three dependent loads) is read only for a new
-/// entry. The memcg's own `do_shrink_*` (MemcgStats) get only the calls the
-/// full shrinker map refused, and the agent adds its shrinkers' rows to
-/// them (`aggregate/counters.rs` `fold_shrinkers`).
+/// row, and is None when the memcg the entry record holds no longer has
+/// `serial` (a torn or stale record): no row is then made with a wrong id
+/// (the call is counted in `unmatched_returns`). The memcg's own
+/// `do_shrink_*` (MemcgStats) get only the calls the full shrinker map
+/// refused, and the agent adds its shrinkers' rows to them
+/// (`aggregate/counters.rs` `fold_shrinkers`).
 #[inline(always)]
-fn do_account(serial: u64, memcg_id: impl Fn() -> u64, shrinker: u64, ret: u64, ns: u64) {
+fn do_account(serial: u64, memcg_id: impl Fn() -> Option<u64>, shrinker: u64, ret: u64, ns: u64) {
     let nothing = ret == 0 || ret == SHRINK_EMPTY;
     let freed = if ret == SHRINK_EMPTY { 0 } else { ret };
     let key = ShrinkerMapKey {
@@ -127,16 +130,22 @@ fn do_account(serial: u64, memcg_id: impl Fn() -> u64, shrinker: u64, ret: u64, 
         shrinker,
     };
     let fresh = || {
+        let memcg_id = memcg_id()?;
         let cb =
             kernel::read::<u64>(shrinker as *const u8, off!(shrinker_count_objects)).unwrap_or(0);
         record_names(shrinker, cb);
-        ShrinkerStats {
+        Some(ShrinkerStats {
             count_objects: cb,
-            memcg_id: memcg_id(),
+            memcg_id,
             ..ShrinkerStats::default()
-        }
+        })
     };
-    if let Some(s) = stats::shrinker(&key, fresh) {
+    let row = match stats::shrinker(&key, fresh) {
+        Ok(s) => Some(s),
+        Err(stats::NoRow::Full) => None,
+        Err(stats::NoRow::Stale) => return,
+    };
+    if let Some(s) = row {
         // SAFETY: `s` is the pair's map value, live for the program run;
         // its counters are written only through `atomic_add`.
         unsafe {
@@ -149,7 +158,7 @@ fn do_account(serial: u64, memcg_id: impl Fn() -> u64, shrinker: u64, ret: u64, 
                 stats::atomic_add(&raw mut (*s).zero, 1);
             }
         }
-    } else if let Some(m) = stats::memcg(memcg_id()) {
+    } else if let Some(m) = memcg_id().and_then(stats::memcg) {
         // The (memcg, shrinker) map is full (counted in shrinker_map_full):
         // the call goes to the memcg's own totals, which the agent adds
         // its shrinkers' rows to, so those stay exact in a storm that
@@ -169,7 +178,11 @@ fn do_account(serial: u64, memcg_id: impl Fn() -> u64, shrinker: u64, ret: u64, 
 fn do_exit(shrinker: Option<u64>, ret: u64) {
     if let Some((v, ns)) = stats::exit_arg(HOOK_DO_SHRINK, shrinker) {
         let memcg = v.memcg as *const u8;
-        do_account(v.memcg_key, || kernel::memcg_id(memcg), v.arg, ret, ns);
+        // The record's pointer and serial were read together at the
+        // entry; a record torn by another CPU (stats.rs `take_other_cpu`)
+        // could pair one call's serial with another's memcg.
+        let id = || (kernel::memcg_serial(memcg) == v.memcg_key).then(|| kernel::memcg_id(memcg));
+        do_account(v.memcg_key, id, v.arg, ret, ns);
     }
 }
 
@@ -182,9 +195,10 @@ fn do_fexit(shrinkctl: *const u8, shrinker: u64, ret: u64) {
     }
     let ns = stats::exit_arg(HOOK_DO_SHRINK, Some(shrinker)).map_or(0, |(_, ns)| ns);
     let memcg = shrinkctl_memcg_btf(shrinkctl);
+    // Serial and id of the same memcg, read from the arguments now.
     do_account(
         kernel::memcg_serial_btf(memcg),
-        || kernel::memcg_id_btf(memcg),
+        || Some(kernel::memcg_id_btf(memcg)),
         shrinker,
         ret,
         ns,
@@ -235,11 +249,10 @@ pub fn do_shrink_fexit(ctx: FExitContext) -> u32 {
 pub fn do_shrink_kprobe(ctx: ProbeContext) -> u32 {
     let shrinker: u64 = ctx.arg(1).unwrap_or(0);
     let shrinkctl: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
-    let memcg = shrinkctl_memcg(shrinkctl);
     stats::enter_memcg(
         HOOK_DO_SHRINK,
-        memcg,
-        || kernel::memcg_serial(memcg),
+        || shrinkctl_memcg(shrinkctl),
+        kernel::memcg_serial,
         shrinker,
     );
     0
@@ -256,11 +269,11 @@ pub fn do_shrink_kretprobe(ctx: RetProbeContext) -> u32 {
 #[btf_tracepoint(function = "mm_shrink_slab_start")]
 pub fn shrink_slab_start_btf(ctx: BtfTracePointContext) -> u32 {
     let shrinker: u64 = ctx.arg(0);
-    let memcg = shrinkctl_memcg_btf(ctx.arg(1));
+    let shrinkctl: *const u8 = ctx.arg(1);
     stats::enter_memcg(
         HOOK_DO_SHRINK,
-        memcg,
-        || kernel::memcg_serial_btf(memcg),
+        || shrinkctl_memcg_btf(shrinkctl),
+        kernel::memcg_serial_btf,
         shrinker,
     );
     0

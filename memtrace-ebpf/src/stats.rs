@@ -1,4 +1,4 @@
-//! Updating the per-CPU aggregate maps, and pairing entries with returns.
+//! Updating the aggregate maps, and pairing entries with returns.
 //! Also the one place slow events are written to the ring buffer.
 //!
 //! Pairing (see `docs/architecture.md`, "Pairing"): a call's entry record
@@ -86,19 +86,33 @@ pub unsafe fn atomic_add(p: *mut u64, v: u64) {
     }
 }
 
+/// Why `shrinker` gave no row.
+pub enum NoRow {
+    /// The map is full (counted in `shrinker_map_full`).
+    Full,
+    /// `fresh` refused: the entry record's memcg is not the key's (counted
+    /// in `unmatched_returns`).
+    Stale,
+}
+
 /// The shared counters of a (memcg, shrinker) pair, made on first use from
-/// `fresh` (its memcg id and callback are read only then); None when the map
-/// is full (counted). A raw pointer: other CPUs add to the same value at the
-/// same time, through `atomic_add` only.
+/// `fresh` (its memcg id and callback are read only then). A raw pointer:
+/// other CPUs add to the same value at the same time, through `atomic_add`
+/// only.
 #[inline(always)]
 pub fn shrinker(
     key: &ShrinkerMapKey,
-    fresh: impl FnOnce() -> ShrinkerStats,
-) -> Option<*mut ShrinkerStats> {
+    fresh: impl FnOnce() -> Option<ShrinkerStats>,
+) -> Result<*mut ShrinkerStats, NoRow> {
     if let Some(p) = SHRINKER_STATS.get_ptr_mut(key) {
-        return Some(p);
+        return Ok(p);
     }
-    let fresh = fresh();
+    let Some(fresh) = fresh() else {
+        if let Some(s) = system() {
+            s.unmatched_returns += 1;
+        }
+        return Err(NoRow::Stale);
+    };
     if SHRINKER_STATS
         .insert(key, fresh, BPF_NOEXIST as u64)
         .is_err()
@@ -107,9 +121,9 @@ pub fn shrinker(
         if let Some(s) = system() {
             s.shrinker_map_full += 1;
         }
-        return None;
+        return Err(NoRow::Full);
     }
-    SHRINKER_STATS.get_ptr_mut(key)
+    SHRINKER_STATS.get_ptr_mut(key).ok_or(NoRow::Full)
 }
 
 #[inline(always)]
@@ -307,16 +321,22 @@ pub fn enter(hook: u32, memcg_id: impl FnOnce() -> u64, arg: u64) {
 }
 
 /// Opens a `do_shrink_slab` call whose return cannot see the memcg
-/// (kretprobe, `mm_shrink_slab_end`): `memcg` and its css serial number
-/// (`serial`, called only when tracing is on) wait for it.
+/// (kretprobe, `mm_shrink_slab_end`): the memcg (`memcg`) and its css serial
+/// number (`serial`), both read only when tracing is on, wait for it.
 #[inline(always)]
-pub fn enter_memcg(hook: u32, memcg: *const u8, serial: impl FnOnce() -> u64, arg: u64) {
+pub fn enter_memcg(
+    hook: u32,
+    memcg: impl FnOnce() -> *const u8,
+    serial: impl FnOnce(*const u8) -> u64,
+    arg: u64,
+) {
     if !kernel::enabled() {
         return;
     }
+    let memcg = memcg();
     let v = Inflight {
         start_ns: kernel::now_ns(),
-        memcg_key: serial(),
+        memcg_key: serial(memcg),
         arg,
         memcg: memcg as u64,
     };

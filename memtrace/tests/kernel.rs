@@ -655,6 +655,16 @@ fn short_lived_memcgs_get_their_path_and_are_evicted() {
     let (_g, dir) = as_root("churn-short");
     let root = TestMemcg::new("short");
     let stream = Stream::start(&dir, &["--interval", "1s"]);
+    // The scenario is churn under an agent in its steady state, not in its
+    // first milliseconds: wait for its first interval to close.
+    let started = Instant::now();
+    while of_type(&read_records(&stream.out), "system").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no interval closed in 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut ids = std::collections::HashMap::new();
     let started = Instant::now();
     for i in 0..40 {

@@ -81,8 +81,8 @@ pub fn add_shrinker(a: &mut ShrinkerStats, b: &ShrinkerStats) {
     a.zero = a.zero.wrapping_add(b.zero);
     a.freed = a.freed.wrapping_add(b.freed);
     a.ns = a.ns.wrapping_add(b.ns);
-    // The callback and memcg are the same on every CPU that saw the pair;
-    // only the CPU that made the entry has them.
+    // The callback and memcg are the same in every entry summed into one
+    // (memcg id, shrinker) pair; an entry may lack them (0): keep one set.
     if a.count_objects == 0 {
         a.count_objects = b.count_objects;
     }

@@ -1,4 +1,4 @@
-//! The live source: reads the per-CPU aggregate maps and the ring buffer of
+//! The live source: reads the aggregate maps and the ring buffer of
 //! the loaded programs.
 use std::{
     collections::{HashMap, HashSet},
@@ -55,9 +55,9 @@ pub struct Live {
     pub loaded: Loaded,
     memcgs: PerCpuHashMap<MapData, u64, MemcgStats>,
     shrinkers: BpfHashMap<MapData, ShrinkerMapKey, ShrinkerStats>,
-    /// The kernel's key (css serial number) of each (memcg id, shrinker)
-    /// pair at the last read, to remove its entry.
-    shrinker_map_keys: HashMap<ShrinkerKey, ShrinkerMapKey>,
+    /// The kernel's keys (css serial numbers) of each (memcg id, shrinker)
+    /// pair at the last read, to remove its entries.
+    shrinker_map_keys: HashMap<ShrinkerKey, Vec<ShrinkerMapKey>>,
     shrinker_info: BpfHashMap<MapData, u64, ShrinkerInfo>,
     /// SHRINKER_INFO entries already read (they never change while present).
     names: HashMap<u64, ShrinkerNames>,
@@ -154,7 +154,7 @@ impl Live {
                 memcg_id: s.memcg_id,
                 shrinker: k.shrinker,
             };
-            self.shrinker_map_keys.insert(key, k);
+            self.shrinker_map_keys.entry(key).or_default().push(k);
             out.entry(key)
                 .and_modify(|t| counters::add_shrinker(t, &s))
                 .or_insert(s);
@@ -226,7 +226,7 @@ impl Live {
     }
 
     pub fn remove_shrinker(&mut self, key: &ShrinkerKey) {
-        if let Some(k) = self.shrinker_map_keys.remove(key) {
+        for k in self.shrinker_map_keys.remove(key).unwrap_or_default() {
             let _ = self.shrinkers.remove(&k);
         }
     }

@@ -357,7 +357,6 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
     // SAFETY: malloc_trim only returns free heap pages to the kernel; it
     // takes no pointers and is safe to call at any time.
     unsafe { libc::malloc_trim(0) };
-    memory::page_out_startup_code();
     memory::note("attaching, dropping aya's BTF");
     Ok(Loaded {
         ebpf,

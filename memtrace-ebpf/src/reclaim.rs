@@ -16,22 +16,12 @@ use crate::{
     stats,
 };
 
+/// A reclaim episode opens in the per-CPU slot, like every other call: one
+/// that sleeps and meets another thread's on this CPU is moved into the
+/// hash by it, and one that wakes on another CPU is found there (stats.rs).
 #[inline(always)]
 fn begin(hook: u32) {
-    if !kernel::enabled() {
-        return;
-    }
-    let memcg_id = kernel::task_memcg_id(kernel::current_task());
-    let v = Inflight {
-        start_ns: kernel::now_ns(),
-        memcg_key: memcg_id,
-        arg: 0,
-        memcg: 0,
-    };
-    // The per-CPU slot, like every other call: an episode that sleeps and
-    // meets another thread's on this CPU is moved into the hash by it, and
-    // one that wakes on another CPU is found there (stats.rs).
-    stats::slot_begin(kernel::current_tid(), hook, &v);
+    stats::enter(hook, || kernel::task_memcg_id(kernel::current_task()), 0);
 }
 
 #[inline(always)]

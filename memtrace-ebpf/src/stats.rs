@@ -303,21 +303,31 @@ fn take_other_cpu(me: u64, hook: u32) -> Option<Inflight> {
     None
 }
 
-/// Opens this thread's `hook` call on a memcg (when tracing is on).
-/// `memcg_id` is called only then: `kernel::memcg_id` for kprobes,
-/// `kernel::memcg_id_btf` where the pointer is BTF-typed.
+/// Opens this thread's `hook` call (when tracing is on): its entry record,
+/// with the memcg as `memcg` gives it (its key, its pointer), called only
+/// then, waits in this CPU's slot for the return.
 #[inline(always)]
-pub fn enter(hook: u32, memcg_id: impl FnOnce() -> u64, arg: u64) {
+fn open(hook: u32, arg: u64, memcg: impl FnOnce() -> (u64, *const u8)) {
     if !kernel::enabled() {
         return;
     }
+    let start_ns = kernel::now_ns();
+    let (memcg_key, memcg) = memcg();
     let v = Inflight {
-        start_ns: kernel::now_ns(),
-        memcg_key: memcg_id(),
+        start_ns,
+        memcg_key,
         arg,
-        memcg: 0,
+        memcg: memcg as u64,
     };
     slot_begin(kernel::current_tid(), hook, &v);
+}
+
+/// Opens this thread's `hook` call on a memcg: `memcg_id` is called only
+/// when tracing is on: `kernel::memcg_id` for kprobes, `kernel::memcg_id_btf`
+/// where the pointer is BTF-typed.
+#[inline(always)]
+pub fn enter(hook: u32, memcg_id: impl FnOnce() -> u64, arg: u64) {
+    open(hook, arg, || (memcg_id(), core::ptr::null()));
 }
 
 /// Opens a `do_shrink_slab` call whose return cannot see the memcg
@@ -330,33 +340,17 @@ pub fn enter_memcg(
     serial: impl FnOnce(*const u8) -> u64,
     arg: u64,
 ) {
-    if !kernel::enabled() {
-        return;
-    }
-    let memcg = memcg();
-    let v = Inflight {
-        start_ns: kernel::now_ns(),
-        memcg_key: serial(memcg),
-        arg,
-        memcg: memcg as u64,
-    };
-    slot_begin(kernel::current_tid(), hook, &v);
+    open(hook, arg, || {
+        let memcg = memcg();
+        (serial(memcg), memcg)
+    });
 }
 
 /// Opens a call whose return sees the arguments again (fexit): only the
 /// start time and `arg` (to check the pairing) are kept, no memcg lookup.
 #[inline(always)]
 pub fn enter_time(hook: u32, arg: u64) {
-    if !kernel::enabled() {
-        return;
-    }
-    let v = Inflight {
-        start_ns: kernel::now_ns(),
-        memcg_key: 0,
-        arg,
-        memcg: 0,
-    };
-    slot_begin(kernel::current_tid(), hook, &v);
+    open(hook, arg, || (0, core::ptr::null()));
 }
 
 /// Closes this thread's `hook` call: what was stored at its entry and how

@@ -52,17 +52,15 @@ pub struct StateCarry {
     held: HashMap<u64, Held>,
     /// How old a carried state may get (`--state-max-age`); 0 reads every
     /// state every interval (`top`, which shows state without its age).
-    pub max_age_ns: u64,
+    max_age_ns: u64,
 }
 
-/// `--state-max-age`'s default.
-pub const DEFAULT_MAX_AGE_NS: u64 = 30_000_000_000;
-
 impl StateCarry {
-    pub fn new() -> Self {
+    /// Carrying states for at most `max_age` (`--state-max-age`).
+    pub fn new(max_age: std::time::Duration) -> Self {
         StateCarry {
             held: HashMap::new(),
-            max_age_ns: DEFAULT_MAX_AGE_NS,
+            max_age_ns: u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX),
         }
     }
 
@@ -192,7 +190,7 @@ mod tests {
 
     #[test]
     fn refresh_ages_are_spread_within_bounds() {
-        let max = DEFAULT_MAX_AGE_NS;
+        let max = 30_000_000_000;
         let ages: Vec<u64> = (0..1000).map(|id| refresh_after(id, max)).collect();
         assert!(ages.iter().all(|&a| (max / 2..max).contains(&a)));
         // Consecutive ids (as a storm's memcgs get) fall due in every part

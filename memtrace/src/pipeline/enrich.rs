@@ -69,7 +69,14 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    pub fn new(fs: MemcgFs, snapshots: bool, roots: cgroup::runtime::Roots) -> Self {
+    /// `state_max_age`: how long a memcg only scanned by shrinkers carries
+    /// its state (`carry`).
+    pub fn new(
+        fs: MemcgFs,
+        snapshots: bool,
+        roots: cgroup::runtime::Roots,
+        state_max_age: std::time::Duration,
+    ) -> Self {
         let mut resolver = Resolver::new(&fs);
         resolver.set_names(cgroup::runtime::Names::new(roots));
         // Every memcg that exists now gets a baseline, so the first interval
@@ -103,7 +110,7 @@ impl Enricher {
             .collect();
         Self {
             states: StateReader::new(&fs),
-            carry: StateCarry::new(),
+            carry: StateCarry::new(state_max_age),
             live_memcgs: live.len() as u64,
             last_rescan: Instant::now(),
             limit_counts,

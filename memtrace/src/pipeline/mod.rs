@@ -118,8 +118,12 @@ impl LivePipeline {
         let clock = Clock::new();
         let fs = cgroup::detect()?;
         log::debug!("container runtimes' state read below {:?}", popts.roots);
-        let mut enrich = Enricher::new(fs, popts.oom_snapshots, popts.roots.clone());
-        enrich.carry.max_age_ns = u64::try_from(popts.state_max_age.as_nanos()).unwrap_or(u64::MAX);
+        let enrich = Enricher::new(
+            fs,
+            popts.oom_snapshots,
+            popts.roots.clone(),
+            popts.state_max_age,
+        );
         let loaded = loader::load(opts, false)?;
         let unseen = loaded.unavailable_fields();
         let oom_family = loaded.family_of("oom_kill_process");

@@ -115,6 +115,12 @@ pub struct ProbeConfig {
     /// Address of `super_cache_count` (kallsyms): shrinkers with this
     /// count_objects are superblock shrinkers. 0 = unknown.
     pub super_cache_count: u64,
+    /// `do_shrink_slab` calls are timed one in `shrink_time_mask + 1` (a
+    /// power of two), chosen at random per call, and each timed call's time
+    /// counts that many times: an unbiased estimate of the shrinker time
+    /// that spares the other calls both clock reads. 0 = every call timed.
+    /// Counts are never sampled.
+    pub shrink_time_mask: u64,
 }
 
 /// At most this many CPUs' pairing slots are looked through (a bound the
@@ -216,6 +222,19 @@ pub struct ShrinkerStats {
     pub memcg_id: u64,
 }
 
+/// The `SHRINKER_STATS` map's value: `ShrinkerStats` padded to 64 bytes.
+/// A preallocated hash element is the kernel's 48-byte header, the 16-byte
+/// key, then the value; at 128 bytes every element is exactly two cache
+/// lines (header and key, then the counters), where 112-byte elements
+/// straddle a third line in half of them. The end program's lookup of a
+/// cold row is the storm's hottest cost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShrinkerMapValue {
+    pub stats: ShrinkerStats,
+    pub _pad: [u64; 2],
+}
+
 /// Names of one shrinker, read once when it is first seen; NUL-terminated
 /// (empty = unknown or not applicable).
 #[repr(C)]
@@ -265,6 +284,7 @@ pub const HOOK_KSWAPD: u32 = 6;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflight {
+    /// `bpf_ktime_get_ns()` at entry; 0 for a call not timed (`weight` 0).
     pub start_ns: u64,
     /// The memcg as its counters are keyed: its id (`MEMCG_STATS`), or for
     /// `HOOK_DO_SHRINK` its css serial number (`ShrinkerMapKey`).
@@ -274,7 +294,21 @@ pub struct Inflight {
     /// `HOOK_DO_SHRINK`: the `struct mem_cgroup *`, read for its id only
     /// when its counter entry is new.
     pub memcg: u64,
+    /// `bpf_jiffies64()` at entry, timed or not: a record older than
+    /// `MAX_CALL_JIFFIES` was left by a lost race and is never paired.
+    pub born_jiffies: u64,
+    /// How many calls this one's time stands for: 1, or for a timed
+    /// `do_shrink_slab` call the sampling factor (`ProbeConfig::
+    /// shrink_time_mask` + 1); 0 for a call not timed.
+    pub weight: u32,
+    /// Nonzero when the record was made once every program was attached
+    /// (`STARTED`): if its return never comes, that return was lost.
+    pub started: u32,
 }
+
+/// No charge or shrinker call takes this long: an entry record this old
+/// (60 s at HZ=1000, 10 min at HZ=100) was left by a lost race.
+pub const MAX_CALL_JIFFIES: u64 = 60_000;
 
 /// Ring-buffer record kinds (first `u32` of every record).
 pub const EVENT_OOM_KILL: u32 = 1;
@@ -423,6 +457,7 @@ mod pod {
     unsafe impl aya::Pod for ShrinkerKey {}
     unsafe impl aya::Pod for ShrinkerMapKey {}
     unsafe impl aya::Pod for ShrinkerStats {}
+    unsafe impl aya::Pod for ShrinkerMapValue {}
     unsafe impl aya::Pod for ShrinkerInfo {}
     unsafe impl aya::Pod for SystemStats {}
     unsafe impl aya::Pod for InflightKey {}
@@ -460,12 +495,13 @@ mod tests {
             4 * 12 + 32 + 8 * 4 + core::mem::size_of::<OomChain>()
         );
         assert_eq!(core::mem::size_of::<SlowEvent>(), 8 * 6 + 8 + 16);
-        assert_eq!(core::mem::size_of::<ProbeConfig>(), 40);
+        assert_eq!(core::mem::size_of::<ProbeConfig>(), 48);
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 36 * 4);
         // Map keys and values: hashed and copied as bytes by the kernel.
         assert_eq!(core::mem::size_of::<ShrinkerMapKey>(), 2 * 8);
         assert_eq!(core::mem::size_of::<ShrinkerStats>(), 6 * 8);
-        assert_eq!(core::mem::size_of::<Inflight>(), 4 * 8);
+        assert_eq!(core::mem::size_of::<ShrinkerMapValue>(), 64);
+        assert_eq!(core::mem::size_of::<Inflight>(), 6 * 8);
         assert_eq!(core::mem::size_of::<ShrinkerInfo>(), 32 + 16 + 32);
     }
 }

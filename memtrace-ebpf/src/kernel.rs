@@ -107,6 +107,24 @@ pub fn now_ns() -> u64 {
     unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
 }
 
+/// `jiffies_64`: an inlined load where the kernel JITs (every x86_64
+/// kernel memtrace supports), for ages where a tick is precise enough.
+#[inline(always)]
+pub fn jiffies() -> u64 {
+    // SAFETY: a BPF helper without arguments or preconditions.
+    unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() }
+}
+
+/// Whether to time this call when one in `mask + 1` is timed: a fresh
+/// random draw per call, so no call's position in the kernel's loops (the
+/// same shrinkers in the same order, memcg after memcg) decides it.
+#[inline(always)]
+pub fn sampled(mask: u64) -> bool {
+    // SAFETY: a BPF helper without arguments or preconditions.
+    mask == 0
+        || u64::from(unsafe { aya_ebpf::helpers::generated::bpf_get_prandom_u32() }) & mask == 0
+}
+
 #[inline(always)]
 pub fn current_tid() -> u32 {
     bpf_get_current_pid_tgid() as u32

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use memtrace_common::{
     Inflight, InflightKey, KernelOffsets, MemcgStats, ProbeConfig, ShrinkerInfo, ShrinkerMapKey,
-    ShrinkerStats, SystemStats,
+    ShrinkerMapValue, SystemStats,
 };
 
 /// Slots per CPU: one per `HOOK_*` value (they are small integers).
@@ -18,9 +18,10 @@ pub static MEMCG_STATS: PerCpuHashMap<u64, MemcgStats> = PerCpuHashMap::with_max
 /// Counters per (memcg, shrinker), the hottest map: one value shared by
 /// the CPUs and added to atomically, not one per CPU (a per-CPU value is one
 /// more cold line per call: measured ~100 ns of a ~500 ns pair in a storm),
-/// keyed by the memcg's css serial number (`ShrinkerMapKey`).
+/// keyed by the memcg's css serial number (`ShrinkerMapKey`), its value
+/// padded so that an element is two whole cache lines (`ShrinkerMapValue`).
 #[map]
-pub static SHRINKER_STATS: HashMap<ShrinkerMapKey, ShrinkerStats> =
+pub static SHRINKER_STATS: HashMap<ShrinkerMapKey, ShrinkerMapValue> =
     HashMap::with_max_entries(16384, 0);
 
 /// Names of shrinkers, by `struct shrinker *`: written once, when a
@@ -46,10 +47,11 @@ pub struct PairSlot {
 #[map]
 pub static SLOTS: PerCpuArray<PairSlot> = PerCpuArray::with_max_entries(HOOK_SLOTS, 0);
 
-/// `bpf_ktime_get_ns()` when the agent had attached every program (0
-/// before): an entry record left from before then is no lost return. While
-/// the programs are attached one by one, a call can enter through a hook
-/// whose return program is not attached yet; its record stays behind.
+/// Nonzero (the agent's clock) once the agent had attached every program:
+/// an entry record made before then (`Inflight::started` 0) is no lost
+/// return. While the programs are attached one by one, a call can enter
+/// through a hook whose return program is not attached yet; its record
+/// stays behind.
 #[map]
 pub static STARTED: Array<u64> = Array::with_max_entries(1, 0);
 
@@ -119,4 +121,5 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
     tp_mark_victim_pid: 0,
     scan_cpus: 0,
     super_cache_count: 0,
+    shrink_time_mask: 0,
 };

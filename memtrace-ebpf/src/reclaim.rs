@@ -69,9 +69,10 @@ fn kswapd_wake() {
             HOOK_KSWAPD,
             &Inflight {
                 start_ns: kernel::now_ns(),
-                memcg_key: 0,
-                arg: 0,
-                memcg: 0,
+                born_jiffies: kernel::jiffies(),
+                weight: 1,
+                started: stats::started(),
+                ..Inflight::default()
             },
         );
     }

@@ -112,8 +112,9 @@ fn shrinkctl_memcg_btf(shrinkctl: *const u8) -> *const u8 {
 }
 
 /// Counts one `do_shrink_slab` call of `shrinker` on a memcg (its css
-/// `serial`): exact counts per (memcg, shrinker) and its time (0 when
-/// unpaired). One map lookup per call, the hottest path memtrace has; the
+/// `serial`): exact counts per (memcg, shrinker) and its time `ns` (the
+/// sampled estimate: 0 for a call not timed or unpaired, else the call's
+/// time times the calls it stands for). One map lookup per call, the hottest path memtrace has; the
 /// memcg's id (`memcg_id`, three dependent loads) is read only for a new
 /// row, and is None when the memcg the entry record holds no longer has
 /// `serial` (a torn or stale record): no row is then made with a wrong id
@@ -150,7 +151,10 @@ fn do_account(serial: u64, memcg_id: impl Fn() -> Option<u64>, shrinker: u64, re
         // its counters are written only through `atomic_add`.
         unsafe {
             stats::atomic_add(&raw mut (*s).calls, 1);
-            stats::atomic_add(&raw mut (*s).ns, ns);
+            // 0 for most calls: only a sample is timed (stats::open).
+            if ns != 0 {
+                stats::atomic_add(&raw mut (*s).ns, ns);
+            }
             if freed != 0 {
                 stats::atomic_add(&raw mut (*s).freed, freed);
             }

@@ -18,8 +18,8 @@ use aya_ebpf::{
     },
 };
 use memtrace_common::{
-    EVENT_SLOW, Inflight, InflightKey, MAX_SCAN_CPUS, MemcgStats, ShrinkerMapKey, ShrinkerStats,
-    SlowEvent, SystemStats,
+    EVENT_SLOW, HOOK_DO_SHRINK, Inflight, InflightKey, MAX_CALL_JIFFIES, MAX_SCAN_CPUS, MemcgStats,
+    ShrinkerMapKey, ShrinkerMapValue, ShrinkerStats, SlowEvent, SystemStats,
 };
 
 use crate::kernel::{self, config};
@@ -105,7 +105,7 @@ pub fn shrinker(
     fresh: impl FnOnce() -> Option<ShrinkerStats>,
 ) -> Result<*mut ShrinkerStats, NoRow> {
     if let Some(p) = SHRINKER_STATS.get_ptr_mut(key) {
-        return Ok(p);
+        return Ok(p.cast());
     }
     let Some(fresh) = fresh() else {
         if let Some(s) = system() {
@@ -113,9 +113,11 @@ pub fn shrinker(
         }
         return Err(NoRow::Stale);
     };
-    if SHRINKER_STATS
-        .insert(key, fresh, BPF_NOEXIST as u64)
-        .is_err()
+    let row = ShrinkerMapValue {
+        stats: fresh,
+        _pad: [0; 2],
+    };
+    if SHRINKER_STATS.insert(key, row, BPF_NOEXIST as u64).is_err()
         && SHRINKER_STATS.get_ptr_mut(key).is_none()
     {
         if let Some(s) = system() {
@@ -123,7 +125,10 @@ pub fn shrinker(
         }
         return Err(NoRow::Full);
     }
-    SHRINKER_STATS.get_ptr_mut(key).ok_or(NoRow::Full)
+    SHRINKER_STATS
+        .get_ptr_mut(key)
+        .map(|p| p.cast())
+        .ok_or(NoRow::Full)
 }
 
 #[inline(always)]
@@ -135,11 +140,11 @@ pub fn begin(tid: u32, hook: u32, value: &Inflight) {
     // Either the map is full, or this task's previous call never returned
     // to us: a kretprobe that ran out of instances, or a lost event.
     // SAFETY: the value is copied out at once, before it is replaced.
-    let old = unsafe { INFLIGHT.get(key) }.map(|v| v.start_ns);
+    let old = unsafe { INFLIGHT.get(key) }.map(|v| v.started);
     let replaced = INFLIGHT.insert(key, value, BPF_EXIST as u64).is_ok();
     if let Some(s) = system() {
         if replaced {
-            if old.is_some_and(after_start) {
+            if old.is_some_and(|started| started != 0) {
                 s.missed_returns += 1;
             }
         } else {
@@ -166,12 +171,11 @@ pub fn take(tid: u32, hook: u32) -> Option<Inflight> {
     found
 }
 
-/// An entry record made at `start_ns` was made once every program was
-/// attached: if its return never came, that return was lost. (Off the hot
-/// path: only read when a record is found left behind.)
+/// `Inflight::started` of a record made now: 1 once every program is
+/// attached (a return that never comes is then a lost one).
 #[inline(always)]
-fn after_start(start_ns: u64) -> bool {
-    STARTED.get(0).is_some_and(|&t| t != 0 && start_ns >= t)
+pub fn started() -> u32 {
+    u32::from(STARTED.get(0).is_some_and(|&t| t != 0))
 }
 
 /// `PairSlot.owner` of a thread: nonzero even for tid 0.
@@ -204,7 +208,7 @@ pub fn slot_begin(tid: u32, hook: u32, value: &Inflight) {
     if slot.owner == me {
         // This thread's previous call never returned on this CPU: a lost
         // return, or a migration that `unmatched_returns` already counted.
-        if after_start(slot.value.start_ns)
+        if slot.value.started != 0
             && let Some(s) = system()
         {
             s.missed_returns += 1;
@@ -241,11 +245,12 @@ pub fn slot_take(tid: u32, hook: u32, arg: Option<u64>) -> Option<Inflight> {
     }
     // The miss path. Each candidate is checked on its own, so a record that
     // fails the check does not hide a good one. A record older than
-    // MAX_CALL_NS is stale (a race left it: see `take_other_cpu`) and never
+    // MAX_CALL_JIFFIES is stale (a race left it: see `take_other_cpu`) and never
     // paired. The hash is read again after the scan: a thread on our old
     // CPU may have moved our record there meanwhile. Idle context (tid 0)
     // is every CPU's and never migrates: it does not scan.
-    let fresh = |v: &Inflight| ok(v) && kernel::now_ns().saturating_sub(v.start_ns) < MAX_CALL_NS;
+    let fresh =
+        |v: &Inflight| ok(v) && kernel::jiffies().saturating_sub(v.born_jiffies) < MAX_CALL_JIFFIES;
     take(tid, hook)
         .filter(fresh)
         .or_else(|| {
@@ -257,10 +262,6 @@ pub fn slot_take(tid: u32, hook: u32, arg: Option<u64>) -> Option<Inflight> {
         })
         .or_else(|| take(tid, hook).filter(fresh))
 }
-
-/// No charge or shrinker call takes this long: an entry record this old
-/// was left by a lost race, not by the call returning now.
-const MAX_CALL_NS: u64 = 60_000_000_000;
 
 /// This thread's entry for `hook` in another CPU's slot: it changed CPU
 /// mid-call. Only on the miss path; `scan_cpus` is 0 where the kernel has
@@ -311,13 +312,29 @@ fn open(hook: u32, arg: u64, memcg: impl FnOnce() -> (u64, *const u8)) {
     if !kernel::enabled() {
         return;
     }
-    let start_ns = kernel::now_ns();
+    // Only do_shrink_slab's time is sampled (`ProbeConfig::
+    // shrink_time_mask`): a storm makes millions of those calls, and the
+    // two clock reads were a fifth of their cost. The other hooks' times
+    // feed latency histograms and slow events, call by call.
+    let mask = if hook == HOOK_DO_SHRINK {
+        config!(shrink_time_mask)
+    } else {
+        0
+    };
+    let (start_ns, weight) = if kernel::sampled(mask) {
+        (kernel::now_ns(), mask as u32 + 1)
+    } else {
+        (0, 0)
+    };
     let (memcg_key, memcg) = memcg();
     let v = Inflight {
         start_ns,
         memcg_key,
         arg,
         memcg: memcg as u64,
+        born_jiffies: kernel::jiffies(),
+        weight,
+        started: started(),
     };
     slot_begin(kernel::current_tid(), hook, &v);
 }
@@ -354,8 +371,9 @@ pub fn enter_time(hook: u32, arg: u64) {
 }
 
 /// Closes this thread's `hook` call: what was stored at its entry and how
-/// long it took (ns). None when tracing is off or no entry was seen (the
-/// latter counted in `unmatched_returns`).
+/// long it took (ns), times the calls that time stands for (`Inflight::
+/// weight`: 0 for a do_shrink_slab call not sampled). None when tracing is
+/// off or no entry was seen (the latter counted in `unmatched_returns`).
 #[inline(always)]
 pub fn exit(hook: u32) -> Option<(Inflight, u64)> {
     exit_arg(hook, None)
@@ -373,7 +391,11 @@ pub fn exit_arg(hook: u32, arg: Option<u64>) -> Option<(Inflight, u64)> {
         }
         return None;
     };
-    let ns = kernel::now_ns().saturating_sub(v.start_ns);
+    let ns = if v.weight == 0 {
+        0
+    } else {
+        kernel::now_ns().saturating_sub(v.start_ns) * u64::from(v.weight)
+    };
     Some((v, ns))
 }
 

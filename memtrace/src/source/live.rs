@@ -11,7 +11,7 @@ use aya::maps::{
 };
 use memtrace_common::{
     EVENT_OOM_KILL, EVENT_SLOW, MemcgStats, OomEvent, ShrinkerInfo, ShrinkerKey, ShrinkerMapKey,
-    ShrinkerStats, SlowEvent, SystemStats,
+    ShrinkerMapValue, ShrinkerStats, SlowEvent, SystemStats,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -54,7 +54,7 @@ fn kernel_str(bytes: &[u8]) -> Option<String> {
 pub struct Live {
     pub loaded: Loaded,
     memcgs: PerCpuHashMap<MapData, u64, MemcgStats>,
-    shrinkers: BpfHashMap<MapData, ShrinkerMapKey, ShrinkerStats>,
+    shrinkers: BpfHashMap<MapData, ShrinkerMapKey, ShrinkerMapValue>,
     /// The kernel's keys (css serial numbers) of each (memcg id, shrinker)
     /// pair at the last read, to remove its entries.
     shrinker_map_keys: HashMap<ShrinkerKey, Vec<ShrinkerMapKey>>,
@@ -145,11 +145,11 @@ impl Live {
         let fd = self.shrinkers.map().fd().as_fd();
         let by_serial = self
             .batch
-            .entries::<ShrinkerMapKey, ShrinkerStats>(fd)
+            .entries::<ShrinkerMapKey, ShrinkerMapValue>(fd)
             .unwrap_or_else(|| self.shrinkers.iter().filter_map(Result::ok).collect());
         let mut out = HashMap::with_capacity(by_serial.len());
         self.shrinker_map_keys.clear();
-        for (k, s) in by_serial {
+        for (k, ShrinkerMapValue { stats: s, .. }) in by_serial {
             let key = ShrinkerKey {
                 memcg_id: s.memcg_id,
                 shrinker: k.shrinker,

@@ -10,7 +10,7 @@
 use std::mem::size_of;
 
 use memtrace_common::{
-    Inflight, InflightKey, MemcgStats, ShrinkerInfo, ShrinkerMapKey, ShrinkerStats,
+    Inflight, InflightKey, MemcgStats, ShrinkerInfo, ShrinkerMapKey, ShrinkerMapValue,
 };
 use serde::Serialize;
 
@@ -57,7 +57,7 @@ pub fn map_memory(sizes: &MapSizes, cpus: u64) -> Vec<MapMemory> {
             "SHRINKER_STATS",
             false,
             size_of::<ShrinkerMapKey>(),
-            size_of::<ShrinkerStats>(),
+            size_of::<ShrinkerMapValue>(),
             sizes.shrinker_entries,
         ),
         (

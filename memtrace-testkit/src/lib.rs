@@ -314,6 +314,16 @@ impl Stream {
         self.child.id() as i32
     }
 
+    /// The records written so far (whole lines only), while it runs.
+    pub fn records(&self) -> Vec<Value> {
+        let text = fs::read_to_string(&self.out).unwrap_or_default();
+        let whole = text.rfind('\n').map_or("", |i| &text[..i]);
+        whole
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// Stops it with `signal` and returns every record it wrote.
     pub fn stop(mut self, signal: i32) -> Vec<Value> {
         // SAFETY: kill(2) on our own child process, with a valid signal.

@@ -115,6 +115,17 @@ fn parse_ringbuf_kib(s: &str) -> Result<u32, String> {
     }
 }
 
+/// `--shrinker-time-sample`: a power of two, so that the programs draw
+/// "one in N" with a mask.
+fn parse_time_sample(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if n.is_power_of_two() && n <= 1024 {
+        Ok(n)
+    } else {
+        Err("must be a power of two from 1 to 1024 (1 times every call)".into())
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ProbeArgs {
     /// Program family for the function hooks; reclaim tracepoints are used in every mode
@@ -139,6 +150,12 @@ pub struct ProbeArgs {
     /// Report reclaims slower than this as slow_reclaim records (0 = never)
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub slow_reclaim: Duration,
+    /// Time one do_shrink_slab call in N, chosen at random, its time
+    /// counting N times: shrinker times become unbiased estimates (every
+    /// count stays exact) and the calls not timed skip both clock reads. 1
+    /// times every call. A power of two up to 1024
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = parse_time_sample)]
+    pub shrinker_time_sample: u32,
     /// For `cargo xtask bench` only: attach empty programs on the same
     /// hooks (the cost floor); every count stays 0
     #[arg(long, hide = true)]
@@ -162,6 +179,7 @@ impl ProbeArgs {
             maps: self.map_sizes(),
             slow_charge_ns: self.slow_charge.as_nanos() as u64,
             slow_reclaim_ns: self.slow_reclaim.as_nanos() as u64,
+            shrinker_time_sample: self.shrinker_time_sample,
             floor: self.bench_floor,
         })
     }

@@ -30,6 +30,22 @@ fn bad_durations_are_usage_errors() {
 
 /// The kernel's own rule for a ring buffer: a power-of-two number of
 /// whole pages. Every subcommand that loads programs checks it up front.
+/// The programs draw "one call in N" with a mask: N must be a power of two.
+#[test]
+fn bad_shrinker_time_sample_is_a_usage_error_naming_the_rule() {
+    for cmd in ["stream", "top", "record"] {
+        for bad in ["0", "3", "12", "2048", "-1", "some"] {
+            let arg = format!("--shrinker-time-sample={bad}");
+            let (code, err) = run(&[cmd, &arg]);
+            assert_eq!(code, Some(2), "{cmd} {arg}: {err}");
+            assert!(err.contains("--shrinker-time-sample"), "{cmd} {arg}: {err}");
+            if bad.parse::<u32>().is_ok() {
+                assert!(err.contains("power of two"), "{cmd} {arg}: {err}");
+            }
+        }
+    }
+}
+
 #[test]
 fn bad_ringbuf_size_is_a_usage_error_naming_the_rule() {
     let page_kib = std::fs::read_to_string("/proc/self/smaps")

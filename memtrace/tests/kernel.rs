@@ -939,6 +939,59 @@ fn a_memcgs_shrinker_rows_add_up_to_its_counts() {
     );
 }
 
+/// Shrinker time is sampled as the header says: with one call in 4 timed,
+/// each timed call's time counts 4 times, so every row's time and the
+/// memcg's are multiples of 4 while the counts stay whole; and enough calls
+/// (P(none of 64 timed) = 0.75^64, about 1e-8) give a time.
+#[test]
+fn shrinker_time_is_sampled_as_the_header_says() {
+    let (_g, dir) = as_root("shrinker-sample");
+    let memcg = TestMemcg::new("shrinker-sample");
+    let stream = Stream::start(
+        &dir,
+        &["--interval", "500ms", "--shrinker-time-sample", "4"],
+    );
+    let reclaim = memcg.dir.join("memory.reclaim");
+    let mut round = 0;
+    let calls = |records: &[Value]| -> u64 {
+        for_memcg(records, "memcg_interval", &memcg.rel)
+            .iter()
+            .filter_map(|r| r["do_shrink_slab_calls"].as_u64())
+            .sum()
+    };
+    // Rounds of negative dentries and reclaim (as in the test above) until
+    // the memcg's shrinkers were called at least 64 times.
+    while calls(&stream.records()) < 64 && round < 40 {
+        let script = format!(
+            "i=0; while [ $i -lt 200 ]; do [ -e '{}/n{round}.'$i ]; i=$((i+1)); done",
+            memcg.dir.display()
+        );
+        let mut child = memcg.spawn(Command::new("sh").args(["-c", &script]));
+        assert!(wait_timeout(&mut child, Duration::from_secs(30)).success());
+        let _ = if reclaim.exists() {
+            fs::write(&reclaim, "64M")
+        } else {
+            fs::write(memcg.dir.join("memory.limit_in_bytes"), "4096")
+        };
+        round += 1;
+        settle();
+    }
+    let records = stream.stop(libc::SIGINT);
+    assert_eq!(header(&records)["shrinker_time_sample"], 4);
+    let rows = for_memcg(&records, "memcg_interval", &memcg.rel);
+    assert!(calls(&records) >= 64, "{round} rounds: {rows:#?}");
+    let mut ns = 0;
+    for r in &rows {
+        let own = r["do_shrink_slab_ns"].as_u64().unwrap_or(0);
+        assert_eq!(own % 4, 0, "{r}");
+        ns += own;
+        for s in r["shrinkers"].as_array().into_iter().flatten() {
+            assert_eq!(s["ns"].as_u64().unwrap_or(0) % 4, 0, "{s}");
+        }
+    }
+    assert!(ns > 0, "no call timed: {rows:#?}");
+}
+
 /// With the (memcg, shrinker) map full, a memcg's own `do_shrink_slab_*`
 /// stay exact: the calls whose pair found no room are counted in the
 /// memcg's totals, so those are at least their rows' sums, and more for

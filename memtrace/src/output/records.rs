@@ -63,6 +63,13 @@ pub struct Header {
     pub cgroup_mode: String,
     pub attach_mode: String,
     pub interval_ms: Option<u64>,
+    /// `do_shrink_slab` calls are timed one in this many, chosen at random,
+    /// each timed call's time counting this many times
+    /// (`--shrinker-time-sample`): shrinker times (`do_shrink_slab_ns`, a
+    /// shrinker row's `ns`) are unbiased estimates; every count is exact.
+    /// 1 = every call timed, as in files written before this field.
+    #[serde(default = "every_call")]
+    pub shrinker_time_sample: u32,
     /// One object per hook (see docs/events.md).
     pub plan: Vec<PlanEntry>,
     /// Record fields this plan leaves null.
@@ -74,6 +81,10 @@ pub struct Header {
     /// files written before it read as empty.
     #[serde(default)]
     pub degraded: Vec<Degraded>,
+}
+
+fn every_call() -> u32 {
+    1
 }
 
 /// A source of data the agent could not use, why, and what it costs.

@@ -61,6 +61,9 @@ pub struct LoadOptions {
     pub maps: MapSizes,
     pub slow_charge_ns: u64,
     pub slow_reclaim_ns: u64,
+    /// Time one `do_shrink_slab` call in this many (a power of two; 1 =
+    /// every call): `ProbeConfig::shrink_time_mask`.
+    pub shrinker_time_sample: u32,
     /// Attach the empty `floor_*` twin of every program instead (for
     /// `cargo xtask bench`: the cost of running any program on the hooks).
     pub floor: bool,
@@ -77,6 +80,8 @@ pub struct Loaded {
     pub kallsyms: Kallsyms,
     /// The kretprobe events of the kprobe family (removed when dropped).
     pub kretprobes: Vec<super::kretprobe::Event>,
+    /// `LoadOptions::shrinker_time_sample`, as the programs got it.
+    pub shrinker_time_sample: u32,
 }
 
 impl Loaded {
@@ -235,6 +240,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
             .mark_victim_arg()
             .unwrap_or(memtrace_common::MARK_VICTIM_ARG_TASK),
         scan_cpus: scan_cpus(&kbtf),
+        shrink_time_mask: u64::from(opts.shrinker_time_sample.max(1) - 1),
         ..Default::default()
     };
     // Classic tracepoints need tracefs; only set it up when one of them is
@@ -364,14 +370,15 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         facts,
         kallsyms: planning,
         kretprobes,
+        shrinker_time_sample: opts.shrinker_time_sample.max(1),
     })
 }
 
-/// Tells the programs that every hook is attached (`STARTED`, in
-/// `bpf_ktime_get_ns()` time, i.e. CLOCK_MONOTONIC): entry records made
-/// before this, while a hook's entry program was attached and its return
-/// program not yet, are left behind without a lost return; only those made
-/// later count in `missed_returns` when found unreturned.
+/// Tells the programs that every hook is attached (`STARTED`, nonzero:
+/// the time, for whoever reads the map): entry records made before this,
+/// while a hook's entry program was attached and its return program not
+/// yet, are left behind without a lost return; only those made later
+/// (`Inflight::started`) count in `missed_returns` when found unreturned.
 fn mark_started(ebpf: &mut aya::Ebpf) -> Result<()> {
     let now = crate::clock::Clock::new().now_ns();
     let map = ebpf

@@ -4,7 +4,9 @@
 //! and one OOM session under every configuration, in rotated order:
 //! untraced (for the storm's kernel time without programs), memtrace,
 //! empty programs on memtrace's hooks attached the same way (the floor:
-//! `memtrace stream --bench-floor`), and bpftrace. The programs' time is
+//! `memtrace stream --bench-floor`), bpftrace, and memtrace timing every
+//! `do_shrink_slab` call (`--shrinker-time-sample 1`: what the default
+//! sampling saves, and how far its estimate lands from the timed one). The programs' time is
 //! also read after each storm pass, so the first pass (map entries created)
 //! and the later ones are told apart. This runs outside the timed rounds
 //! (the accounting costs a clock read per run); the sysctl is restored on
@@ -25,11 +27,12 @@ const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// Configurations of a profile round, in the order of round 0 (plus
 /// `Config::Baseline` when a baseline binary is given).
-const CONFIGS: [Config; 4] = [
+const CONFIGS: [Config; 5] = [
     Config::Untraced,
     Config::Stream,
     Config::Floor,
     Config::Bpftrace,
+    Config::Timed,
 ];
 
 struct StatsEnabled(String);

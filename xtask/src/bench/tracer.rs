@@ -27,6 +27,10 @@ pub enum Config {
     /// `stream` of another memtrace binary (`--baseline-memtrace`, e.g. the
     /// previous release), for before/after in one run (profile only).
     Baseline,
+    /// `memtrace stream --shrinker-time-sample 1`: every `do_shrink_slab`
+    /// call timed, for what sampling saves and how far its estimate is
+    /// from the timed one, in the same rounds (profile only).
+    Timed,
 }
 
 impl Config {
@@ -38,6 +42,7 @@ impl Config {
             Config::Bpftrace => "bpftrace",
             Config::Floor => "empty-programs",
             Config::Baseline => "memtrace-baseline",
+            Config::Timed => "memtrace-timed",
         }
     }
 
@@ -191,6 +196,8 @@ pub struct Hits {
     pub charge: u64,
     pub shrink_slab: u64,
     pub do_shrink_slab: u64,
+    /// memtrace's `do_shrink_slab_ns` (an estimate when sampled), not a hit.
+    pub do_shrink_ns: u64,
     pub reclaim: u64,
     pub kswapd_wakes: u64,
     pub oom: u64,
@@ -210,6 +217,7 @@ impl Hits {
             "charge": self.charge,
             "shrink_slab": self.shrink_slab,
             "do_shrink_slab": self.do_shrink_slab,
+            "do_shrink_ns": self.do_shrink_ns,
             "reclaim": self.reclaim,
             "kswapd_wakes": self.kswapd_wakes,
             "oom": self.oom,
@@ -256,6 +264,14 @@ pub fn start(config: Config, env: &Env, tag: &str) -> Result<Running> {
     let child = match config {
         Config::Untraced => None,
         Config::Stream => Some(memtrace(&["stream", "--interval", "1s", "--output"])?),
+        Config::Timed => Some(memtrace(&[
+            "stream",
+            "--shrinker-time-sample",
+            "1",
+            "--interval",
+            "1s",
+            "--output",
+        ])?),
         Config::Baseline => {
             let Some(bin) = &env.baseline else {
                 bail!("no --baseline-memtrace given");
@@ -351,9 +367,11 @@ impl Running {
         match self.config {
             Config::Untraced => true,
             // The header line is written once every program is attached.
-            Config::Stream | Config::Floor | Config::Baseline => fs::read_to_string(&self.out)
-                .map(|s| s.contains('\n'))
-                .unwrap_or(false),
+            Config::Stream | Config::Floor | Config::Baseline | Config::Timed => {
+                fs::read_to_string(&self.out)
+                    .map(|s| s.contains('\n'))
+                    .unwrap_or(false)
+            }
             Config::Record => fs::read_dir(&self.out)
                 .map(|d| {
                     d.flatten()
@@ -424,7 +442,7 @@ impl Running {
             _ => format!("status {}", u.status),
         };
         match self.config {
-            Config::Stream | Config::Floor | Config::Baseline => {
+            Config::Stream | Config::Floor | Config::Baseline | Config::Timed => {
                 let (records, hits, losses) = parse_stream(&self.out)?;
                 s.records = records;
                 s.hits = hits;
@@ -494,6 +512,7 @@ pub fn parse_stream(path: &Path) -> Result<(u64, Hits, Value)> {
                 hits.charge += n("charge_calls");
                 hits.shrink_slab += n("shrink_slab_calls");
                 hits.do_shrink_slab += n("do_shrink_slab_calls");
+                hits.do_shrink_ns += n("do_shrink_slab_ns");
                 hits.reclaim += n("reclaim_memcg_count") + n("reclaim_direct_count");
             }
             Some("oom_kill") if v["before_start"] != Value::Bool(true) => hits.oom += 1,
@@ -528,6 +547,7 @@ pub fn parse_bpftrace(text: &str) -> Hits {
         charge: 0,
         shrink_slab: 0,
         do_shrink_slab: get("hits_do_shrink_slab"),
+        do_shrink_ns: 0,
         reclaim: get("hits_reclaim"),
         kswapd_wakes: get("hits_kswapd_wake"),
         oom: get("hits_oom"),

@@ -17,9 +17,45 @@ pub struct MemcgDelta {
 
 #[derive(Default)]
 pub struct IntervalAggregator {
-    prev_memcg: HashMap<u64, MemcgStats>,
+    prev_memcg: MemcgBaseline,
     prev_shrinker: HashMap<ShrinkerKey, ShrinkerStats>,
     idle_polls: HashMap<u64, u32>,
+}
+
+/// The last interval's totals per memcg, sorted by id: as large as they
+/// are. Kept as the HashMap they come in, 2000 memcgs' 400-byte totals
+/// would hold 4096 slots (hashbrown's power-of-two buckets), 1.7 MB
+/// resident between intervals instead of 0.8.
+#[derive(Debug, Default)]
+struct MemcgBaseline(Vec<(u64, MemcgStats)>);
+
+impl MemcgBaseline {
+    fn new(totals: HashMap<u64, MemcgStats>) -> Self {
+        let mut v: Vec<_> = totals.into_iter().collect();
+        v.sort_unstable_by_key(|e| e.0);
+        Self(v)
+    }
+
+    fn find(&self, id: u64) -> Option<usize> {
+        self.0.binary_search_by_key(&id, |e| e.0).ok()
+    }
+
+    fn get(&self, id: u64) -> Option<&MemcgStats> {
+        self.find(id).map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut MemcgStats> {
+        self.find(id).map(|i| &mut self.0[i].1)
+    }
+
+    /// Drops the memcgs in `ids` (sorted).
+    fn remove_sorted(&mut self, ids: &[u64]) {
+        self.0.retain(|e| ids.binary_search(&e.0).is_err());
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// Map keys the caller should delete from the kernel maps.
@@ -54,7 +90,7 @@ impl IntervalAggregator {
 
         let mut out = Vec::new();
         for (&id, cur) in &memcgs {
-            let d = match self.prev_memcg.get(&id) {
+            let d = match self.prev_memcg.get(id) {
                 Some(prev) => counters::delta_memcg(cur, prev),
                 None => *cur,
             };
@@ -73,9 +109,8 @@ impl IntervalAggregator {
             });
         }
         self.idle_polls.retain(|id, _| memcgs.contains_key(id));
-        // The folded totals are the next interval's baseline (moved, not
-        // copied: ~1 MB at 2000 memcgs).
-        self.prev_memcg = memcgs;
+        // The folded totals are the next interval's baseline.
+        self.prev_memcg = MemcgBaseline::new(memcgs);
         out.sort_by_key(|d| d.id);
         out
     }
@@ -98,8 +133,8 @@ impl IntervalAggregator {
             }
         }
         ev.memcgs.sort_unstable();
+        self.prev_memcg.remove_sorted(&ev.memcgs);
         for id in &ev.memcgs {
-            self.prev_memcg.remove(id);
             self.idle_polls.remove(id);
         }
         let idle_memcg = |id: u64| self.idle_polls.get(&id).copied().unwrap_or(u32::MAX) >= 2;
@@ -113,7 +148,7 @@ impl IntervalAggregator {
             // sums it will be read as from now on, without this shrinker.
             if let (Some(s), Some(m)) = (
                 self.prev_shrinker.remove(key),
-                self.prev_memcg.get_mut(&key.memcg_id),
+                self.prev_memcg.get_mut(key.memcg_id),
             ) {
                 counters::shrinker_into_memcg(m, &s, u64::wrapping_sub);
             }

@@ -49,7 +49,10 @@ struct Held {
 }
 
 pub struct StateCarry {
-    held: HashMap<u64, Held>,
+    /// Boxed: a state is ~0.5 KB, and a map of them sized for 2000 memcgs
+    /// would keep room for 4096 (hashbrown's power-of-two buckets), 1.7 MB
+    /// resident, where boxes take what the held states need.
+    held: HashMap<u64, Box<Held>>,
     /// How old a carried state may get (`--state-max-age`); 0 reads every
     /// state every interval (`top`, which shows state without its age).
     max_age_ns: u64,
@@ -148,11 +151,11 @@ impl StateCarry {
         } else {
             self.held.insert(
                 m.id,
-                Held {
+                Box::new(Held {
                     path: path.into(),
                     read_ns: ts_ns,
                     state: state.clone(),
-                },
+                }),
             );
         }
         IntervalState {

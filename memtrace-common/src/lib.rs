@@ -284,7 +284,8 @@ pub const HOOK_KSWAPD: u32 = 6;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflight {
-    /// `bpf_ktime_get_ns()` at entry; 0 for a call not timed (`weight` 0).
+    /// `bpf_ktime_get_ns()` at entry; 0 for a `do_shrink_slab` call not
+    /// timed (`ProbeConfig::shrink_time_mask`).
     pub start_ns: u64,
     /// The memcg as its counters are keyed: its id (`MEMCG_STATS`), or for
     /// `HOOK_DO_SHRINK` its css serial number (`ShrinkerMapKey`).
@@ -294,20 +295,21 @@ pub struct Inflight {
     /// `HOOK_DO_SHRINK`: the `struct mem_cgroup *`, read for its id only
     /// when its counter entry is new.
     pub memcg: u64,
-    /// `bpf_jiffies64()` at entry, timed or not: a record older than
-    /// `MAX_CALL_JIFFIES` was left by a lost race and is never paired.
+    /// `bpf_jiffies64()` at entry: the age of a record not timed (a timed
+    /// one's is told by `start_ns`).
     pub born_jiffies: u64,
-    /// How many calls this one's time stands for: 1, or for a timed
-    /// `do_shrink_slab` call the sampling factor (`ProbeConfig::
-    /// shrink_time_mask` + 1); 0 for a call not timed.
-    pub weight: u32,
     /// Nonzero when the record was made once every program was attached
     /// (`STARTED`): if its return never comes, that return was lost.
-    pub started: u32,
+    pub started: u64,
 }
 
-/// No charge or shrinker call takes this long: an entry record this old
-/// (60 s at HZ=1000, 10 min at HZ=100) was left by a lost race.
+/// No charge or shrinker call takes this long: a timed entry record this
+/// old was left by a lost race (and a time this long is no call's).
+pub const MAX_CALL_NS: u64 = 60_000_000_000;
+
+/// The same for a record not timed, in jiffies: 60 s at HZ=1000, 240 s at
+/// Debian's HZ=250, 600 s at HZ=100 (the kernel's HZ is not known to the
+/// programs; a record not timed carries no time that could be wrong).
 pub const MAX_CALL_JIFFIES: u64 = 60_000;
 
 /// Ring-buffer record kinds (first `u32` of every record).

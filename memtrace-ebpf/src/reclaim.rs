@@ -70,7 +70,6 @@ fn kswapd_wake() {
             &Inflight {
                 start_ns: kernel::now_ns(),
                 born_jiffies: kernel::jiffies(),
-                weight: 1,
                 started: stats::started(),
                 ..Inflight::default()
             },

@@ -18,8 +18,9 @@ use aya_ebpf::{
     },
 };
 use memtrace_common::{
-    EVENT_SLOW, HOOK_DO_SHRINK, Inflight, InflightKey, MAX_CALL_JIFFIES, MAX_SCAN_CPUS, MemcgStats,
-    ShrinkerMapKey, ShrinkerMapValue, ShrinkerStats, SlowEvent, SystemStats,
+    EVENT_SLOW, HOOK_DO_SHRINK, Inflight, InflightKey, MAX_CALL_JIFFIES, MAX_CALL_NS,
+    MAX_SCAN_CPUS, MemcgStats, ShrinkerMapKey, ShrinkerMapValue, ShrinkerStats, SlowEvent,
+    SystemStats,
 };
 
 use crate::kernel::{self, config};
@@ -174,8 +175,33 @@ pub fn take(tid: u32, hook: u32) -> Option<Inflight> {
 /// `Inflight::started` of a record made now: 1 once every program is
 /// attached (a return that never comes is then a lost one).
 #[inline(always)]
-pub fn started() -> u32 {
-    u32::from(STARTED.get(0).is_some_and(|&t| t != 0))
+pub fn started() -> u64 {
+    u64::from(STARTED.get(0).is_some_and(|&t| t != 0))
+}
+
+/// Whether an entry record is recent enough to be a call in progress: by
+/// its time when timed, else by its age in jiffies (`MAX_CALL_JIFFIES`).
+#[inline(always)]
+fn young(v: &Inflight) -> bool {
+    if v.start_ns != 0 {
+        kernel::now_ns().saturating_sub(v.start_ns) < MAX_CALL_NS
+    } else {
+        kernel::jiffies().saturating_sub(v.born_jiffies) < MAX_CALL_JIFFIES
+    }
+}
+
+/// `hook`'s calls are timed one in `time_mask(hook) + 1`, and a timed
+/// call's time counts that many times: only do_shrink_slab's time is
+/// sampled (`ProbeConfig::shrink_time_mask`), a storm making millions of
+/// those calls (the two clock reads were a fifth of their cost); the other
+/// hooks' times feed latency histograms and slow events, call by call.
+#[inline(always)]
+fn time_mask(hook: u32) -> u64 {
+    if hook == HOOK_DO_SHRINK {
+        config!(shrink_time_mask)
+    } else {
+        0
+    }
 }
 
 /// `PairSlot.owner` of a thread: nonzero even for tid 0.
@@ -244,13 +270,12 @@ pub fn slot_take(tid: u32, hook: u32, arg: Option<u64>) -> Option<Inflight> {
         }
     }
     // The miss path. Each candidate is checked on its own, so a record that
-    // fails the check does not hide a good one. A record older than
-    // MAX_CALL_JIFFIES is stale (a race left it: see `take_other_cpu`) and never
+    // fails the check does not hide a good one. A record that is not
+    // `young` is stale (a race left it: see `take_other_cpu`) and never
     // paired. The hash is read again after the scan: a thread on our old
     // CPU may have moved our record there meanwhile. Idle context (tid 0)
     // is every CPU's and never migrates: it does not scan.
-    let fresh =
-        |v: &Inflight| ok(v) && kernel::jiffies().saturating_sub(v.born_jiffies) < MAX_CALL_JIFFIES;
+    let fresh = |v: &Inflight| ok(v) && young(v);
     take(tid, hook)
         .filter(fresh)
         .or_else(|| {
@@ -312,19 +337,10 @@ fn open(hook: u32, arg: u64, memcg: impl FnOnce() -> (u64, *const u8)) {
     if !kernel::enabled() {
         return;
     }
-    // Only do_shrink_slab's time is sampled (`ProbeConfig::
-    // shrink_time_mask`): a storm makes millions of those calls, and the
-    // two clock reads were a fifth of their cost. The other hooks' times
-    // feed latency histograms and slow events, call by call.
-    let mask = if hook == HOOK_DO_SHRINK {
-        config!(shrink_time_mask)
+    let start_ns = if kernel::sampled(time_mask(hook)) {
+        kernel::now_ns()
     } else {
         0
-    };
-    let (start_ns, weight) = if kernel::sampled(mask) {
-        (kernel::now_ns(), mask as u32 + 1)
-    } else {
-        (0, 0)
     };
     let (memcg_key, memcg) = memcg();
     let v = Inflight {
@@ -333,7 +349,6 @@ fn open(hook: u32, arg: u64, memcg: impl FnOnce() -> (u64, *const u8)) {
         arg,
         memcg: memcg as u64,
         born_jiffies: kernel::jiffies(),
-        weight,
         started: started(),
     };
     slot_begin(kernel::current_tid(), hook, &v);
@@ -371,9 +386,9 @@ pub fn enter_time(hook: u32, arg: u64) {
 }
 
 /// Closes this thread's `hook` call: what was stored at its entry and how
-/// long it took (ns), times the calls that time stands for (`Inflight::
-/// weight`: 0 for a do_shrink_slab call not sampled). None when tracing is
-/// off or no entry was seen (the latter counted in `unmatched_returns`).
+/// long it took (ns), times the calls that time stands for (`time_mask`;
+/// 0 for a call not timed). None when tracing is off or no entry was seen
+/// (the latter counted in `unmatched_returns`).
 #[inline(always)]
 pub fn exit(hook: u32) -> Option<(Inflight, u64)> {
     exit_arg(hook, None)
@@ -391,10 +406,14 @@ pub fn exit_arg(hook: u32, arg: Option<u64>) -> Option<(Inflight, u64)> {
         }
         return None;
     };
-    let ns = if v.weight == 0 {
-        0
-    } else {
-        kernel::now_ns().saturating_sub(v.start_ns) * u64::from(v.weight)
+    // The weight comes from the hook, not the record: a record torn by
+    // another CPU's write (`take_other_cpu`) could pair one call's "not
+    // timed" (0) with another's weight, and a time of a minute or more is
+    // no call's but a stale or torn record's.
+    let ns = match kernel::now_ns().saturating_sub(v.start_ns) {
+        _ if v.start_ns == 0 => 0,
+        d if d >= MAX_CALL_NS => 0,
+        d => d * (time_mask(hook) + 1),
     };
     Some((v, ns))
 }

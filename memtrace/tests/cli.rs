@@ -28,8 +28,6 @@ fn bad_durations_are_usage_errors() {
     assert!(err.contains("examples: 500ms"), "{err}");
 }
 
-/// The kernel's own rule for a ring buffer: a power-of-two number of
-/// whole pages. Every subcommand that loads programs checks it up front.
 /// The programs draw "one call in N" with a mask: N must be a power of two.
 #[test]
 fn bad_shrinker_time_sample_is_a_usage_error_naming_the_rule() {
@@ -46,6 +44,8 @@ fn bad_shrinker_time_sample_is_a_usage_error_naming_the_rule() {
     }
 }
 
+/// The kernel's own rule for a ring buffer: a power-of-two number of
+/// whole pages. Every subcommand that loads programs checks it up front.
 #[test]
 fn bad_ringbuf_size_is_a_usage_error_naming_the_rule() {
     let page_kib = std::fs::read_to_string("/proc/self/smaps")

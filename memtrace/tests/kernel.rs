@@ -939,20 +939,31 @@ fn a_memcgs_shrinker_rows_add_up_to_its_counts() {
     );
 }
 
-/// Shrinker time is sampled as the header says: with one call in 4 timed,
-/// each timed call's time counts 4 times, so every row's time and the
-/// memcg's are multiples of 4 while the counts stay whole; and enough calls
-/// (P(none of 64 timed) = 0.75^64, about 1e-8) give a time.
+/// Shrinker time is sampled as the header says. Two agents watch the same
+/// storm: one timing every call (N=1), one timing one call in 1024. With
+/// N=1 every record with calls has a time. With N=1024 each timed call's
+/// time counts 1024 times, so every time is a multiple of 1024, and most
+/// calls are not timed, so some record with calls has none (P(every one of
+/// 64+ calls spread over the records timed) is nil). The counts are the
+/// same whatever is timed: both see every call.
 #[test]
 fn shrinker_time_is_sampled_as_the_header_says() {
     let (_g, dir) = as_root("shrinker-sample");
     let memcg = TestMemcg::new("shrinker-sample");
-    let stream = Stream::start(
-        &dir,
-        &["--interval", "500ms", "--shrinker-time-sample", "4"],
+    let every_dir = dir.join("every");
+    let sampled_dir = dir.join("sampled");
+    fs::create_dir_all(&every_dir).unwrap();
+    fs::create_dir_all(&sampled_dir).unwrap();
+    let every = Stream::start(
+        &every_dir,
+        &["--interval", "500ms", "--shrinker-time-sample", "1"],
+    );
+    let sampled = Stream::start(
+        &sampled_dir,
+        &["--interval", "500ms", "--shrinker-time-sample", "1024"],
     );
     let reclaim = memcg.dir.join("memory.reclaim");
-    let mut round = 0;
+    let limit = memcg.dir.join("memory.limit_in_bytes");
     let calls = |records: &[Value]| -> u64 {
         for_memcg(records, "memcg_interval", &memcg.rel)
             .iter()
@@ -961,35 +972,54 @@ fn shrinker_time_is_sampled_as_the_header_says() {
     };
     // Rounds of negative dentries and reclaim (as in the test above) until
     // the memcg's shrinkers were called at least 64 times.
-    while calls(&stream.records()) < 64 && round < 40 {
+    let mut round = 0;
+    while calls(&every.records()) < 64 && round < 40 {
         let script = format!(
             "i=0; while [ $i -lt 200 ]; do [ -e '{}/n{round}.'$i ]; i=$((i+1)); done",
             memcg.dir.display()
         );
         let mut child = memcg.spawn(Command::new("sh").args(["-c", &script]));
         assert!(wait_timeout(&mut child, Duration::from_secs(30)).success());
-        let _ = if reclaim.exists() {
-            fs::write(&reclaim, "64M")
+        if reclaim.exists() {
+            let _ = fs::write(&reclaim, "64M");
         } else {
-            fs::write(memcg.dir.join("memory.limit_in_bytes"), "4096")
-        };
+            // v1: a limit below the usage makes the kernel reclaim (then
+            // refuse it); lifted again in case it was taken, so the next
+            // round's shell is not OOM-killed.
+            let _ = fs::write(&limit, "4096");
+            let _ = fs::write(&limit, "-1");
+        }
         round += 1;
         settle();
     }
-    let records = stream.stop(libc::SIGINT);
-    assert_eq!(header(&records)["shrinker_time_sample"], 4);
-    let rows = for_memcg(&records, "memcg_interval", &memcg.rel);
-    assert!(calls(&records) >= 64, "{round} rounds: {rows:#?}");
-    let mut ns = 0;
-    for r in &rows {
-        let own = r["do_shrink_slab_ns"].as_u64().unwrap_or(0);
-        assert_eq!(own % 4, 0, "{r}");
-        ns += own;
-        for s in r["shrinkers"].as_array().into_iter().flatten() {
-            assert_eq!(s["ns"].as_u64().unwrap_or(0) % 4, 0, "{s}");
+    let every = every.stop(libc::SIGINT);
+    let sampled = sampled.stop(libc::SIGINT);
+    assert_eq!(header(&every)["shrinker_time_sample"], 1);
+    assert_eq!(header(&sampled)["shrinker_time_sample"], 1024);
+    assert!(calls(&every) >= 64, "{round} rounds: {every:#?}");
+    for r in for_memcg(&every, "memcg_interval", &memcg.rel) {
+        if r["do_shrink_slab_calls"].as_u64().unwrap_or(0) > 0 {
+            assert!(r["do_shrink_slab_ns"].as_u64().unwrap_or(0) > 0, "{r}");
         }
     }
-    assert!(ns > 0, "no call timed: {rows:#?}");
+    let rows = for_memcg(&sampled, "memcg_interval", &memcg.rel);
+    let mut untimed = 0;
+    for r in &rows {
+        let ns = r["do_shrink_slab_ns"].as_u64().unwrap_or(0);
+        assert_eq!(ns % 1024, 0, "{r}");
+        if ns == 0 && r["do_shrink_slab_calls"].as_u64().unwrap_or(0) > 0 {
+            untimed += 1;
+        }
+        for s in r["shrinkers"].as_array().into_iter().flatten() {
+            assert_eq!(s["ns"].as_u64().unwrap_or(0) % 1024, 0, "{s}");
+        }
+    }
+    assert!(untimed > 0, "every record timed at 1 in 1024: {rows:#?}");
+    assert_eq!(
+        calls(&sampled),
+        calls(&every),
+        "both agents count every call"
+    );
 }
 
 /// With the (memcg, shrinker) map full, a memcg's own `do_shrink_slab_*`

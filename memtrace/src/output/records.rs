@@ -68,8 +68,8 @@ pub struct Header {
     /// (`--shrinker-time-sample`): shrinker times (`do_shrink_slab_ns`, a
     /// shrinker row's `ns`) are unbiased estimates; every count is exact.
     /// 1 = every call timed, as in files written before this field.
-    #[serde(default = "every_call")]
-    pub shrinker_time_sample: u32,
+    #[serde(default)]
+    pub shrinker_time_sample: TimeSample,
     /// One object per hook (see docs/events.md).
     pub plan: Vec<PlanEntry>,
     /// Record fields this plan leaves null.
@@ -83,8 +83,16 @@ pub struct Header {
     pub degraded: Vec<Degraded>,
 }
 
-fn every_call() -> u32 {
-    1
+/// `Header::shrinker_time_sample`: one call in this many timed; 1 (every
+/// call) by default, so that a header built or read without it says so.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct TimeSample(pub u32);
+
+impl Default for TimeSample {
+    fn default() -> Self {
+        TimeSample(1)
+    }
 }
 
 /// A source of data the agent could not use, why, and what it costs.
@@ -655,7 +663,23 @@ pub struct MemcgState {
 
 #[cfg(test)]
 mod tests {
-    use super::System;
+    use super::{Header, System, TimeSample};
+
+    /// Files written before the field timed every call: they read as 1,
+    /// and a header written now says its sample.
+    #[test]
+    fn a_header_without_the_time_sample_reads_as_every_call() {
+        let mut v = serde_json::to_value(Header::default()).unwrap();
+        assert_eq!(v["shrinker_time_sample"], 1);
+        v.as_object_mut().unwrap().remove("shrinker_time_sample");
+        let h: Header = serde_json::from_value(v).unwrap();
+        assert_eq!(h.shrinker_time_sample, TimeSample(1));
+        let h = Header {
+            shrinker_time_sample: TimeSample(8),
+            ..Header::default()
+        };
+        assert_eq!(serde_json::to_value(h).unwrap()["shrinker_time_sample"], 8);
+    }
 
     #[test]
     fn kernel_losses_are_counters_of_the_system_record() {

@@ -32,7 +32,7 @@ use crate::{
     output::{
         build::{self, AgentCounts, IntervalContext},
         fields::Unseen,
-        records::{FORMAT_VERSION, Header, Record, System},
+        records::{FORMAT_VERSION, Header, Record, System, TimeSample},
     },
     source::{
         kmsg::{KmsgReader, OomAssembler},
@@ -147,7 +147,7 @@ impl LivePipeline {
             cgroup_mode: enrich.fs.mode.to_string(),
             attach_mode: attach_mode_name(opts.mode).to_string(),
             interval_ms: popts.interval.map(|d| d.as_millis() as u64),
-            shrinker_time_sample: loaded.shrinker_time_sample,
+            shrinker_time_sample: TimeSample(loaded.shrinker_time_sample),
             plan: loaded.plan.clone(),
             unavailable: unseen.clone(),
             kmsg: kmsg.is_some(),

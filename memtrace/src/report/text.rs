@@ -552,6 +552,15 @@ fn shrinkers_section(o: &mut String, r: &Report) {
         None => {}
     }
     let _ = writeln!(o, "{line}");
+    if let Some(n) = r.header.as_ref().map(|h| h.shrinker_time_sample.0)
+        && n > 1
+    {
+        let _ = writeln!(
+            o,
+            "  (shrinker times are estimates: one call in {n} was timed, its time counted {n} \
+             times; the counts are exact)"
+        );
+    }
     if !r.shrinkers.is_empty() {
         shrinker_table(o, &r.shrinkers);
     }

@@ -240,7 +240,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
             .mark_victim_arg()
             .unwrap_or(memtrace_common::MARK_VICTIM_ARG_TASK),
         scan_cpus: scan_cpus(&kbtf),
-        shrink_time_mask: u64::from(opts.shrinker_time_sample.max(1) - 1),
+        shrink_time_mask: u64::from(time_sample(opts) - 1),
         ..Default::default()
     };
     // Classic tracepoints need tracefs; only set it up when one of them is
@@ -370,8 +370,16 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         facts,
         kallsyms: planning,
         kretprobes,
-        shrinker_time_sample: opts.shrinker_time_sample.max(1),
+        shrinker_time_sample: time_sample(opts),
     })
+}
+
+/// `LoadOptions::shrinker_time_sample` as the programs can draw it: a power
+/// of two (the CLI allows nothing else; rounded down here so that a caller
+/// that passes another number gets a mask whose weight matches it).
+fn time_sample(opts: &LoadOptions) -> u32 {
+    let n = opts.shrinker_time_sample.max(1);
+    1 << n.ilog2()
 }
 
 /// Tells the programs that every hook is attached (`STARTED`, nonzero:

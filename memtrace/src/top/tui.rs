@@ -277,8 +277,15 @@ fn draw_detail(f: &mut Frame, m: &Model, r: &Row) {
         ));
     }
     lines.push(Line::from(""));
+    // Shrinker time is estimated from a sample of calls (the header says
+    // how many); the counts are exact.
+    let sample = m.header.as_ref().map_or(1, |h| h.shrinker_time_sample.0);
     lines.push(Line::styled(
-        "shrinkers (last interval)",
+        if sample > 1 {
+            format!("shrinkers (last interval; times estimated from 1 call in {sample})")
+        } else {
+            "shrinkers (last interval)".to_string()
+        },
         Style::new().add_modifier(Modifier::BOLD),
     ));
     if r.shrinkers.is_empty() {

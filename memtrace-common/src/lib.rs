@@ -295,21 +295,22 @@ pub struct Inflight {
     /// `HOOK_DO_SHRINK`: the `struct mem_cgroup *`, read for its id only
     /// when its counter entry is new.
     pub memcg: u64,
-    /// `bpf_jiffies64()` at entry: the age of a record not timed (a timed
-    /// one's is told by `start_ns`).
+    /// `bpf_jiffies64()` at entry, timed or not: a record older than
+    /// `MAX_CALL_JIFFIES` was left by a lost race and is never paired.
     pub born_jiffies: u64,
     /// Nonzero when the record was made once every program was attached
     /// (`STARTED`): if its return never comes, that return was lost.
     pub started: u64,
 }
 
-/// No charge or shrinker call takes this long: a timed entry record this
-/// old was left by a lost race (and a time this long is no call's).
+/// No shrinker call takes this long: a `do_shrink_slab` time this long is
+/// a stale or torn entry record's, not a call's, and is dropped.
 pub const MAX_CALL_NS: u64 = 60_000_000_000;
 
-/// The same for a record not timed, in jiffies: 60 s at HZ=1000, 240 s at
-/// Debian's HZ=250, 600 s at HZ=100 (the kernel's HZ is not known to the
-/// programs; a record not timed carries no time that could be wrong).
+/// No call takes this long either: an entry record this old was left by a
+/// lost race and is never paired. In jiffies, as a record not timed has no
+/// time: 60 s at HZ=1000, 240 s at Debian's HZ=250, 600 s at HZ=100 (the
+/// programs do not know the kernel's HZ).
 pub const MAX_CALL_JIFFIES: u64 = 60_000;
 
 /// Ring-buffer record kinds (first `u32` of every record).

@@ -112,9 +112,9 @@ fn shrinkctl_memcg_btf(shrinkctl: *const u8) -> *const u8 {
 }
 
 /// Counts one `do_shrink_slab` call of `shrinker` on a memcg (its css
-/// `serial`): exact counts per (memcg, shrinker) and its time `ns` (the
-/// sampled estimate: 0 for a call not timed or unpaired, else the call's
-/// time times the calls it stands for). One map lookup per call, the hottest path memtrace has; the
+/// `serial`): exact counts per (memcg, shrinker) and its time (`ns` as
+/// measured, 0 when not timed or unpaired; counted `stats::shrink_time`
+/// times over). One map lookup per call, the hottest path memtrace has; the
 /// memcg's id (`memcg_id`, three dependent loads) is read only for a new
 /// row, and is None when the memcg the entry record holds no longer has
 /// `serial` (a torn or stale record): no row is then made with a wrong id
@@ -126,6 +126,7 @@ fn shrinkctl_memcg_btf(shrinkctl: *const u8) -> *const u8 {
 fn do_account(serial: u64, memcg_id: impl Fn() -> Option<u64>, shrinker: u64, ret: u64, ns: u64) {
     let nothing = ret == 0 || ret == SHRINK_EMPTY;
     let freed = if ret == SHRINK_EMPTY { 0 } else { ret };
+    let ns = stats::shrink_time(ns);
     let key = ShrinkerMapKey {
         memcg_serial: serial,
         shrinker,

@@ -339,6 +339,10 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
                     }
                 }
                 Err(e) => {
+                    // The whole error (a verifier log runs to thousands of
+                    // lines) for `--log-level debug`; the plan keeps its
+                    // first line.
+                    log::debug!("{} with {}: {e:#}", spec.hook, attempt.family.as_str());
                     outcomes.push(FamilyOutcome {
                         family: attempt.family,
                         ok: false,

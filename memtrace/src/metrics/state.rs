@@ -716,7 +716,7 @@ impl Metrics {
             ),
             (
                 "memtrace_shrinker_seconds",
-                "Time in those calls, estimated from one call in --shrinker-time-sample (8 by default).",
+                "Time in those calls (estimated from one call in N with --shrinker-time-sample N).",
                 Field::DoShrinkSlabNs,
                 |s| s.ns,
                 true,

@@ -27,10 +27,11 @@ pub enum Config {
     /// `stream` of another memtrace binary (`--baseline-memtrace`, e.g. the
     /// previous release), for before/after in one run (profile only).
     Baseline,
-    /// `memtrace stream --shrinker-time-sample 1`: every `do_shrink_slab`
-    /// call timed, for what sampling saves and how far its estimate is
-    /// from the timed one, in the same rounds (profile only).
-    Timed,
+    /// `memtrace stream --shrinker-time-sample 8`: one `do_shrink_slab`
+    /// call in 8 timed, for what sampling saves and how far its estimate
+    /// lands from timing every call (the default), in the same rounds
+    /// (profile only).
+    Sampled,
 }
 
 impl Config {
@@ -42,7 +43,7 @@ impl Config {
             Config::Bpftrace => "bpftrace",
             Config::Floor => "empty-programs",
             Config::Baseline => "memtrace-baseline",
-            Config::Timed => "memtrace-timed",
+            Config::Sampled => "memtrace-sampled",
         }
     }
 
@@ -264,10 +265,10 @@ pub fn start(config: Config, env: &Env, tag: &str) -> Result<Running> {
     let child = match config {
         Config::Untraced => None,
         Config::Stream => Some(memtrace(&["stream", "--interval", "1s", "--output"])?),
-        Config::Timed => Some(memtrace(&[
+        Config::Sampled => Some(memtrace(&[
             "stream",
             "--shrinker-time-sample",
-            "1",
+            "8",
             "--interval",
             "1s",
             "--output",
@@ -367,7 +368,7 @@ impl Running {
         match self.config {
             Config::Untraced => true,
             // The header line is written once every program is attached.
-            Config::Stream | Config::Floor | Config::Baseline | Config::Timed => {
+            Config::Stream | Config::Floor | Config::Baseline | Config::Sampled => {
                 fs::read_to_string(&self.out)
                     .map(|s| s.contains('\n'))
                     .unwrap_or(false)
@@ -442,7 +443,7 @@ impl Running {
             _ => format!("status {}", u.status),
         };
         match self.config {
-            Config::Stream | Config::Floor | Config::Baseline | Config::Timed => {
+            Config::Stream | Config::Floor | Config::Baseline | Config::Sampled => {
                 let (records, hits, losses) = parse_stream(&self.out)?;
                 s.records = records;
                 s.hits = hits;

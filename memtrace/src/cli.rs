@@ -151,7 +151,7 @@ pub struct ProbeArgs {
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub slow_reclaim: Duration,
     /// Time only one do_shrink_slab call in N, chosen at random, its time
-    /// counting N times: the calls not timed skip both clock reads (8%
+    /// counting N times: the calls not timed skip both clock reads (8-33%
     /// of a shrinker call's program time at N=8), but shrinker times
     /// become estimates, noisy where a few long calls carry the time (every
     /// count stays exact). A power of two up to 1024; 1 times every call

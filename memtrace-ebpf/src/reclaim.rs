@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use memtrace_common::{
-    HOOK_KSWAPD, HOOK_RECLAIM_DIRECT, HOOK_RECLAIM_MEMCG, Inflight, RECLAIM_DIRECT, RECLAIM_MEMCG,
+    HOOK_KSWAPD, HOOK_RECLAIM_DIRECT, HOOK_RECLAIM_MEMCG, RECLAIM_DIRECT, RECLAIM_MEMCG,
     SLOW_RECLAIM_DIRECT, SLOW_RECLAIM_MEMCG,
 };
 
@@ -67,12 +67,7 @@ fn kswapd_wake() {
         stats::begin(
             tid,
             HOOK_KSWAPD,
-            &Inflight {
-                start_ns: kernel::now_ns(),
-                born_jiffies: kernel::jiffies(),
-                started: stats::started(),
-                ..Inflight::default()
-            },
+            &stats::record(HOOK_KSWAPD, 0, 0, core::ptr::null()),
         );
     }
 }

@@ -175,7 +175,7 @@ pub fn take(tid: u32, hook: u32) -> Option<Inflight> {
 /// `Inflight::started` of a record made now: 1 once every program is
 /// attached (a return that never comes is then a lost one).
 #[inline(always)]
-pub fn started() -> u64 {
+fn started() -> u64 {
     u64::from(STARTED.get(0).is_some_and(|&t| t != 0))
 }
 
@@ -334,21 +334,30 @@ fn open(hook: u32, arg: u64, memcg: impl FnOnce() -> (u64, *const u8)) {
     if !kernel::enabled() {
         return;
     }
-    let start_ns = if kernel::sampled(time_mask(hook)) {
-        kernel::now_ns()
-    } else {
-        0
-    };
     let (memcg_key, memcg) = memcg();
-    let v = Inflight {
-        start_ns,
+    slot_begin(
+        kernel::current_tid(),
+        hook,
+        &record(hook, memcg_key, arg, memcg),
+    );
+}
+
+/// The entry record of a `hook` call starting now: its time (when this
+/// call is timed: `time_mask`), age and whether every program was attached.
+#[inline(always)]
+pub fn record(hook: u32, memcg_key: u64, arg: u64, memcg: *const u8) -> Inflight {
+    Inflight {
+        start_ns: if kernel::sampled(time_mask(hook)) {
+            kernel::now_ns()
+        } else {
+            0
+        },
         memcg_key,
         arg,
         memcg: memcg as u64,
         born_jiffies: kernel::jiffies(),
         started: started(),
-    };
-    slot_begin(kernel::current_tid(), hook, &v);
+    }
 }
 
 /// Opens this thread's `hook` call on a memcg: `memcg_id` is called only

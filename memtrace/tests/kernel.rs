@@ -880,6 +880,32 @@ fn shrinker_only_intervals_carry_state_and_limit_hits_read_it_again() {
     }
 }
 
+/// Gives `memcg`'s shrinkers work, then has them called for it alone.
+/// Negative dentries in the cgroup filesystem (names tagged `round`), made
+/// from inside the memcg: charged to it and kept on kernfs's LRU, so its
+/// superblock's shrinker has objects for this memcg. Then reclaim of this
+/// memcg alone walks its shrinkers priority by priority: proactive reclaim
+/// on v2 (with nothing else to reclaim the kernel gives up, EAGAIN); on v1
+/// a limit below its usage (the kernel reclaims, then refuses the limit,
+/// EBUSY), lifted again in case it was taken, so that the memcg's next
+/// task is not OOM-killed. Not drop_caches: that is the whole host's.
+fn shrink_own_dentries(memcg: &TestMemcg, round: u32) {
+    let script = format!(
+        "i=0; while [ $i -lt 200 ]; do [ -e '{}/n{round}.'$i ]; i=$((i+1)); done",
+        memcg.dir.display()
+    );
+    let mut child = memcg.spawn(Command::new("sh").args(["-c", &script]));
+    assert!(wait_timeout(&mut child, Duration::from_secs(30)).success());
+    let reclaim = memcg.dir.join("memory.reclaim");
+    if reclaim.exists() {
+        let _ = fs::write(reclaim, "64M");
+    } else {
+        let limit = memcg.dir.join("memory.limit_in_bytes");
+        let _ = fs::write(&limit, "4096");
+        let _ = fs::write(&limit, "-1");
+    }
+}
+
 /// The kernel counts each `do_shrink_slab` call once, per (memcg,
 /// shrinker), and a memcg's own `do_shrink_slab_*` are the agent's sums over
 /// its shrinkers: in every record whose rows were not cut at 10, the rows
@@ -889,25 +915,7 @@ fn a_memcgs_shrinker_rows_add_up_to_its_counts() {
     let (_g, dir) = as_root("shrinker-sums");
     let memcg = TestMemcg::new("shrinker-sums");
     let stream = Stream::start(&dir, &["--interval", "500ms"]);
-    // Negative dentries in the cgroup filesystem, made from inside the
-    // memcg: charged to it and kept on kernfs's LRU, so its superblock's
-    // shrinker has objects for this memcg.
-    let script = format!(
-        "i=0; while [ $i -lt 200 ]; do [ -e '{}/n'$i ]; i=$((i+1)); done",
-        memcg.dir.display()
-    );
-    let mut child = memcg.spawn(Command::new("sh").args(["-c", &script]));
-    assert!(wait_timeout(&mut child, Duration::from_secs(30)).success());
-    // Reclaim of this memcg alone walks its shrinkers priority by priority:
-    // proactive reclaim on v2 (with nothing else to reclaim the kernel gives
-    // up, EAGAIN); on v1 a limit below its usage (the kernel reclaims, then
-    // refuses the limit, EBUSY). Not drop_caches: that is the whole host's.
-    let reclaim = memcg.dir.join("memory.reclaim");
-    let _ = if reclaim.exists() {
-        fs::write(reclaim, "64M")
-    } else {
-        fs::write(memcg.dir.join("memory.limit_in_bytes"), "4096")
-    };
+    shrink_own_dentries(&memcg, 0);
     settle();
     let records = stream.stop(libc::SIGINT);
     let rows = for_memcg(&records, "memcg_interval", &memcg.rel);
@@ -962,33 +970,17 @@ fn shrinker_time_is_sampled_as_the_header_says() {
         &sampled_dir,
         &["--interval", "500ms", "--shrinker-time-sample", "1024"],
     );
-    let reclaim = memcg.dir.join("memory.reclaim");
-    let limit = memcg.dir.join("memory.limit_in_bytes");
     let calls = |records: &[Value]| -> u64 {
         for_memcg(records, "memcg_interval", &memcg.rel)
             .iter()
             .filter_map(|r| r["do_shrink_slab_calls"].as_u64())
             .sum()
     };
-    // Rounds of negative dentries and reclaim (as in the test above) until
-    // the memcg's shrinkers were called at least 64 times.
+    // Rounds of work for the memcg's shrinkers until they were called at
+    // least 64 times.
     let mut round = 0;
     while calls(&every.records()) < 64 && round < 40 {
-        let script = format!(
-            "i=0; while [ $i -lt 200 ]; do [ -e '{}/n{round}.'$i ]; i=$((i+1)); done",
-            memcg.dir.display()
-        );
-        let mut child = memcg.spawn(Command::new("sh").args(["-c", &script]));
-        assert!(wait_timeout(&mut child, Duration::from_secs(30)).success());
-        if reclaim.exists() {
-            let _ = fs::write(&reclaim, "64M");
-        } else {
-            // v1: a limit below the usage makes the kernel reclaim (then
-            // refuse it); lifted again in case it was taken, so the next
-            // round's shell is not OOM-killed.
-            let _ = fs::write(&limit, "4096");
-            let _ = fs::write(&limit, "-1");
-        }
+        shrink_own_dentries(&memcg, round);
         round += 1;
         settle();
     }

@@ -231,6 +231,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         .map(|s| plan::candidates(s, opts.mode, &facts))
         .collect();
 
+    let shrinker_time_sample = time_sample(opts);
     let mut config = ProbeConfig {
         // Superblock shrinkers are told by their count_objects callback.
         super_cache_count: planning.address_of(SUPER_CACHE_COUNT).unwrap_or(0),
@@ -240,7 +241,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
             .mark_victim_arg()
             .unwrap_or(memtrace_common::MARK_VICTIM_ARG_TASK),
         scan_cpus: scan_cpus(&kbtf),
-        shrink_time_mask: u64::from(time_sample(opts) - 1),
+        shrink_time_mask: u64::from(shrinker_time_sample - 1),
         ..Default::default()
     };
     // Classic tracepoints need tracefs; only set it up when one of them is
@@ -374,7 +375,7 @@ pub fn load(opts: &LoadOptions, exhaustive: bool) -> Result<Loaded> {
         facts,
         kallsyms: planning,
         kretprobes,
-        shrinker_time_sample: time_sample(opts),
+        shrinker_time_sample,
     })
 }
 
